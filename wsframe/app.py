@@ -1,0 +1,81 @@
+"""``create_app``: a url table and settings in, a real ``aiohttp.web.Application`` out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from . import status
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .config import SETTINGS_KEY, Settings
+from .registry import REGISTRY_KEY, Registry, current_app, started_apps
+from .routing import Route, compile_urls
+
+__all__ = ["create_app", "ROUTES_KEY"]
+
+ROUTES_KEY = web.AppKey("wsframe_routes", list[Route])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _current_app_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Lets send_message_to_websocket() find its app inside any request handler,
+    # and in tasks those handlers start (tasks copy the context).
+    current_app.set(request.app)
+    return await handler(request)
+
+
+def create_app(
+    urls: Mapping[str, Any],
+    *,
+    backend: Backend | None = None,
+    middlewares: Iterable[Any] = (),
+    max_message_size: int | None = None,
+    heartbeat: float | None = None,
+    compression: bool | None = None,
+    close_timeout: float | None = None,
+    shutdown_timeout: float | None = None,
+    **app_options: Any,
+) -> web.Application:
+    """Build the application serving *urls*.
+
+    The result is a plain :class:`aiohttp.web.Application`: add aiohttp
+    middlewares, signals, sub-apps and aiohttp-session to it as usual. The
+    settings (defaults in :class:`~wsframe.config.Settings`) apply to every
+    websocket handler that does not override them. *backend* defaults to the
+    process-local :class:`~wsframe.backends.MemoryBackend`; *app_options* go to
+    ``web.Application`` (``client_max_size``, ``logger``, ...).
+
+    Raises :class:`~wsframe.exceptions.ConfigurationError` naming the problem
+    for a bad url table or setting, before anything is served.
+    """
+    settings = Settings().merged(
+        {
+            "max_message_size": max_message_size,
+            "heartbeat": heartbeat,
+            "compression": compression,
+            "close_timeout": close_timeout,
+            "shutdown_timeout": shutdown_timeout,
+        }
+    )
+    app = web.Application(middlewares=[_current_app_middleware, *middlewares], **app_options)
+    registry = Registry(backend or MemoryBackend())
+    app[SETTINGS_KEY] = settings
+    app[REGISTRY_KEY] = registry
+    app[ROUTES_KEY] = compile_urls(app.router, urls)
+
+    async def on_startup(app: web.Application) -> None:
+        await registry.on_startup()
+        started_apps.add(app)
+
+    async def on_shutdown(app: web.Application) -> None:
+        started_apps.discard(app)
+        await registry.on_shutdown(status.WS_1001_GOING_AWAY, "Server shutdown", settings.shutdown_timeout)
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app

@@ -1,0 +1,65 @@
+"""Per-application settings and their defaults (DESIGN.md section 5).
+
+Every setting can be given to :func:`wsframe.create_app` for the whole app and
+overridden on a handler class by a class attribute of the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from .exceptions import ConfigurationError
+
+__all__ = ["Settings", "SETTINGS_KEY", "MIB"]
+
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """The limits and timeouts one application runs with.
+
+    Raises :class:`~wsframe.exceptions.ConfigurationError` on construction when
+    a value is out of range, naming the setting.
+    """
+
+    max_message_size: int = MIB
+    """Largest incoming message in bytes; a larger one closes the connection with 1009."""
+    heartbeat: float | None = 25.0
+    """Seconds between pings; a peer that does not answer within half of it is dropped.
+    ``None`` or ``0`` turns pings off (on a handler class, ``None`` means "as the app")."""
+    compression: bool = False
+    """Offer permessage-deflate. Off by default: it costs CPU and opens the door to
+    compression bombs."""
+    close_timeout: float = 5.0
+    """Seconds to wait for the peer's close frame after sending ours."""
+    shutdown_timeout: float = 10.0
+    """Seconds the app waits on shutdown for every connection to finish closing with
+    1001 before it drops the rest."""
+
+    def __post_init__(self) -> None:
+        if self.max_message_size < 1:
+            raise ConfigurationError(
+                f"max_message_size must be a positive number of bytes, got {self.max_message_size!r}"
+            )
+        if self.heartbeat is not None and self.heartbeat < 0:
+            raise ConfigurationError(
+                f"heartbeat must be a number of seconds (0 or None for off), got {self.heartbeat!r}"
+            )
+        for name in ("close_timeout", "shutdown_timeout"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+
+    def merged(self, overrides: dict[str, Any]) -> Settings:
+        """Return these settings with *overrides* applied (``None`` values are ignored)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
+
+SETTINGS_KEY = web.AppKey("wsframe_settings", Settings)

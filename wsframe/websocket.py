@@ -1,0 +1,421 @@
+"""``GenericWebsocket``, the class a websocket handler subclasses, and sending by id.
+
+A handler instance lives for one connection::
+
+    class BookWebsocket(GenericWebsocket):
+        async def connect(self):
+            await self.accept()
+
+        async def receive(self, data: str | bytes):
+            await self.send(data=data)
+
+See DESIGN.md section 2 for the flow and section 4 for every close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
+
+from aiohttp import ClientConnectionResetError, WSMsgType, hdrs, web
+from multidict import CIMultiDictProxy
+
+from . import status
+from .codec import encode_frame
+from .config import SETTINGS_KEY, Settings
+from .exceptions import ConnectionClosed, WsframeError
+from .pathvars import PathConverters
+from .registry import REGISTRY_KEY, get_registry
+
+__all__ = [
+    "GenericWebsocket",
+    "send_message_to_websocket",
+    "close_websocket_connection",
+]
+
+logger = logging.getLogger("wsframe.websocket")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_REASON_BYTES = 123
+"""A close frame's reason must fit in 123 bytes (RFC 6455 section 5.5)."""
+
+
+class _State(enum.Enum):
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+def truncate_reason(reason: str) -> bytes:
+    """Encode *reason* as UTF-8, cut to 123 bytes without splitting a character."""
+    raw = reason.encode()
+    if len(raw) <= MAX_REASON_BYTES:
+        return raw
+    return raw[:MAX_REASON_BYTES].decode(errors="ignore").encode()
+
+
+def _json_error(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"detail": detail}, status=status_code, headers=headers)
+
+
+def _handshake_problem(request: web.Request) -> str | None:
+    """Return why this upgrade request is malformed, or None when it is a valid handshake."""
+    if request.method != hdrs.METH_GET:
+        return "A websocket handshake must use GET."
+    if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "") != "13":
+        return "Unsupported Sec-WebSocket-Version; use 13."
+    key = request.headers.get(hdrs.SEC_WEBSOCKET_KEY, "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return "Sec-WebSocket-Key must be 16 bytes, base64-encoded."
+    except binascii.Error:
+        return "Sec-WebSocket-Key must be 16 bytes, base64-encoded."
+    if not request._message.upgrade:
+        return "The Connection header must include 'upgrade'."
+    return None
+
+
+class GenericWebsocket:
+    """Base class of websocket handlers: one instance per connection.
+
+    Override :meth:`connect`, :meth:`receive` and :meth:`disconnect`. The
+    class attributes ``max_message_size``, ``heartbeat``, ``compression``,
+    ``close_timeout`` override the app's settings for this handler (``None``:
+    as the app).
+
+    Do not override ``__init__``; set up per-connection state in :meth:`connect`.
+    """
+
+    max_message_size: ClassVar[int | None] = None
+    heartbeat: ClassVar[float | None] = None
+    compression: ClassVar[bool | None] = None
+    close_timeout: ClassVar[float | None] = None
+
+    request: web.Request
+    """The aiohttp request of the handshake (multi-valued query, remote address, ...)."""
+    app: web.Application
+    """The application serving this connection."""
+    connection_id: str
+    """32 hex characters: unguessable, and says which process owns the connection."""
+    headers: CIMultiDictProxy[str]
+    """The handshake's headers, case-insensitive."""
+    query_params: dict[str, str]
+    """The handshake's query string; for a repeated name the last value wins."""
+    cookies: Mapping[str, str]
+    """The handshake's cookies."""
+    path_variables: dict[str, Any]
+    """The path variables, converted by ``connect()``'s type hints."""
+
+    def __init__(self, request: web.Request, path_variables: dict[str, Any]) -> None:
+        self.request = request
+        self.app = request.app
+        self._registry = request.app[REGISTRY_KEY]
+        self.connection_id = self._registry.new_connection_id()
+        self.headers = request.headers
+        self.query_params = dict(request.query)
+        self.cookies = request.cookies
+        self.path_variables = path_variables
+        self._ws: web.WebSocketResponse | None = None
+        self._state = _State.CONNECTING
+        self._close_code: int | None = None
+        self._close_reason = ""
+        self._closing_done: asyncio.Future[None] | None = None
+        self._disconnected = False
+
+    # ----------------------------------------------------------------- hooks
+
+    async def connect(self, **path_variables: Any) -> None:
+        """Override to check the handshake and call :meth:`accept` (or not).
+
+        Path variables arrive as keyword arguments converted by this method's
+        type hints. Returning without :meth:`accept` rejects the handshake
+        with HTTP 403; an exception before accept answers 500, after accept
+        closes with 1011. The default accepts every connection.
+        """
+        await self.accept()
+
+    async def receive(self, data: str | bytes) -> None:
+        """Override to handle one message: ``str`` for a text frame, ``bytes`` for binary.
+
+        Messages are handled one at a time, in order. An exception closes the
+        connection with 1011 (logged with its traceback; the client only sees
+        the code).
+        """
+
+    async def disconnect(self, code: int) -> None:
+        """Override to clean up after the connection ended.
+
+        Runs exactly once for every accepted connection, after it has left the
+        registry, whoever closed it. *code* is the close code: the client's
+        when it closed, ours when we did, 1006 when the TCP connection dropped
+        without a close frame. Exceptions are logged and otherwise ignored.
+        """
+
+    # --------------------------------------------------------------- actions
+
+    async def accept(self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        """Complete the handshake (HTTP 101) and make the connection reachable by id.
+
+        *subprotocol* is sent back in ``Sec-WebSocket-Protocol`` when the client
+        offered it; *headers* are added to the 101 response.
+        Raises :class:`ConnectionClosed` after :meth:`close`, and
+        :class:`~wsframe.exceptions.WsframeError` when called twice.
+        """
+        if self._state is not _State.CONNECTING:
+            if self._ws is not None and self._state is _State.OPEN:
+                raise WsframeError("accept() was already called for this connection")
+            raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
+        ws = self._make_response(subprotocol)
+        if headers:
+            ws.headers.update(headers)
+        await ws.prepare(self.request)
+        self._ws = ws
+        self._state = _State.OPEN
+        self._registry.add(self)
+
+    async def send(self, data: Any) -> None:
+        """Send *data*: ``str`` as text, bytes-like as binary, anything else as msgspec JSON text.
+
+        Returns once the frame is handed to the transport. Raises
+        :class:`ConnectionClosed` (with the close code) when the connection is
+        closed or closing, ``TypeError`` when *data* cannot be encoded (nothing
+        is sent), and :class:`~wsframe.exceptions.WsframeError` before accept.
+        On cancellation the frame may or may not have been written.
+        """
+        payload, opcode = encode_frame(data)
+        await self._send_frame(payload, opcode)
+
+    async def close(self, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection with *code* and *reason* (cut to 123 bytes).
+
+        The first close wins: later calls, and calls after the peer closed,
+        return at once. Before :meth:`accept`, the handshake is completed and
+        then closed, so the client sees the code. Waits for the peer's close
+        frame up to ``close_timeout``, then drops the TCP connection. Raises
+        ``ValueError`` for a code that may not be sent (1005, 1006, 1015, < 1000,
+        >= 5000, unassigned 1xxx/2xxx).
+        """
+        if not status.is_valid_close_code(code):
+            raise ValueError(
+                f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999 "
+                "(4000-4999 are for applications)."
+            )
+        if self._state is _State.CONNECTING:
+            # Remember it; the handler completes the handshake after connect()
+            # returns and closes with this code.
+            self._state = _State.CLOSING
+            self._close_code, self._close_reason = code, reason
+            return
+        if self._state is not _State.OPEN:
+            return
+        self._state = _State.CLOSING
+        self._close_code, self._close_reason = code, reason
+        done = self._closing_done = asyncio.get_running_loop().create_future()
+        try:
+            ws = self._ws
+            if ws is not None:
+                await ws.close(code=code, message=truncate_reason(reason))
+        finally:
+            self._state = _State.CLOSED
+            done.set_result(None)
+
+    # -------------------------------------------------------------- internal
+
+    def _settings(self) -> Settings:
+        return self.app[SETTINGS_KEY].merged(
+            {
+                "max_message_size": type(self).max_message_size,
+                "heartbeat": type(self).heartbeat,
+                "compression": type(self).compression,
+                "close_timeout": type(self).close_timeout,
+            }
+        )
+
+    def _make_response(self, subprotocol: str | None) -> web.WebSocketResponse:
+        settings = self._settings()
+        return web.WebSocketResponse(
+            protocols=(subprotocol,) if subprotocol else (),
+            heartbeat=settings.heartbeat or None,
+            max_msg_size=settings.max_message_size,
+            compress=settings.compression,
+            timeout=settings.close_timeout,
+        )
+
+    async def _send_frame(self, payload: bytes, opcode: WSMsgType) -> None:
+        ws = self._ws
+        if self._state is not _State.OPEN or ws is None:
+            if self._state is _State.CONNECTING:
+                raise WsframeError("Call accept() before send(): the handshake is not complete.")
+            raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
+        try:
+            await ws.send_frame(payload, opcode)
+        except (ClientConnectionResetError, ConnectionResetError):
+            # The peer went away and the receive loop has not noticed yet.
+            self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+            raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
+
+    def _mark_closed(self, code: int, reason: str = "") -> None:
+        if self._close_code is None:
+            self._close_code, self._close_reason = code, reason
+        if self._state is not _State.CLOSING:
+            self._state = _State.CLOSED
+
+    def _abort(self) -> None:
+        """Drop the TCP connection now (shutdown after the drain time ran out)."""
+        transport = self.request.transport
+        if self._state is not _State.CLOSED and transport is not None:
+            transport.close()
+        self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+
+    async def _serve(self) -> web.StreamResponse:
+        """Run the whole connection: connect, receive loop, disconnect."""
+        try:
+            await self.connect(**self.path_variables)
+        except Exception:
+            if self._ws is None:
+                logger.exception("%s.connect() failed before accept", type(self).__qualname__)
+                return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            logger.exception("%s.connect() failed", type(self).__qualname__)
+            await self._close_after_error()
+            return await self._finish()
+
+        if self._ws is None:
+            if self._state is _State.CLOSING:
+                return await self._close_before_accept()
+            return _json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
+
+        try:
+            if self._state is _State.OPEN:
+                await self._receive_loop(self._ws)
+        except asyncio.CancelledError:
+            self._mark_closed(status.WS_1001_GOING_AWAY)
+            raise
+        finally:
+            if self._closing_done is not None and not self._closing_done.done():
+                # close() is running in another task; let it finish so that
+                # disconnect() sees the code that was actually sent.
+                await asyncio.shield(self._closing_done)
+        return await self._finish()
+
+    async def _close_before_accept(self) -> web.StreamResponse:
+        code, reason = self._close_code or status.WS_1000_NORMAL_CLOSURE, self._close_reason
+        ws = self._make_response(None)
+        await ws.prepare(self.request)
+        await ws.close(code=code, message=truncate_reason(reason))
+        return ws
+
+    async def _receive_loop(self, ws: web.WebSocketResponse) -> None:
+        receive = self.receive
+        text, binary = WSMsgType.TEXT, WSMsgType.BINARY
+        while True:
+            msg = await ws.receive()
+            kind = msg.type
+            if kind is text or kind is binary:
+                try:
+                    await receive(msg.data)
+                except ConnectionClosed:
+                    # A send inside receive() raced with a close; not a crash.
+                    return
+                except Exception:
+                    logger.exception("%s.receive() failed; closing with 1011", type(self).__qualname__)
+                    await self._close_after_error()
+                    return
+                if self._state is not _State.OPEN:
+                    return
+                continue
+            if kind is WSMsgType.CLOSE:
+                # aiohttp has already answered with its own close frame.
+                code = msg.data or status.WS_1005_NO_STATUS_RCVD
+                self._mark_closed(code, msg.extra or "")
+            elif kind is WSMsgType.ERROR:
+                # Oversized or malformed frame, or a failed heartbeat; aiohttp
+                # sent the matching close code (1009, 1002, 1007) if it could.
+                code = ws.close_code or status.WS_1006_ABNORMAL_CLOSURE
+                self._mark_closed(code)
+                logger.debug("connection %s failed: %r", self.connection_id, msg.data)
+            elif kind is WSMsgType.CLOSED:
+                # EOF without a close frame, unless our own close() got here first.
+                self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+            # CLOSING: our close() runs in another task; _serve waits for it.
+            return
+
+    async def _close_after_error(self) -> None:
+        if self._state is _State.OPEN:
+            await self.close(status.WS_1011_INTERNAL_ERROR, "Internal server error")
+
+    async def _finish(self) -> web.StreamResponse:
+        self._registry.discard(self.connection_id)
+        self._state = _State.CLOSED
+        if not self._disconnected:
+            self._disconnected = True
+            try:
+                await self.disconnect(self._close_code or status.WS_1006_ABNORMAL_CLOSURE)
+            except Exception:
+                logger.exception("%s.disconnect() failed", type(self).__qualname__)
+        ws = self._ws
+        if ws is None:  # pragma: no cover - _finish only runs after accept
+            raise RuntimeError("internal error: connection finished without a response")
+        return ws
+
+
+def make_route_handler(cls: type[GenericWebsocket], converters: PathConverters) -> Handler:
+    """Return the aiohttp handler that serves *cls* at a path with *converters*' variables."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
+            return _json_error(
+                status.HTTP_426_UPGRADE_REQUIRED,
+                "This URL is a websocket endpoint; connect with a websocket client.",
+                headers={hdrs.UPGRADE: "websocket", hdrs.CONNECTION: "Upgrade"},
+            )
+        problem = _handshake_problem(request)
+        if problem is not None:
+            return _json_error(status.HTTP_400_BAD_REQUEST, problem)
+        path_variables = converters.convert(request.match_info)
+        if path_variables is None:
+            return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
+        return await cls(request, path_variables)._serve()
+
+    handle.__qualname__ = handle.__name__ = f"{cls.__qualname__}"
+    handle.__module__ = cls.__module__
+    return handle
+
+
+async def send_message_to_websocket(connection_id: str, data: Any, *, app: web.Application | None = None) -> None:
+    """Send *data* to the connection *connection_id*, in this process or any other.
+
+    Encoding is as :meth:`GenericWebsocket.send`. An unknown or already-closed
+    id is not an error: nothing is sent (logged at debug level). Raises
+    ``TypeError`` when *data* cannot be encoded,
+    :class:`~wsframe.exceptions.BackendUnavailableError` when the id lives in
+    another process and the backend is down, and
+    :class:`~wsframe.exceptions.ApplicationNotFoundError` when called outside a
+    request with several apps running (pass ``app=``).
+    """
+    await get_registry(app).send(connection_id, data)
+
+
+async def close_websocket_connection(
+    connection_id: str,
+    code: int = status.WS_1000_NORMAL_CLOSURE,
+    reason: str = "",
+    *,
+    app: web.Application | None = None,
+) -> None:
+    """Close the connection *connection_id* with *code* and *reason*, wherever it lives.
+
+    For a connection in this process, returns when the closing handshake is
+    done (or timed out). An unknown or already-closed id is not an error.
+    Raises ``ValueError`` for a code that may not be sent, and the errors of
+    :func:`send_message_to_websocket`.
+    """
+    if not status.is_valid_close_code(code):
+        raise ValueError(f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999.")
+    await get_registry(app).close(connection_id, code, reason)
