@@ -110,8 +110,12 @@ def converter_for(tp: Any, where: str) -> Converter:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return _enum_converter(tp)
     try:
-        msgspec.inspect.type_info(tp)
+        info = msgspec.inspect.type_info(tp)
     except TypeError:
+        info = msgspec.inspect.CustomType(tp)
+    if isinstance(info, msgspec.inspect.AnyType):
+        return str
+    if isinstance(info, msgspec.inspect.CustomType):
         raise ConfigurationError(
             f"{where}: type {tp!r} cannot be converted from a path segment; use str, int, float, "
             "bool, uuid.UUID, an Enum or a msgspec-supported type."

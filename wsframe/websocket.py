@@ -119,7 +119,8 @@ class GenericWebsocket:
         self._registry = request.app[REGISTRY_KEY]
         self.connection_id = self._registry.new_connection_id()
         self.headers = request.headers
-        self.query_params = dict(request.query)
+        # Last value wins for a repeated name (DESIGN.md); dict(MultiDict) would keep the first.
+        self.query_params = {key: value for key, value in request.query.items()}
         self.cookies = request.cookies
         self.path_variables = path_variables
         self._ws: web.WebSocketResponse | None = None
@@ -243,7 +244,8 @@ class GenericWebsocket:
         return web.WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             heartbeat=settings.heartbeat or None,
-            max_msg_size=settings.max_message_size,
+            # aiohttp rejects a message of exactly max_msg_size bytes; ours is inclusive.
+            max_msg_size=settings.max_message_size + 1,
             compress=settings.compression,
             timeout=settings.close_timeout,
         )
@@ -294,14 +296,17 @@ class GenericWebsocket:
         try:
             if self._state is _State.OPEN:
                 await self._receive_loop(self._ws)
-        except asyncio.CancelledError:
-            self._mark_closed(status.WS_1001_GOING_AWAY)
-            raise
-        finally:
             if self._closing_done is not None and not self._closing_done.done():
                 # close() is running in another task; let it finish so that
                 # disconnect() sees the code that was actually sent.
                 await asyncio.shield(self._closing_done)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client vanishes (with
+            # handler_cancellation on) or when shutdown runs out of time. The
+            # connection is gone either way: clean up before letting it go.
+            self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+            await self._finish()
+            raise
         return await self._finish()
 
     async def _close_before_accept(self) -> web.StreamResponse:
