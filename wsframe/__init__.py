@@ -13,6 +13,7 @@ from .exceptions import (
     MissingDependencyError,
     WsframeError,
 )
+from .publisher import Publisher
 from .websocket import GenericWebsocket, close_websocket_connection, send_message_to_websocket
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "ConnectionClosed",
     "BackendUnavailableError",
     "ApplicationNotFoundError",
+    # publisher.py
+    "Publisher",
     # status.py
     "status",
 ]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from . import status
+from .backends import resolve_backend
 from .backends.base import Backend
-from .backends.memory import MemoryBackend
 from .config import SETTINGS_KEY, Settings
 from .registry import REGISTRY_KEY, Registry, current_app, started_apps
 from .routing import Route, compile_urls
@@ -32,7 +33,8 @@ async def _current_app_middleware(request: web.Request, handler: Handler) -> web
 def create_app(
     urls: Mapping[str, Any],
     *,
-    backend: Backend | None = None,
+    backend: Backend | str | None = None,
+    redis: str | aioredis.Redis | None = None,
     middlewares: Iterable[Any] = (),
     max_message_size: int | None = None,
     heartbeat: float | None = None,
@@ -46,9 +48,12 @@ def create_app(
     The result is a plain :class:`aiohttp.web.Application`: add aiohttp
     middlewares, signals, sub-apps and aiohttp-session to it as usual. The
     settings (defaults in :class:`~wsframe.config.Settings`) apply to every
-    websocket handler that does not override them. *backend* defaults to the
-    process-local :class:`~wsframe.backends.MemoryBackend`; *app_options* go to
-    ``web.Application`` (``client_max_size``, ``logger``, ...).
+    websocket handler that does not override them. *redis* (a URL or a
+    ``redis.asyncio.Redis``) selects the Redis backend; *backend* is a
+    :class:`~wsframe.backends.Backend` or a URL (``memory://``, ``ipc://``,
+    ``redis://...``). With neither: the local IPC backend under gunicorn, the
+    process-local memory backend otherwise (see docs/workers.md).
+    *app_options* go to ``web.Application`` (``client_max_size``, ``logger``, ...).
 
     Raises :class:`~wsframe.exceptions.ConfigurationError` naming the problem
     for a bad url table or setting, before anything is served.
@@ -63,7 +68,7 @@ def create_app(
         }
     )
     app = web.Application(middlewares=[_current_app_middleware, *middlewares], **app_options)
-    registry = Registry(backend or MemoryBackend())
+    registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
     app[ROUTES_KEY] = compile_urls(app.router, urls)

@@ -1,0 +1,458 @@
+"""Local IPC backend: workers on one machine reach each other over Unix sockets, no Redis.
+
+Each node (worker process) listens on ``<directory>/<node id>.sock``. A send to
+a connection owned by another node opens (once, then cached) a stream to that
+node's socket and writes a length-prefixed envelope; the owner acknowledges
+each envelope once it is queued for delivery, in the order received, so a
+send that returned is ordered before any later send from anywhere.
+
+Which directory: under gunicorn (``SERVER_SOFTWARE`` says ``gunicorn/...``)
+every worker uses ``<runtime base>/gunicorn-<master pid>``, which the master
+pid makes shared by the workers of one gunicorn and private to it, with or
+without ``--preload``. Elsewhere the directory is made when the backend is
+created, so processes forked afterwards share it; or pass one explicitly
+(``ipc:///run/myapp``) to join processes started any other way.
+
+Faults: a worker that exited cleanly removed its socket, so a send to its ids
+finds no file and is dropped; one that was killed left a socket nobody
+listens on, so the connect is refused, the file removed and the send dropped
+(debug log both times). Directories of dead masters are swept at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import struct
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ..exceptions import BackendUnavailableError, ConfigurationError
+from .base import Backend, Envelope, decode_envelope, encode_envelope
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+__all__ = ["IpcBackend", "IpcBackendStats", "runtime_base", "in_gunicorn"]
+
+logger = logging.getLogger("wsframe.backends.ipc")
+
+_HEADER = struct.Struct("!I")
+_MAX_FRAME = 1 << 30
+_ACK_OK = 1
+_ACK_BAD = 0
+_NODE_ID = re.compile(r"[0-9a-f]{8}")
+_OWNED_DIR = re.compile(r"(?:gunicorn-)?(\d+)(?:-[0-9a-f]+)?")
+_MAX_DEAD_NODES = 10_000
+
+
+def in_gunicorn() -> bool:
+    """Return whether this process is a gunicorn master or worker (gunicorn sets ``SERVER_SOFTWARE``)."""
+    return os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/")
+
+
+def runtime_base() -> Path:
+    """Return the private folder that holds wsframe's per-app socket directories.
+
+    ``$XDG_RUNTIME_DIR/wsframe`` when that is set, else ``<tmp>/wsframe-<uid>``.
+    Created with mode 0700; raises :class:`~wsframe.exceptions.ConfigurationError`
+    when it exists but is not a directory owned by this user (another user
+    could otherwise read or plant sockets).
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    base = (
+        Path(xdg) / "wsframe" if xdg and os.path.isdir(xdg) else Path(tempfile.gettempdir()) / f"wsframe-{os.getuid()}"
+    )
+    _private_dir(base)
+    return base
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConfigurationError(
+            f"{path} must be a directory owned by uid {os.getuid()} with mode 0700 for wsframe's worker sockets; "
+            "remove it, or pass backend='ipc:///some/private/dir'."
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(base: Path) -> None:
+    """Remove directories whose owning process (master or creator) is gone."""
+    for entry in base.iterdir():
+        match = _OWNED_DIR.fullmatch(entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            logger.debug("removing %s: the process that made it is gone", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class IpcBackendStats:
+    """Counters of one :class:`IpcBackend`, for monitoring and tests."""
+
+    sent: int = 0
+    """Envelopes another node acknowledged."""
+    delivered: int = 0
+    """Envelopes received and handed to this process's registry."""
+    dropped: int = 0
+    """Envelopes for nodes that are gone (socket missing, refused, or closed before the ack)."""
+    bad_messages: int = 0
+    """Incoming frames that did not decode, or whose delivery raised; skipped."""
+
+
+class _Peer:
+    """A cached stream to another node, with the futures of unacknowledged envelopes in order."""
+
+    def __init__(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.node_id = node_id
+        self.reader = reader
+        self.writer = writer
+        self.pending: collections.deque[asyncio.Future[bool | None]] = collections.deque()
+        self.closed = False
+        self.task = asyncio.create_task(self._read_acks(), name=f"wsframe ipc acks {node_id}")
+
+    async def _read_acks(self) -> None:
+        try:
+            while True:
+                acks = await self.reader.read(65536)
+                if not acks:
+                    return
+                for ack in acks:
+                    if not self.pending:
+                        logger.warning("node %s sent an acknowledgement for nothing; closing", self.node_id)
+                        return
+                    future = self.pending.popleft()
+                    if not future.done():
+                        future.set_result(ack == _ACK_OK)
+        except OSError as exc:
+            logger.debug("stream to node %s broke: %s", self.node_id, exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        # Whatever was not acknowledged went down with the node: at-most-once.
+        for future in self.pending:
+            if not future.done():
+                future.set_result(None)
+        self.pending.clear()
+        self.writer.close()
+
+
+class IpcBackend(Backend):
+    """Carries envelopes between worker processes on one machine through Unix sockets.
+
+    *directory* is where the nodes' sockets live (see the module docstring
+    for the default). A send waits for the owner's acknowledgement up to
+    *ack_timeout* seconds and for a connection up to *connect_timeout*.
+
+    Raises :class:`~wsframe.exceptions.ConfigurationError` when the directory
+    cannot be used safely (not a directory, another user's), at construction
+    or at startup.
+    """
+
+    name = "ipc"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        ack_timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        inbox_size: int = 10_000,
+    ) -> None:
+        for label, value in (("ack_timeout", ack_timeout), ("connect_timeout", connect_timeout)):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{label} must be a positive number of seconds, got {value!r}")
+        if not isinstance(inbox_size, int) or inbox_size < 1:
+            raise ConfigurationError(f"inbox_size must be a positive number of envelopes, got {inbox_size!r}")
+        self.ack_timeout = float(ack_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.inbox_size = inbox_size
+        self.stats = IpcBackendStats()
+        self._explicit = Path(directory) if directory is not None else None
+        self._created_by = os.getpid()
+        self._made_dir: Path | None = None
+        if self._explicit is None and not in_gunicorn():
+            # Made now, in the process that builds the app, so that every
+            # process forked from it afterwards finds the same directory.
+            base = runtime_base()
+            _sweep(base)
+            self._made_dir = base / f"{self._created_by}-{secrets.token_hex(4)}"
+            self._made_dir.mkdir(mode=0o700)
+        atexit.register(self._remove_directory_at_exit)
+        self.directory: Path | None = None
+        self._registry: Registry | None = None
+        self._server: asyncio.Server | None = None
+        self._socket_path: Path | None = None
+        self._inbox: asyncio.Queue[Envelope] | None = None
+        self._delivery: asyncio.Task[None] | None = None
+        self._inbound: set[asyncio.StreamWriter] = set()
+        self._inbound_tasks: set[asyncio.Task[object]] = set()
+        self._peers: dict[str, _Peer] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._dead: set[str] = set()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def _resolve_directory(self) -> Path:
+        if self._explicit is not None:
+            self._explicit.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self._explicit.is_dir():  # pragma: no cover - mkdir(exist_ok) raises first for files
+                raise ConfigurationError(f"{self._explicit} is not a directory")
+            return self._explicit
+        if in_gunicorn():
+            # Workers are children of the gunicorn master: its pid names the
+            # one directory all of them share, with or without --preload.
+            base = runtime_base()
+            _sweep(base)
+            directory = base / f"gunicorn-{os.getppid()}"
+            directory.mkdir(mode=0o700, exist_ok=True)
+            return directory
+        if self._made_dir is None:  # pragma: no cover - set in __init__ whenever not under gunicorn
+            raise ConfigurationError("the IPC backend has no directory")
+        self._made_dir.mkdir(mode=0o700, exist_ok=True)
+        return self._made_dir
+
+    async def on_startup(self, registry: Registry) -> None:
+        """Listen on this node's socket and start delivering what arrives there."""
+        self._registry = registry
+        try:
+            self.directory = self._resolve_directory()
+        except FileExistsError:
+            raise ConfigurationError(f"{self._explicit} exists and is not a directory; pass a directory") from None
+        self._socket_path = self.directory / f"{registry.node_id}.sock"
+        self._socket_path.unlink(missing_ok=True)
+        self._inbox = asyncio.Queue(maxsize=self.inbox_size)
+        self._server = await asyncio.start_unix_server(self._serve_peer, path=str(self._socket_path))
+        os.chmod(self._socket_path, 0o600)
+        self._delivery = asyncio.create_task(self._deliver_forever(), name=f"wsframe ipc delivery {registry.node_id}")
+        logger.debug("node %s listening on %s", registry.node_id, self._socket_path)
+
+    async def on_shutdown(self) -> None:
+        """Stop listening, remove this node's socket and close every stream; remove the directory if empty."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self._socket_path is not None:
+            self._socket_path.unlink(missing_ok=True)
+        for writer in list(self._inbound):
+            writer.close()
+        tasks: list[asyncio.Task[object]] = []
+        for inbound in list(self._inbound_tasks):
+            # A stream blocked on a full inbox would otherwise wait forever.
+            inbound.cancel()
+            tasks.append(inbound)
+        for peer in list(self._peers.values()):
+            peer.close()
+            peer.task.cancel()
+            tasks.append(peer.task)
+        self._peers.clear()
+        delivery, self._delivery = self._delivery, None
+        if delivery is not None:
+            delivery.cancel()
+            tasks.append(delivery)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if server is not None:
+            await server.wait_closed()
+        if self.directory is not None and self._explicit is None:
+            # The last worker out removes the shared directory.
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
+
+    def _remove_directory_at_exit(self) -> None:
+        # Forked children inherit atexit handlers; only the creator cleans up.
+        if os.getpid() != self._created_by:
+            return
+        if self._made_dir is not None:
+            shutil.rmtree(self._made_dir, ignore_errors=True)
+        elif self._explicit is None and in_gunicorn():
+            # Built in the gunicorn master (--preload): its workers used
+            # gunicorn-<this pid>; remove what killed workers left behind.
+            with contextlib.suppress(ConfigurationError):  # the base was made unsafe since startup
+                shutil.rmtree(runtime_base() / f"gunicorn-{self._created_by}", ignore_errors=True)
+
+    # ---------------------------------------------------------------- receive
+
+    async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        inbox = self._inbox
+        if inbox is None:  # pragma: no cover - the server starts after the inbox exists
+            writer.close()
+            return
+        task = asyncio.current_task()
+        self._inbound.add(writer)
+        if task is not None:
+            self._inbound_tasks.add(task)
+        try:
+            while True:
+                header = await reader.readexactly(_HEADER.size)
+                (size,) = _HEADER.unpack(header)
+                if size > _MAX_FRAME:
+                    logger.warning("closing an IPC stream that announced a %d-byte frame", size)
+                    return
+                body = await reader.readexactly(size)
+                try:
+                    envelope = decode_envelope(body)
+                except (msgspec.DecodeError, TypeError) as exc:
+                    self.stats.bad_messages += 1
+                    logger.warning("skipping an IPC frame that is not a wsframe envelope: %s", exc)
+                    writer.write(bytes((_ACK_BAD,)))
+                    continue
+                # Queue, then acknowledge: the sender's next send (from any
+                # process) is therefore queued after this one.
+                await inbox.put(envelope)
+                writer.write(bytes((_ACK_OK,)))
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass  # the sender closed its end
+        except asyncio.CancelledError:
+            # Only on_shutdown cancels this task. Returning instead of
+            # re-raising: asyncio's stream server (3.11) reports a cancelled
+            # handler as an unhandled exception.
+            return
+        except OSError as exc:
+            logger.debug("incoming IPC stream broke: %s", exc)
+        finally:
+            self._inbound.discard(writer)
+            if task is not None:
+                self._inbound_tasks.discard(task)
+            writer.close()
+
+    async def _deliver_forever(self) -> None:
+        inbox, registry = self._inbox, self._registry
+        if inbox is None or registry is None:  # pragma: no cover - started by on_startup after both are set
+            return
+        while True:
+            envelope = await inbox.get()
+            try:
+                await registry.deliver_envelope(envelope)
+            except Exception:
+                self.stats.bad_messages += 1
+                logger.exception("delivering %s to %s failed; skipped", envelope.kind, envelope.connection_id)
+                continue
+            self.stats.delivered += 1
+
+    # ------------------------------------------------------------------- send
+
+    async def publish_to_node(self, node_id: str, envelope: Envelope) -> None:
+        """Hand *envelope* to node *node_id* and wait until that node has queued it.
+
+        A node that is gone (no socket, refused, closed before acknowledging)
+        is not an error: the envelope is dropped and counted. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` when the node does
+        not connect within ``connect_timeout`` or acknowledge within
+        ``ack_timeout`` (its loop is blocked or its inbox full), and before
+        startup. On cancellation the envelope may or may not be delivered.
+        """
+        if self._server is None:
+            raise BackendUnavailableError(
+                "the IPC backend is not started; start the app (its on_startup opens the worker socket) first."
+            )
+        if _NODE_ID.fullmatch(node_id) is None:
+            # Never build a path from something that is not a node id.
+            logger.debug("dropping %s for %s: %r is not a node id", envelope.kind, envelope.connection_id, node_id)
+            return
+        peer = self._peers.get(node_id)
+        if peer is None or peer.closed:
+            peer = await self._connect(node_id)
+            if peer is None:
+                self.stats.dropped += 1
+                return
+        data = encode_envelope(envelope)
+        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        peer.pending.append(future)
+        peer.writer.write(_HEADER.pack(len(data)) + data)
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                await peer.writer.drain()
+                acknowledged = await future
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise BackendUnavailableError(
+                f"worker node {node_id} did not take the {envelope.kind} for {envelope.connection_id} within "
+                f"{self.ack_timeout} s (its event loop is blocked or its inbox is full); it may still arrive."
+            ) from None
+        except OSError:
+            acknowledged = None  # the stream broke: the node is gone
+        if acknowledged is None:
+            self.stats.dropped += 1
+            logger.debug(
+                "node %s went away before taking %s for %s; dropped", node_id, envelope.kind, envelope.connection_id
+            )
+        elif acknowledged:
+            self.stats.sent += 1
+        else:  # pragma: no cover - only a peer running an incompatible wsframe answers this
+            logger.warning("node %s could not decode the %s for %s", node_id, envelope.kind, envelope.connection_id)
+
+    async def _connect(self, node_id: str) -> _Peer | None:
+        if node_id in self._dead:
+            logger.debug("node %s is gone; dropped", node_id)
+            return None
+        lock = self._connecting.setdefault(node_id, asyncio.Lock())
+        async with lock:
+            peer = self._peers.get(node_id)
+            if peer is not None and not peer.closed:
+                return peer
+            directory = self.directory
+            if directory is None:  # pragma: no cover - set by on_startup, checked by the caller
+                return None
+            path = directory / f"{node_id}.sock"
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    reader, writer = await asyncio.open_unix_connection(str(path))
+            except FileNotFoundError:
+                self._mark_dead(node_id)
+                logger.debug("no worker with node id %s here (no socket %s); dropped", node_id, path)
+                return None
+            except ConnectionRefusedError:
+                # Nobody listens on it: the worker died without cleaning up.
+                self._mark_dead(node_id)
+                path.unlink(missing_ok=True)
+                logger.debug("worker node %s is gone (connection refused); removed %s", node_id, path)
+                return None
+            except TimeoutError:
+                raise BackendUnavailableError(
+                    f"worker node {node_id} did not accept a connection within {self.connect_timeout} s"
+                ) from None
+            except OSError as exc:
+                raise BackendUnavailableError(f"cannot reach worker node {node_id} at {path}: {exc}") from exc
+            peer = _Peer(node_id, reader, writer)
+            self._peers[node_id] = peer
+            peer.task.add_done_callback(lambda _: self._forget(peer))
+            return peer
+
+    def _forget(self, peer: _Peer) -> None:
+        if self._peers.get(peer.node_id) is peer:
+            del self._peers[peer.node_id]
+
+    def _mark_dead(self, node_id: str) -> None:
+        if len(self._dead) >= _MAX_DEAD_NODES:
+            self._dead.clear()
+        self._dead.add(node_id)
+        self._connecting.pop(node_id, None)

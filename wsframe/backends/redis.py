@@ -1,0 +1,416 @@
+"""Redis backend: many workers on many machines, one pub/sub channel per node.
+
+Every node (worker process) subscribes to ``<prefix>node:<node_id>``. A send
+to a connection owned by another node is one ``PUBLISH`` to that node's
+channel, so exactly one worker receives it (targeted delivery, not a fan-out
+to every worker). Sends to connections in this process never touch Redis.
+
+Pub/sub is at-most-once: a message published while the owner's subscription
+is down is gone. The backend never loses silently: a publish that fails
+raises :class:`~wsframe.exceptions.BackendUnavailableError` within
+``operation_timeout``, and :attr:`RedisBackend.stats` counts what may have
+been lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from ..exceptions import BackendUnavailableError, ConfigurationError
+from .base import Backend, Envelope, decode_envelope, encode_envelope
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
+
+    from ..registry import Registry
+
+__all__ = ["RedisBackend", "RedisBackendStats", "DEFAULT_PREFIX", "node_channel", "redacted_url", "check_prefix"]
+
+logger = logging.getLogger("wsframe.backends.redis")
+
+DEFAULT_PREFIX = "wsframe:"
+"""Channels are named ``<prefix>node:<node id>``; give each app sharing a Redis its own prefix."""
+
+_NODE_ID = re.compile(r"[0-9a-f]{8}")
+_FIRST_BACKOFF = 0.05
+_UNREACHABLE = (RedisError, OSError, TimeoutError)
+
+
+def node_channel(prefix: str, node_id: str) -> str:
+    """Return the pub/sub channel node *node_id* listens on under *prefix*."""
+    return f"{prefix}node:{node_id}"
+
+
+def check_prefix(prefix: object) -> str:
+    """Return *prefix* when it is a usable channel prefix; raise ``ConfigurationError`` naming the problem."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigurationError(f"the Redis prefix must be a non-empty string such as 'myapp:', got {prefix!r}")
+    return prefix
+
+
+def redacted_url(url: str) -> str:
+    """Return *url* with any password replaced by ``***``, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def is_node_id(node_id: str) -> bool:
+    """Return whether *node_id* could have been drawn by a registry (8 lowercase hex characters)."""
+    return _NODE_ID.fullmatch(node_id) is not None
+
+
+@dataclasses.dataclass
+class RedisBackendStats:
+    """Counters of one :class:`RedisBackend`, for monitoring and tests."""
+
+    published: int = 0
+    """Envelopes Redis accepted for another node."""
+    delivered: int = 0
+    """Envelopes received from Redis and handed to this process's registry."""
+    publish_failures: int = 0
+    """Sends that raised ``BackendUnavailableError`` (Redis down or too slow): not delivered."""
+    unrouted: int = 0
+    """Envelopes Redis accepted but no node was subscribed to: the owner is gone, or its
+    listener was reconnecting (then the message was lost)."""
+    bad_messages: int = 0
+    """Messages on our channel that did not decode, or whose delivery raised; skipped."""
+    outages: int = 0
+    """Times the listener lost Redis. Anything published to this node during an outage is lost."""
+    outage_seconds: float = 0.0
+    """Total length of the outages that have ended."""
+
+    @property
+    def possibly_lost(self) -> int:
+        """Sends that may not have reached their connection: failed publishes plus unrouted ones."""
+        return self.publish_failures + self.unrouted
+
+
+class RedisBackend(Backend):
+    """Carries envelopes between nodes over Redis pub/sub.
+
+    *redis* is a URL (``redis://host:6379/0``, ``rediss://...``, ``unix:///path``)
+    or a ``redis.asyncio.Redis`` client made with ``decode_responses=False``
+    (yours: it is not closed on shutdown). *prefix* namespaces every channel,
+    so several apps can share one Redis. Publishes give up after
+    *operation_timeout* seconds; the listener pings Redis after
+    *health_check_interval* idle seconds and reconnects with backoff up to
+    *max_backoff* seconds between attempts.
+
+    Raises :class:`~wsframe.exceptions.ConfigurationError` at construction for
+    a bad URL, prefix or client, and
+    :class:`~wsframe.exceptions.BackendUnavailableError` from
+    :meth:`on_startup` when Redis cannot be reached (the message names the URL).
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        operation_timeout: float = 0.5,
+        health_check_interval: float = 5.0,
+        max_backoff: float = 1.0,
+    ) -> None:
+        self.prefix = check_prefix(prefix)
+        for name, value in (
+            ("operation_timeout", operation_timeout),
+            ("health_check_interval", health_check_interval),
+            ("max_backoff", max_backoff),
+        ):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.operation_timeout = float(operation_timeout)
+        self.health_check_interval = float(health_check_interval)
+        self.max_backoff = float(max_backoff)
+        self._url: str | None = None
+        self._user_client: aioredis.Redis | None = None
+        if isinstance(redis, str):
+            try:
+                aioredis.connection.parse_url(redis)
+            except ValueError as exc:
+                raise ConfigurationError(f"not a Redis URL: {redacted_url(redis)!r} ({exc})") from None
+            self._url = redis
+            self.url = redacted_url(redis)
+        elif isinstance(redis, aioredis.Redis):
+            kwargs = redis.connection_pool.connection_kwargs
+            if kwargs.get("decode_responses"):
+                raise ConfigurationError(
+                    "the Redis client given to wsframe must be made with decode_responses=False "
+                    "(wsframe sends binary envelopes); or pass a URL instead."
+                )
+            self._user_client = redis
+            self.url = _describe_pool(kwargs)
+        else:
+            raise ConfigurationError(
+                f"redis= takes a URL such as 'redis://127.0.0.1:6379/0' or a redis.asyncio.Redis client, "
+                f"got {type(redis).__name__}"
+            )
+        self.stats = RedisBackendStats()
+        self._registry: Registry | None = None
+        self._client: aioredis.Redis | None = None
+        self._listener_client: aioredis.Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._channel = ""
+        self._down_since: float | None = None
+        self._failures_at_outage_start = 0
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def on_startup(self, registry: Registry) -> None:
+        """Connect, subscribe to this node's channel and start the supervised listener.
+
+        Raises :class:`~wsframe.exceptions.BackendUnavailableError` naming the
+        URL when Redis does not answer within ``operation_timeout``; under
+        gunicorn that makes the worker exit with a boot error.
+        """
+        self._registry = registry
+        self._channel = node_channel(self.prefix, registry.node_id)
+        self._client, self._listener_client = self._make_clients()
+        try:
+            async with asyncio.timeout(self.operation_timeout * 4):
+                await self._client.ping()
+            pubsub = await self._subscribe()
+        except _UNREACHABLE as exc:
+            await self._close_clients()
+            raise BackendUnavailableError(
+                f"Redis at {self.url} is unreachable at startup ({_describe(exc)}). Start Redis or fix the URL "
+                "given to create_app(redis=...)."
+            ) from exc
+        self._listener = asyncio.create_task(self._supervise(pubsub), name=f"wsframe redis listener {self._channel}")
+        logger.debug("node %s listening on Redis channel %s at %s", registry.node_id, self._channel, self.url)
+
+    async def on_shutdown(self) -> None:
+        """Stop the listener and close the connections this backend opened (never a client you passed)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        await self._close_clients()
+
+    # ---------------------------------------------------------------- publish
+
+    async def publish_to_node(self, node_id: str, envelope: Envelope) -> None:
+        """PUBLISH *envelope* on node *node_id*'s channel.
+
+        Returns once Redis has taken it (delivery to the subscriber is
+        at-most-once). A node nobody listens for is not an error (counted in
+        ``stats.unrouted``). Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` at once while the
+        listener knows Redis is down, and within ``operation_timeout``
+        otherwise; nothing was delivered then. Cancellation may leave the
+        message published or not.
+        """
+        client = self._client
+        if client is None:
+            raise BackendUnavailableError(
+                "the Redis backend is not started; start the app (its on_startup connects to Redis) before sending."
+            )
+        if not is_node_id(node_id):
+            logger.debug("dropping %s for %s: %r is not a node id", envelope.kind, envelope.connection_id, node_id)
+            return
+        if self._down_since is not None:
+            self.stats.publish_failures += 1
+            down_for = time.monotonic() - self._down_since
+            raise BackendUnavailableError(
+                f"Redis at {self.url} has been unreachable for {down_for:.1f} s; "
+                f"{envelope.kind} for {envelope.connection_id} not sent. Retry when Redis is back."
+            )
+        data = encode_envelope(envelope)
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                receivers = await client.publish(node_channel(self.prefix, node_id), data)
+        except _UNREACHABLE as exc:
+            self.stats.publish_failures += 1
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not take the {envelope.kind} for {envelope.connection_id} "
+                f"({_describe(exc)}); not sent. Retry when Redis is back."
+            ) from exc
+        self.stats.published += 1
+        if not receivers:
+            self.stats.unrouted += 1
+            logger.debug(
+                "no worker listens for node %s; %s for %s dropped", node_id, envelope.kind, envelope.connection_id
+            )
+
+    # --------------------------------------------------------------- listener
+
+    def _make_clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
+        # The listener's connection never retries by itself: the supervisor
+        # owns reconnection, so every outage is seen, logged and counted once.
+        # Publishes retry once, at once, so a connection that went stale during
+        # an outage is replaced instead of failing the first send afterwards.
+        timeouts: dict[str, Any] = {
+            "socket_timeout": self.operation_timeout,
+            "socket_connect_timeout": self.operation_timeout,
+        }
+        if self._user_client is not None:
+            pool = self._user_client.connection_pool
+            listener_kwargs = {**pool.connection_kwargs, **timeouts, "retry": Retry(NoBackoff(), 0)}
+            listener_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **listener_kwargs)
+            return self._user_client, aioredis.Redis(connection_pool=listener_pool)
+        url = self._url or ""
+        client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **timeouts)
+        listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
+        return client, listener
+
+    async def _close_clients(self) -> None:
+        listener, self._listener_client = self._listener_client, None
+        client, self._client = self._client, None
+        if listener is not None:
+            await listener.aclose(close_connection_pool=True)
+        if client is not None and client is not self._user_client:
+            await client.aclose(close_connection_pool=True)
+
+    async def _subscribe(self) -> PubSub:
+        """Return a pubsub subscribed to this node's channel, confirmed by Redis."""
+        client = self._listener_client
+        if client is None:  # pragma: no cover - only after shutdown, when the listener is cancelled
+            raise RedisConnectionError("the Redis backend is shut down")
+        pubsub = client.pubsub()
+        try:
+            async with asyncio.timeout(self.operation_timeout * 4):
+                await pubsub.subscribe(self._channel)
+                # Wait for the confirmation: once Redis has it, publishes to
+                # this node reach us (a send right after startup is not lost).
+                while True:
+                    message = await pubsub.get_message(timeout=self.operation_timeout)
+                    if message is not None and message["type"] == "subscribe":
+                        return pubsub
+        except BaseException:
+            await _close_quietly(pubsub)
+            raise
+
+    async def _supervise(self, pubsub: PubSub | None) -> None:
+        """Pump messages; on any failure log, count, back off and resubscribe, forever."""
+        delay = _FIRST_BACKOFF
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = await self._subscribe()
+                    self._mark_up()
+                    delay = _FIRST_BACKOFF
+                await self._pump(pubsub)
+            except asyncio.CancelledError:
+                if pubsub is not None:
+                    await _close_quietly(pubsub)
+                raise
+            except Exception as exc:
+                # Any failure, including one we did not foresee: the listener
+                # must outlive it, so treat it as an outage and reconnect.
+                if not isinstance(exc, _UNREACHABLE):
+                    logger.exception("unexpected error in the Redis listener for %s; reconnecting", self._channel)
+                self._mark_down(exc)
+            if pubsub is not None:
+                await _close_quietly(pubsub)
+                pubsub = None
+            # Jitter so that every worker does not hit a restarted Redis at once.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.max_backoff)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        interval = self.health_check_interval
+        last_heard = time.monotonic()
+        while True:
+            message = await pubsub.get_message(timeout=interval)
+            now = time.monotonic()
+            if message is None:
+                # Idle: a PING proves the connection is alive. A dead peer
+                # (network partition) shows as two silent intervals in a row.
+                if now - last_heard >= 2 * interval:
+                    raise RedisConnectionError(f"no answer from Redis for {now - last_heard:.1f} s")
+                await pubsub.ping()
+                continue
+            last_heard = now
+            if message["type"] == "message":
+                await self._deliver(message["data"])
+
+    async def _deliver(self, data: Any) -> None:
+        registry = self._registry
+        if registry is None:  # pragma: no cover - the listener starts after the registry is set
+            return
+        try:
+            envelope = decode_envelope(data)
+        except (msgspec.DecodeError, TypeError) as exc:
+            self.stats.bad_messages += 1
+            logger.warning("skipping a message on %s that is not a wsframe envelope: %s", self._channel, exc)
+            return
+        try:
+            await registry.deliver_envelope(envelope)
+        except Exception:
+            self.stats.bad_messages += 1
+            logger.exception("delivering %s to %s failed; skipped", envelope.kind, envelope.connection_id)
+            return
+        self.stats.delivered += 1
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._down_since is not None:
+            logger.debug("Redis at %s still unreachable: %s", self.url, _describe(exc))
+            return
+        self._down_since = time.monotonic()
+        self._failures_at_outage_start = self.stats.publish_failures
+        self.stats.outages += 1
+        logger.warning(
+            "Redis at %s is unreachable (%s); sends to other workers raise BackendUnavailableError and messages "
+            "for this worker are lost until it is back. Reconnecting.",
+            self.url,
+            _describe(exc),
+        )
+
+    def _mark_up(self) -> None:
+        if self._down_since is None:
+            return
+        duration = time.monotonic() - self._down_since
+        self._down_since = None
+        self.stats.outage_seconds += duration
+        failed = self.stats.publish_failures - self._failures_at_outage_start
+        logger.warning(
+            "Redis at %s is reachable again after %.1f s; resubscribed to %s. %d send(s) failed during the outage; "
+            "messages published to this worker meanwhile may have been lost (%d possibly lost in total).",
+            self.url,
+            duration,
+            self._channel,
+            failed,
+            self.stats.possibly_lost,
+        )
+
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    try:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # the connection is already broken; nothing to save
+        logger.debug("closing a broken pubsub connection: %s", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _describe_pool(kwargs: dict[str, Any]) -> str:
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -1,0 +1,121 @@
+"""``Publisher``: send to and close websocket connections from outside the server.
+
+For code that is not running inside the wsframe app (a script, a job-queue
+worker, a Django view): it publishes the same envelopes the Redis backend
+does, with redis-py's synchronous client, so no event loop is needed::
+
+    from wsframe import Publisher
+
+    with Publisher("redis://127.0.0.1:6379/0") as publisher:
+        publisher.send_message_to_websocket(connection_id, {"detail": "done"})
+        publisher.close_websocket_connection(connection_id, code=4000, reason="logged out")
+
+The app must run with the Redis backend on the same Redis and prefix.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import redis as sync_redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from . import status
+from .backends.base import Envelope, encode_envelope
+from .backends.redis import DEFAULT_PREFIX, check_prefix, is_node_id, node_channel, redacted_url
+from .codec import encode_frame
+from .exceptions import BackendUnavailableError, ConfigurationError
+from .registry import CONNECTION_ID_LENGTH, NODE_ID_LENGTH
+
+__all__ = ["Publisher"]
+
+
+class Publisher:
+    """Sends to connections of a wsframe app that uses the Redis backend, synchronously.
+
+    *redis* is a URL or a ``redis.Redis`` client (yours: :meth:`close` leaves
+    it open). *prefix* must be the app's. Each call gives up after *timeout*
+    seconds. Thread-safe (redis-py's connection pool is). Raises
+    :class:`~wsframe.exceptions.ConfigurationError` for a bad URL or prefix.
+    """
+
+    def __init__(self, redis: str | sync_redis.Redis, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0) -> None:
+        self.prefix = check_prefix(prefix)
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._owns_client = isinstance(redis, str)
+        client = _make_client(redis, float(timeout))
+        self._client = client
+        self.url = redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
+
+    def send_message_to_websocket(self, connection_id: str, data: Any) -> bool:
+        """Send *data* to *connection_id*, encoded as :meth:`GenericWebsocket.send` does.
+
+        Returns True when a worker was listening for the id's node (it
+        delivers if the connection is still open), False when none was (the
+        worker is gone) or the id is malformed. Raises ``TypeError`` when
+        *data* cannot be encoded and
+        :class:`~wsframe.exceptions.BackendUnavailableError` when Redis does
+        not take the message in time; nothing was sent then.
+        """
+        payload, opcode = encode_frame(data)
+        return self._publish(Envelope("send", connection_id, payload=payload, opcode=int(opcode)))
+
+    def close_websocket_connection(
+        self, connection_id: str, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = ""
+    ) -> bool:
+        """Close *connection_id* with *code* and *reason*; returns as :meth:`send_message_to_websocket`.
+
+        Raises ``ValueError`` for a code that may not be sent (as
+        :func:`wsframe.close_websocket_connection`), and the same errors otherwise.
+        """
+        if not status.is_valid_close_code(code):
+            raise ValueError(f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999.")
+        return self._publish(Envelope("close", connection_id, code=code, reason=reason))
+
+    def close(self) -> None:
+        """Release the connections this publisher opened (a client you passed stays open)."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _publish(self, envelope: Envelope) -> bool:
+        connection_id = envelope.connection_id
+        node_id = connection_id[:NODE_ID_LENGTH]
+        if len(connection_id) != CONNECTION_ID_LENGTH or not is_node_id(node_id):
+            return False
+        try:
+            receivers = self._client.publish(node_channel(self.prefix, node_id), encode_envelope(envelope))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not take the {envelope.kind} for {connection_id} ({exc}); not sent."
+            ) from exc
+        return bool(receivers)
+
+
+def _make_client(target: str | sync_redis.Redis, timeout: float) -> sync_redis.Redis:
+    if isinstance(target, sync_redis.Redis):
+        if target.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigurationError("the Redis client given to Publisher must be made with decode_responses=False")
+        return target
+    if not isinstance(target, str):
+        raise ConfigurationError(
+            f"Publisher takes a URL such as 'redis://127.0.0.1:6379/0' or a redis.Redis client, "
+            f"got {type(target).__name__}"
+        )
+    try:
+        return sync_redis.Redis.from_url(
+            target, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"not a Redis URL: {redacted_url(target)!r} ({exc})") from None
