@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,6 +14,7 @@ from .backends.base import Backend
 from .config import SETTINGS_KEY, Settings
 from .registry import REGISTRY_KEY, Registry, current_app, started_apps
 from .routing import Route, compile_urls
+from .security import Auth, OriginPolicy, Permission
 
 __all__ = ["create_app", "ROUTES_KEY"]
 
@@ -41,6 +42,14 @@ def create_app(
     compression: bool | None = None,
     close_timeout: float | None = None,
     shutdown_timeout: float | None = None,
+    handshake_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    rate_limit: float | None = None,
+    max_connections: int | None = None,
+    max_connections_per_ip: int | None = None,
+    allowed_origins: OriginPolicy = None,
+    auth: Auth | None = None,
+    permissions: Sequence[Permission] | None = None,
     **app_options: Any,
 ) -> web.Application:
     """Build the application serving *urls*.
@@ -65,13 +74,21 @@ def create_app(
             "compression": compression,
             "close_timeout": close_timeout,
             "shutdown_timeout": shutdown_timeout,
+            "handshake_timeout": handshake_timeout,
+            "idle_timeout": idle_timeout,
+            "rate_limit": rate_limit,
+            "max_connections": max_connections,
+            "max_connections_per_ip": max_connections_per_ip,
+            "allowed_origins": allowed_origins,
+            "auth": auth,
+            "permissions": permissions,
         }
     )
     app = web.Application(middlewares=[_current_app_middleware, *middlewares], **app_options)
     registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
-    app[ROUTES_KEY] = compile_urls(app.router, urls)
+    app[ROUTES_KEY] = compile_urls(app.router, urls, settings)
 
     async def on_startup(app: web.Application) -> None:
         await registry.on_startup()
