@@ -41,8 +41,11 @@ def test_settings_given_to_create_app_are_kept() -> None:
     [
         ("max_message_size", 0, "max_message_size must be a positive number of bytes"),
         ("heartbeat", -1, "heartbeat must be a number of seconds"),
-        ("close_timeout", 0, "close_timeout must be a positive number of seconds"),
-        ("shutdown_timeout", -5, "shutdown_timeout must be a positive number of seconds"),
+        ("close_timeout", 0, "close_timeout must be a positive number"),
+        ("shutdown_timeout", -5, "shutdown_timeout must be a positive number"),
+        ("rate_limit", 0, "rate_limit must be a positive number"),
+        ("max_connections", 0, "max_connections must be a positive whole number"),
+        ("allowed_origins", "https://a.example", "allowed_origins must be"),
     ],
 )
 def test_bad_setting_is_a_configuration_error(option: str, value: float, message: str) -> None:

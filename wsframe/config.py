@@ -7,11 +7,15 @@ overridden on a handler class by a class attribute of the same name.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .security import Auth, OriginPolicy, Permission
 
 __all__ = ["Settings", "SETTINGS_KEY", "MIB"]
 
@@ -39,6 +43,27 @@ class Settings:
     shutdown_timeout: float = 10.0
     """Seconds the app waits on shutdown for every connection to finish closing with
     1001 before it drops the rest."""
+    handshake_timeout: float = 10.0
+    """Seconds ``connect()`` may take to accept or close; past it the client gets HTTP 408."""
+    idle_timeout: float | None = None
+    """Seconds without a message from the client before the server closes with 1000
+    ("Idle timeout"). ``None``: no limit (the heartbeat still drops dead peers)."""
+    rate_limit: float | None = None
+    """Messages per second one connection may send (a burst of the same size is allowed);
+    past it the connection is closed with 1008. ``None``: no limit."""
+    max_connections: int | None = None
+    """Open connections (and handshakes in progress) per worker; past it HTTP 503."""
+    max_connections_per_ip: int | None = None
+    """Open connections per client address per worker; past it HTTP 429. Behind a proxy
+    every client has the proxy's address: set it there instead."""
+    allowed_origins: OriginPolicy = None
+    """``None``: browsers may connect only from a page on the same host; ``'*'``: from
+    anywhere; a list: those origins (fnmatch patterns allowed). No Origin header: allowed."""
+    auth: Auth | None = None
+    """Called with the connection before ``connect()``; returns the user (``self.user``)
+    or raises AuthenticationFailed (HTTP 401)."""
+    permissions: Sequence[Permission] = ()
+    """Called in order after ``auth``; the first False or PermissionDenied answers HTTP 403."""
 
     def __post_init__(self) -> None:
         if self.max_message_size < 1:
@@ -49,10 +74,18 @@ class Settings:
             raise ConfigurationError(
                 f"heartbeat must be a number of seconds (0 or None for off), got {self.heartbeat!r}"
             )
-        for name in ("close_timeout", "shutdown_timeout"):
+        for name in ("close_timeout", "shutdown_timeout", "handshake_timeout", "idle_timeout", "rate_limit"):
             value = getattr(self, name)
-            if value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+        for name in ("max_connections", "max_connections_per_ip"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"{name} must be a positive whole number or None, got {value!r}")
+        from .security import validate_origin_policy
+
+        object.__setattr__(self, "allowed_origins", validate_origin_policy(self.allowed_origins, "allowed_origins"))
+        object.__setattr__(self, "permissions", tuple(self.permissions))
 
     def merged(self, overrides: dict[str, Any]) -> Settings:
         """Return these settings with *overrides* applied (``None`` values are ignored)."""

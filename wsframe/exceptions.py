@@ -13,6 +13,8 @@ __all__ = [
     "ConnectionClosed",
     "BackendUnavailableError",
     "ApplicationNotFoundError",
+    "AuthenticationFailed",
+    "PermissionDenied",
 ]
 
 
@@ -60,3 +62,14 @@ class BackendUnavailableError(WsframeError, ConnectionError):
 
 class ApplicationNotFoundError(WsframeError, RuntimeError):
     """A module-level function could not tell which wsframe application to use."""
+
+
+class AuthenticationFailed(WsframeError):
+    """Raised by an ``auth`` callable to refuse a handshake: the client gets HTTP 401.
+
+    The message is logged at info level, never sent to the client.
+    """
+
+
+class PermissionDenied(WsframeError):
+    """Raised by a permission (or returned False) to refuse a handshake: HTTP 403."""

@@ -25,9 +25,11 @@ from typing import Any
 
 from aiohttp import web
 
+from .config import Settings
 from .exceptions import ConfigurationError
+from .limits import ConnectionLimiter
 from .pathvars import PathConverters
-from .websocket import GenericWebsocket, make_route_handler
+from .websocket import GenericWebsocket, HandlerConfig, make_route_handler
 
 __all__ = ["Route", "compile_urls", "flatten_urls"]
 
@@ -152,20 +154,30 @@ def _check_conflicts(routes: list[Route]) -> None:
             raise ConfigurationError(f"{other.key} and {route.key}: duplicate path {route.path}")
 
 
-def compile_urls(router: web.UrlDispatcher, urls: Mapping[str, Any]) -> list[Route]:
+def compile_urls(
+    router: web.UrlDispatcher,
+    urls: Mapping[str, Any],
+    settings: Settings | None = None,
+    limiter: ConnectionLimiter | None = None,
+) -> list[Route]:
     """Add every route of *urls* to *router*; returns the routes in match order.
 
+    Websocket classes get *settings* with their own class attributes merged
+    over them, and share *limiter* unless they set limits of their own.
     Raises :class:`ConfigurationError` as :func:`flatten_urls` does, and when a
-    websocket class's ``connect()`` cannot take the path's variables.
+    websocket class's ``connect()`` cannot take the path's variables or its
+    ``receive()`` annotation cannot be decoded.
     """
+    settings = settings or Settings()
+    limiter = limiter or ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
     routes = flatten_urls(urls)
     for route in routes:
         target = route.target
         if _is_websocket(target):
-            converters = PathConverters.for_function(
-                target.connect, route.variables, f"{route.key} -> {target.__qualname__}"
-            )
-            handler = make_route_handler(target, converters)
+            where = f"{route.key} -> {target.__qualname__}"
+            converters = PathConverters.for_function(target.connect, route.variables, where)
+            config = HandlerConfig.build(target, converters, settings, limiter, where)
+            handler = make_route_handler(target, config)
             for path in route.aiohttp_paths():
                 router.add_route("*", path, handler)
         elif _is_view(target):

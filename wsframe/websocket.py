@@ -17,20 +17,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
+import msgspec
 from aiohttp import ClientConnectionResetError, WSMsgType, hdrs, web
 from multidict import CIMultiDictProxy
 
 from . import status
 from .codec import encode_frame
-from .config import SETTINGS_KEY, Settings
-from .exceptions import ConnectionClosed, WsframeError
+from .config import Settings
+from .exceptions import AuthenticationFailed, ConnectionClosed, PermissionDenied, WsframeError
+from .limits import ConnectionLimiter
+from .messages import MessageDecoder, decoder_for, describe_error
 from .pathvars import PathConverters
 from .registry import REGISTRY_KEY, get_registry
+from .security import Auth, OriginPolicy, Permission, authenticate, load_session, origin_allowed
 
 __all__ = [
     "GenericWebsocket",
@@ -97,6 +102,21 @@ class GenericWebsocket:
     heartbeat: ClassVar[float | None] = None
     compression: ClassVar[bool | None] = None
     close_timeout: ClassVar[float | None] = None
+    handshake_timeout: ClassVar[float | None] = None
+    idle_timeout: ClassVar[float | None] = None
+    rate_limit: ClassVar[float | None] = None
+    max_connections: ClassVar[int | None] = None
+    max_connections_per_ip: ClassVar[int | None] = None
+    allowed_origins: ClassVar[OriginPolicy] = None
+    auth: ClassVar[Auth | None] = None
+    permissions: ClassVar[tuple[Permission, ...] | None] = None
+
+    user: Any = None
+    """What ``auth`` returned (None without auth)."""
+    session: Mapping[str, Any] | None = None
+    """A read-only copy of the aiohttp-session session at the handshake (None without
+    session_middleware). Read-only because the handshake's response is already sent
+    when a handler runs, so a change could never be saved."""
 
     request: web.Request
     """The aiohttp request of the handshake (multi-valued query, remote address, ...)."""
@@ -113,7 +133,8 @@ class GenericWebsocket:
     path_variables: dict[str, Any]
     """The path variables, converted by ``connect()``'s type hints."""
 
-    def __init__(self, request: web.Request, path_variables: dict[str, Any]) -> None:
+    def __init__(self, request: web.Request, path_variables: dict[str, Any], config: HandlerConfig) -> None:
+        self._config = config
         self.request = request
         self.app = request.app
         self._registry = request.app[REGISTRY_KEY]
@@ -145,10 +166,21 @@ class GenericWebsocket:
     async def receive(self, data: str | bytes) -> None:
         """Override to handle one message: ``str`` for a text frame, ``bytes`` for binary.
 
-        Messages are handled one at a time, in order. An exception closes the
-        connection with 1011 (logged with its traceback; the client only sees
-        the code).
+        Annotate *data* with a msgspec Struct (or a union of them, a TypedDict,
+        dict, list ...) to receive decoded, validated JSON instead; a frame that
+        does not fit calls :meth:`on_invalid_message`. Messages are handled one
+        at a time, in order. An exception closes the connection with 1011
+        (logged with its traceback; the client only sees the code).
         """
+
+    async def on_invalid_message(self, error: Exception) -> None:
+        """Override to handle a frame that does not decode into ``receive()``'s type.
+
+        *error* is msgspec's ``ValidationError`` (its text names the field, e.g.
+        ``Expected `int`, got `str` - at `$.count```) or ``DecodeError``. The
+        default closes with 1007 and that text as the reason (cut to 123 bytes).
+        """
+        await self.close(status.WS_1007_INVALID_FRAME_PAYLOAD_DATA, describe_error(error))
 
     async def disconnect(self, code: int) -> None:
         """Override to clean up after the connection ended.
@@ -180,6 +212,7 @@ class GenericWebsocket:
         self._ws = ws
         self._state = _State.OPEN
         self._registry.add(self)
+        self._end_handshake_timer()
 
     async def send(self, data: Any) -> None:
         """Send *data*: ``str`` as text, bytes-like as binary, anything else as msgspec JSON text.
@@ -213,6 +246,7 @@ class GenericWebsocket:
             # returns and closes with this code.
             self._state = _State.CLOSING
             self._close_code, self._close_reason = code, reason
+            self._end_handshake_timer()
             return
         if self._state is not _State.OPEN:
             return
@@ -229,18 +263,16 @@ class GenericWebsocket:
 
     # -------------------------------------------------------------- internal
 
-    def _settings(self) -> Settings:
-        return self.app[SETTINGS_KEY].merged(
-            {
-                "max_message_size": type(self).max_message_size,
-                "heartbeat": type(self).heartbeat,
-                "compression": type(self).compression,
-                "close_timeout": type(self).close_timeout,
-            }
-        )
+    _handshake_timer: asyncio.Timeout | None = None
+
+    def _end_handshake_timer(self) -> None:
+        # The handshake timeout bounds only the time until accept() or close():
+        # after that connect() may run as long as it likes.
+        if self._handshake_timer is not None:
+            self._handshake_timer.reschedule(None)
 
     def _make_response(self, subprotocol: str | None) -> web.WebSocketResponse:
-        settings = self._settings()
+        settings = self._config.settings
         return web.WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             heartbeat=settings.heartbeat or None,
@@ -279,15 +311,31 @@ class GenericWebsocket:
     async def _serve(self) -> web.StreamResponse:
         """Run the whole connection: connect, receive loop, disconnect."""
         try:
-            await self.connect(**self.path_variables)
+            async with asyncio.timeout(self._config.settings.handshake_timeout) as timer:
+                self._handshake_timer = timer
+                await self.connect(**self.path_variables)
+        except TimeoutError:
+            if self._ws is None and timer.expired():
+                logger.warning(
+                    "%s.connect() neither accepted nor closed within %s s",
+                    type(self).__qualname__,
+                    self._config.settings.handshake_timeout,
+                )
+                return _json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
+            return await self._connect_failed()
         except Exception:
-            if self._ws is None:
-                logger.exception("%s.connect() failed before accept", type(self).__qualname__)
-                return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
-            logger.exception("%s.connect() failed", type(self).__qualname__)
-            await self._close_after_error()
-            return await self._finish()
+            return await self._connect_failed()
+        return await self._after_connect()
 
+    async def _connect_failed(self) -> web.StreamResponse:
+        if self._ws is None:
+            logger.exception("%s.connect() failed before accept", type(self).__qualname__)
+            return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+        logger.exception("%s.connect() failed", type(self).__qualname__)
+        await self._close_after_error()
+        return await self._finish()
+
+    async def _after_connect(self) -> web.StreamResponse:
         if self._ws is None:
             if self._state is _State.CLOSING:
                 return await self._close_before_accept()
@@ -319,12 +367,41 @@ class GenericWebsocket:
     async def _receive_loop(self, ws: web.WebSocketResponse) -> None:
         receive = self.receive
         text, binary = WSMsgType.TEXT, WSMsgType.BINARY
+        config = self._config
+        decode = config.decoder
+        idle_timeout = config.settings.idle_timeout
+        rate = config.settings.rate_limit
+        if rate is not None:
+            loop = asyncio.get_running_loop()
+            burst = tokens = max(1.0, rate)
+            last = loop.time()
         while True:
-            msg = await ws.receive()
+            try:
+                msg = await ws.receive(idle_timeout)
+            except TimeoutError:
+                await self.close(status.WS_1000_NORMAL_CLOSURE, "Idle timeout")
+                return
             kind = msg.type
             if kind is text or kind is binary:
+                if rate is not None:
+                    # Token bucket: refill at `rate` per second up to `burst`.
+                    now = loop.time()
+                    tokens = min(burst, tokens + (now - last) * rate)
+                    last = now
+                    if tokens < 1.0:
+                        await self.close(status.WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
+                        return
+                    tokens -= 1.0
                 try:
-                    await receive(msg.data)
+                    if decode is None:
+                        await receive(msg.data)
+                    else:
+                        try:
+                            data = decode(msg.data)
+                        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+                            await self.on_invalid_message(error)
+                        else:
+                            await receive(data)
                 except ConnectionClosed:
                     # A send inside receive() raced with a close; not a crash.
                     return
@@ -370,8 +447,63 @@ class GenericWebsocket:
         return ws
 
 
-def make_route_handler(cls: type[GenericWebsocket], converters: PathConverters) -> Handler:
-    """Return the aiohttp handler that serves *cls* at a path with *converters*' variables."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    """What a mounted handler class needs per connection, computed once at create_app."""
+
+    settings: Settings
+    converters: PathConverters
+    decoder: MessageDecoder | None
+    limiter: ConnectionLimiter
+
+    @classmethod
+    def build(
+        cls,
+        handler: type[GenericWebsocket],
+        converters: PathConverters,
+        app_settings: Settings,
+        app_limiter: ConnectionLimiter,
+        where: str,
+    ) -> HandlerConfig:
+        """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
+        overrides = {name: getattr(handler, name, None) for name in _OVERRIDABLE}
+        settings = app_settings.merged(overrides)
+        limiter = app_limiter
+        if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
+            # The class has limits of its own: count its connections apart from the app's.
+            limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
+        return cls(settings, converters, decoder_for(handler.receive, where), limiter)
+
+
+_OVERRIDABLE = (
+    "max_message_size",
+    "heartbeat",
+    "compression",
+    "close_timeout",
+    "handshake_timeout",
+    "idle_timeout",
+    "rate_limit",
+    "max_connections",
+    "max_connections_per_ip",
+    "allowed_origins",
+    "auth",
+    "permissions",
+)
+
+
+def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Handler:
+    """Return the aiohttp handler that serves *cls* with *config*.
+
+    The checks run in the order of DESIGN.md section 2, each with its status:
+    426 no upgrade, 400 malformed handshake, 403 origin, 503/429 connection
+    limits, 404 path variable, 401/403 auth and permissions.
+    """
+    settings = config.settings
+    converters = config.converters
+    limiter = config.limiter
+    policy = settings.allowed_origins
+    auth, permissions = settings.auth, settings.permissions
+    needs_auth = auth is not None or bool(permissions)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
@@ -383,10 +515,34 @@ def make_route_handler(cls: type[GenericWebsocket], converters: PathConverters) 
         problem = _handshake_problem(request)
         if problem is not None:
             return _json_error(status.HTTP_400_BAD_REQUEST, problem)
-        path_variables = converters.convert(request.match_info)
-        if path_variables is None:
-            return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
-        return await cls(request, path_variables)._serve()
+        if not origin_allowed(request, policy):
+            logger.info("refused handshake from origin %r to %s", request.headers.get(hdrs.ORIGIN), request.path)
+            return _json_error(status.HTTP_403_FORBIDDEN, "Origin not allowed.")
+        address = request.remote or ""
+        refused = limiter.admit(address)
+        if refused is not None:
+            return _json_error(refused, "Too many connections; try again later.")
+        try:
+            path_variables = converters.convert(request.match_info)
+            if path_variables is None:
+                return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
+            connection = cls(request, path_variables, config)
+            connection.session = await load_session(request)
+            if needs_auth:
+                try:
+                    await authenticate(connection, auth, permissions)
+                except AuthenticationFailed as exc:
+                    logger.info("authentication failed for %s: %s", request.path, exc)
+                    return _json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
+                except PermissionDenied as exc:
+                    logger.info("permission denied for %s: %s", request.path, exc)
+                    return _json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
+                except Exception:
+                    logger.exception("auth or permission check of %s failed", cls.__qualname__)
+                    return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            return await connection._serve()
+        finally:
+            limiter.release(address)
 
     handle.__qualname__ = handle.__name__ = f"{cls.__qualname__}"
     handle.__module__ = cls.__module__

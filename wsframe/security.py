@@ -1,0 +1,176 @@
+"""Who may open a websocket: origin checks, authentication and permissions.
+
+All of it runs before the upgrade, so a refused client gets a plain HTTP
+status (403 origin, 401 authentication, 403 permission) and never a socket.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import logging
+import types
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from aiohttp import hdrs, web
+from yarl import URL
+
+from .exceptions import AuthenticationFailed, ConfigurationError, PermissionDenied
+
+if TYPE_CHECKING:
+    from .websocket import GenericWebsocket
+
+__all__ = [
+    "Auth",
+    "Permission",
+    "OriginPolicy",
+    "TokenAuth",
+    "SessionAuth",
+    "origin_allowed",
+    "authenticate",
+    "load_session",
+]
+
+logger = logging.getLogger("wsframe.security")
+
+Auth = Callable[["GenericWebsocket"], Awaitable[Any]]
+"""``async def auth(connection) -> user``; raises AuthenticationFailed to refuse (401)."""
+Permission = Callable[["GenericWebsocket"], Awaitable[bool]]
+"""``async def permission(connection) -> bool``; False or PermissionDenied refuses (403)."""
+OriginPolicy = Sequence[str] | Literal["*"] | None
+"""None: same host only; ``'*'``: any origin; a list: origins or fnmatch patterns (``https://*.example.com``)."""
+
+
+def _same_host(origin: str, request: web.Request) -> bool:
+    try:
+        url = URL(origin)
+    except ValueError:
+        return False
+    if not url.host or url.scheme not in ("http", "https"):
+        return False
+    # Host carries the port only when it is not the default one; compare like for like.
+    origin_host = url.host.lower() if url.is_default_port() else f"{url.host.lower()}:{url.port}"
+    return origin_host == request.host.lower()
+
+
+def origin_allowed(request: web.Request, policy: OriginPolicy) -> bool:
+    """Return whether the handshake's Origin header passes *policy*.
+
+    No Origin header is allowed (non-browser clients send none; browsers
+    always do, so cross-site pages are still stopped).
+    """
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None or policy == "*":
+        return True
+    if policy is None:
+        return _same_host(origin, request)
+    lowered = origin.lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in policy)
+
+
+def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
+    """Check a policy given as a setting; raises ConfigurationError saying what is accepted."""
+    if policy is None or policy == "*":
+        return policy  # type: ignore[no-any-return]
+    if isinstance(policy, str) or not all(isinstance(p, str) for p in policy):
+        raise ConfigurationError(
+            f"{where}: allowed_origins must be '*', None or a list of origins such as ['https://example.com']"
+        )
+    return tuple(policy)
+
+
+async def authenticate(connection: GenericWebsocket, auth: Auth | None, permissions: Sequence[Permission]) -> None:
+    """Run *auth* then each permission in order; raise AuthenticationFailed or PermissionDenied."""
+    if auth is not None:
+        connection.user = await auth(connection)
+    for permission in permissions:
+        if not await permission(connection):
+            raise PermissionDenied(f"{getattr(permission, '__qualname__', permission)!s} denied the connection")
+
+
+async def load_session(request: web.Request) -> Mapping[str, Any] | None:
+    """Return a read-only copy of the aiohttp-session session, or None without session_middleware.
+
+    Read-only on purpose: aiohttp-session saves a session by setting a cookie
+    on the response, and a websocket's response (the 101) has been sent
+    before any handler code could change the session.
+    """
+    try:
+        from aiohttp_session import STORAGE_KEY, get_session
+    except ImportError:  # pragma: no cover - aiohttp-session is a dependency
+        return None
+    if request.get(STORAGE_KEY) is None:
+        return None
+    session = await get_session(request)
+    return types.MappingProxyType(dict(session))
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class TokenAuth:
+    """Authenticate by a token from a header, a query parameter or a cookie, in that order.
+
+    *verify* (sync or async) takes the token and returns the user, or None to
+    refuse. Browsers' WebSocket API cannot set headers, so a page sends the
+    token as ``?token=...`` or in a cookie. Refusal: 401.
+    """
+
+    def __init__(
+        self,
+        verify: Callable[[str], Any],
+        *,
+        header: str | None = "Authorization",
+        scheme: str | None = "Bearer",
+        query_param: str | None = "token",
+        cookie: str | None = None,
+    ) -> None:
+        self.verify = verify
+        self.header, self.scheme, self.query_param, self.cookie = header, scheme, query_param, cookie
+
+    def token(self, connection: GenericWebsocket) -> str | None:
+        """The token the client sent, or None."""
+        if self.header and (value := connection.headers.get(self.header)):
+            if not self.scheme:
+                return value
+            kind, _, token = value.partition(" ")
+            if kind.lower() == self.scheme.lower() and token:
+                return token.strip()
+        if self.query_param and (value := connection.query_params.get(self.query_param)):
+            return value
+        if self.cookie and (value := connection.cookies.get(self.cookie)):
+            return value
+        return None
+
+    async def __call__(self, connection: GenericWebsocket) -> Any:
+        token = self.token(connection)
+        if token is None:
+            raise AuthenticationFailed("no token in the request")
+        user = await _maybe_await(self.verify(token))
+        if user is None:
+            raise AuthenticationFailed("invalid token")
+        return user
+
+
+class SessionAuth:
+    """Authenticate by the aiohttp-session session: the user is ``session[key]``.
+
+    Needs aiohttp-session's ``session_middleware`` on the app (in
+    ``create_app(middlewares=[...])``); without it every handshake is refused
+    and the log says why.
+    """
+
+    def __init__(self, key: str = "user") -> None:
+        self.key = key
+
+    async def __call__(self, connection: GenericWebsocket) -> Any:
+        session = connection.session
+        if session is None:
+            logger.error("SessionAuth needs aiohttp_session.session_middleware in create_app(middlewares=[...])")
+            raise AuthenticationFailed("no session middleware")
+        user = session.get(self.key)
+        if user is None:
+            raise AuthenticationFailed(f"no {self.key!r} in the session")
+        return user
