@@ -1,0 +1,34 @@
+"""Assertions shared by the conformance tests and the fuzz tests."""
+
+from __future__ import annotations
+
+from .rawclient import Ended, Frame, Opcode, RawWebsocket, close_frame
+
+__all__ = ["assert_echoes", "assert_closes_cleanly", "assert_fails_with"]
+
+
+def assert_echoes(ws: RawWebsocket, text: str) -> None:
+    """Send *text* on *ws* and check that exactly the same text frame comes back."""
+    ws.send_text(text)
+    assert ws.recv_message() == Frame(Opcode.TEXT, text.encode())
+
+
+def assert_closes_cleanly(ws: RawWebsocket) -> None:
+    """Close *ws* with 1000 and check the server answers 1000 and ends the TCP connection."""
+    ws.send_close(1000)
+    assert ws.read_until_closed() == ([close_frame(1000)], Ended.EOF)
+
+
+def assert_fails_with(
+    ws: RawWebsocket, code: int, before: tuple[Frame, ...] = (), ended: frozenset[Ended] = frozenset({Ended.EOF})
+) -> None:
+    """Check the server sends *before*, then exactly one close frame with *code*, then ends the TCP connection.
+
+    The server fails the connection itself (RFC 6455 7.1.7), so it does not
+    wait for our close frame: the stream must end right after its own. Pass
+    *ended* with ``Ended.RESET`` when the server stops reading before all we
+    sent arrived (closing a socket with unread data resets it).
+    """
+    frames, how = ws.read_until_closed()
+    assert frames == [*before, close_frame(code)]
+    assert how in ended

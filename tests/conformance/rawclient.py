@@ -1,0 +1,458 @@
+"""A deliberately naive websocket client on a plain socket, for hostile-input tests.
+
+Unlike a real client library it sends whatever it is told: reserved bits,
+reserved opcodes, unmasked frames, lying length fields, invalid UTF-8, broken
+close payloads. It reads what the server answers frame by frame, so a test can
+assert the *whole* sequence the server sent until the TCP connection ended.
+
+Everything is synchronous with a short timeout (:data:`TIMEOUT`, scaled by the
+``WSFRAME_TEST_TIMEOUT_SCALE`` environment variable on slow machines), so a
+server that hangs fails the test fast instead of blocking it.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import os
+import secrets
+import socket
+import struct
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+__all__ = [
+    "TIMEOUT",
+    "Opcode",
+    "Frame",
+    "Ended",
+    "NotClosed",
+    "HttpResponse",
+    "HandshakeRejected",
+    "RawWebsocket",
+    "encode_frame",
+    "close_payload",
+    "close_frame",
+    "parse_close",
+    "deflate_message",
+    "http_request",
+    "handshake_request",
+]
+
+TIMEOUT = 2.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
+"""Seconds to wait for any single read from the server."""
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_HEAD = 64 * 1024
+
+
+class Opcode(enum.IntEnum):
+    """RFC 6455 opcodes (3-7 and 11-15 are reserved)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class Frame(NamedTuple):
+    """One frame as it travelled on the wire (payload unmasked, not inflated)."""
+
+    opcode: int
+    payload: bytes
+    fin: bool = True
+    rsv: int = 0
+    """The three reserved bits as a number 0-7 (RSV1 = 4)."""
+    masked: bool = False
+
+    def __repr__(self) -> str:
+        payload = self.payload if len(self.payload) <= 40 else self.payload[:40] + b"..."
+        flags = "" if self.fin else " fin=False"
+        flags += f" rsv={self.rsv}" if self.rsv else ""
+        flags += " masked" if self.masked else ""
+        return f"Frame({_opcode_name(self.opcode)}, {payload!r} ({len(self.payload)} bytes){flags})"
+
+
+def _opcode_name(opcode: int) -> str:
+    try:
+        return Opcode(opcode).name
+    except ValueError:
+        return f"opcode {opcode}"
+
+
+class Ended(enum.Enum):
+    """How the server ended the TCP connection."""
+
+    EOF = "eof"
+    RESET = "reset"
+
+
+class NotClosed(TimeoutError):
+    """The server neither sent a frame nor closed the connection in time."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        super().__init__(f"server did not close the connection; frames so far: {frames!r}")
+        self.frames = frames
+
+
+class HttpResponse(NamedTuple):
+    """A parsed HTTP response (headers lower-cased)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class HandshakeRejected(Exception):
+    """The server answered the upgrade request with something other than 101."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__(f"handshake rejected with HTTP {response.status}: {response.body[:200]!r}")
+        self.response = response
+
+
+def encode_frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    mask_key: bytes | None = None,
+    length: int | None = None,
+    length_form: int | None = None,
+) -> bytes:
+    """Return the wire bytes of one frame, valid or not.
+
+    *length* overrides the declared payload length (the payload is sent as
+    given); *length_form* forces the 7-bit (125), 16-bit (126) or 64-bit (127)
+    encoding of the length instead of the shortest one.
+    """
+    declared = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | ((rsv & 0x7) << 4) | (opcode & 0xF)
+    if length_form is None:
+        length_form = 125 if declared <= 125 else 126 if declared <= 0xFFFF else 127
+    mask_bit = 0x80 if mask else 0
+    if length_form == 125:
+        header = struct.pack("!BB", first, mask_bit | declared)
+    elif length_form == 126:
+        header = struct.pack("!BBH", first, mask_bit | 126, declared)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, declared)
+    if not mask:
+        return header + payload
+    key = mask_key if mask_key is not None else secrets.token_bytes(4)
+    return header + key + _apply_mask(key, payload)
+
+
+def _apply_mask(key: bytes, payload: bytes) -> bytes:
+    if not payload:
+        return b""
+    # XOR with the repeated key in one big-integer operation: fast enough for MiB payloads.
+    repeated = (key * (len(payload) // 4 + 1))[: len(payload)]
+    value = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
+    return value.to_bytes(len(payload), "big")
+
+
+def close_payload(code: int | None = None, reason: bytes | str = b"") -> bytes:
+    """The payload of a close frame: a 2-byte code then the reason (nothing when *code* is None)."""
+    if code is None:
+        return b""
+    raw = reason.encode() if isinstance(reason, str) else reason
+    return struct.pack("!H", code) + raw
+
+
+def close_frame(code: int | None = 1000, reason: bytes | str = b"") -> Frame:
+    """The close frame a server is expected to send (unmasked, FIN set)."""
+    return Frame(Opcode.CLOSE, close_payload(code, reason))
+
+
+def parse_close(frame: Frame) -> tuple[int | None, bytes]:
+    """Return (code, reason bytes) of a close frame; code is None for an empty payload."""
+    if frame.opcode != Opcode.CLOSE:
+        raise AssertionError(f"not a close frame: {frame!r}")
+    if not frame.payload:
+        return None, b""
+    if len(frame.payload) == 1:
+        raise AssertionError(f"server sent a 1-byte close payload: {frame!r}")
+    return struct.unpack("!H", frame.payload[:2])[0], frame.payload[2:]
+
+
+def deflate_message(data: bytes, compressor: zlib._Compress | None = None) -> bytes:
+    """Compress one message for permessage-deflate (RFC 7692 7.2.1): sync flush, tail removed."""
+    comp = compressor or zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    out = comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+    if not out.endswith(b"\x00\x00\xff\xff"):
+        raise AssertionError("zlib sync flush did not end with the empty stored block")
+    return out[:-4]
+
+
+def _read_http_head(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, str], bytearray]:
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > _MAX_HEAD:
+            raise AssertionError("HTTP response head larger than 64 KiB")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"server closed the connection before a full HTTP response head: {bytes(buffer)!r}")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise AssertionError(f"not an HTTP status line: {lines[0]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers, bytearray(rest)
+
+
+def _read_body(sock: socket.socket, status: int, headers: Mapping[str, str], rest: bytearray) -> bytes:
+    if status == 101 or status == 204 or status == 304:
+        return b""
+    if "content-length" in headers:
+        size = int(headers["content-length"])
+        while len(rest) < size:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return bytes(rest[:size])
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            while b"\r\n" not in rest:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return bytes(body)
+                rest += chunk
+            line, _, remainder = bytes(rest).partition(b"\r\n")
+            size = int(line.split(b";")[0], 16)
+            rest = bytearray(remainder)
+            while len(rest) < size + 2:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return bytes(body + rest)
+                rest += chunk
+            if size == 0:
+                return bytes(body)
+            body += rest[:size]
+            rest = rest[size + 2 :]
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return bytes(rest)
+        rest += chunk
+
+
+def http_request(host: str, port: int, raw: bytes, *, timeout: float = TIMEOUT) -> HttpResponse:
+    """Send *raw* (a whole HTTP request) on a new connection and return the response."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        status, headers, rest = _read_http_head(sock, bytearray())
+        return HttpResponse(status, headers, _read_body(sock, status, headers, rest))
+
+
+def handshake_request(
+    path: str,
+    host: str,
+    *,
+    key: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    replace: Mapping[str, str | None] | None = None,
+    method: str = "GET",
+) -> bytes:
+    """Return the bytes of an upgrade request.
+
+    The standard headers (Host, Upgrade, Connection, Sec-WebSocket-Key,
+    Sec-WebSocket-Version) come first; *replace* maps a standard header's
+    name to a new value, or to None to leave it out. *headers* are appended
+    as they are, duplicates included. Non-ASCII text is sent as UTF-8.
+    """
+    standard: dict[str, str | None] = {
+        "Host": host,
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": key or base64.b64encode(secrets.token_bytes(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    standard.update(replace or {})
+    lines = [f"{method} {path} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in standard.items() if value is not None]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+class RawWebsocket:
+    """One client connection speaking raw frames. Use as a context manager."""
+
+    def __init__(self, sock: socket.socket, response: HttpResponse, leftover: bytearray) -> None:
+        self.sock = sock
+        self.response = response
+        self._buffer = leftover
+        extensions = response.headers.get("sec-websocket-extensions", "")
+        self.deflate = "permessage-deflate" in extensions
+        self._server_no_context_takeover = "server_no_context_takeover" in extensions
+        self._inflater = zlib.decompressobj(-15)
+        self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        path: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        deflate: bool = False,
+        timeout: float = TIMEOUT,
+    ) -> RawWebsocket:
+        """Open a connection and complete the handshake.
+
+        Raises :class:`HandshakeRejected` when the server does not answer 101,
+        and ``AssertionError`` when its 101 is not a valid RFC 6455 answer.
+        """
+        key = base64.b64encode(secrets.token_bytes(16)).decode()
+        extra = list(headers)
+        if deflate:
+            extra.append(("Sec-WebSocket-Extensions", "permessage-deflate"))
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            sock.sendall(handshake_request(path, f"{host}:{port}", key=key, headers=extra))
+            status, response_headers, rest = _read_http_head(sock, bytearray())
+            if status != 101:
+                raise HandshakeRejected(
+                    HttpResponse(status, response_headers, _read_body(sock, status, response_headers, rest))
+                )
+            expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+            if response_headers.get("sec-websocket-accept") != expected:
+                raise AssertionError(f"bad Sec-WebSocket-Accept in {response_headers!r}")
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, HttpResponse(status, response_headers, b""), rest)
+
+    def __enter__(self) -> RawWebsocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.sock.close()
+
+    # ----------------------------------------------------------------- send
+
+    def send_raw(self, data: bytes) -> None:
+        """Write *data* to the socket as-is."""
+        self.sock.sendall(data)
+
+    def send_frame(self, opcode: int, payload: bytes = b"", **options: int | bool | bytes | None) -> None:
+        """Send one frame; *options* as :func:`encode_frame`."""
+        self.sock.sendall(encode_frame(opcode, payload, **options))  # type: ignore[arg-type]
+
+    def send_text(self, text: str) -> None:
+        """Send a complete, valid text message."""
+        self.send_frame(Opcode.TEXT, text.encode())
+
+    def send_close(self, code: int | None = 1000, reason: bytes | str = b"") -> None:
+        """Send a close frame (empty payload when *code* is None)."""
+        self.send_frame(Opcode.CLOSE, close_payload(code, reason))
+
+    def send_deflated(self, opcode: int, data: bytes) -> None:
+        """Send one permessage-deflate compressed message (RSV1 set), keeping our context."""
+        self.send_frame(opcode, deflate_message(data, self._compressor), rsv=4)
+
+    # -------------------------------------------------------------- receive
+
+    def _fill(self, size: int, deadline: float) -> None:
+        while len(self._buffer) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"server sent {len(self._buffer)} of {size} expected bytes in time")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(max(65536, size - len(self._buffer)))
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def recv_frame(self, timeout: float = TIMEOUT) -> Frame:
+        """Read the next frame. Raises ``EOFError`` at a clean end of the stream,
+        ``ConnectionResetError`` on a reset, ``TimeoutError`` when nothing comes."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._fill(2, deadline)
+        except EOFError:
+            if self._buffer:
+                raise AssertionError(f"stream ended inside a frame header: {bytes(self._buffer)!r}") from None
+            raise
+        try:
+            return self._read_frame_after(deadline)
+        except EOFError:
+            raise AssertionError("stream ended inside a frame") from None
+
+    def _read_frame_after(self, deadline: float) -> Frame:
+        first, second = self._take(2)
+        length = second & 0x7F
+        if length == 126:
+            self._fill(2, deadline)
+            length = struct.unpack("!H", self._take(2))[0]
+        elif length == 127:
+            self._fill(8, deadline)
+            length = struct.unpack("!Q", self._take(8))[0]
+        masked = bool(second & 0x80)
+        key = b""
+        if masked:
+            self._fill(4, deadline)
+            key = self._take(4)
+        self._fill(length, deadline)
+        payload = self._take(length)
+        if masked:
+            payload = _apply_mask(key, payload)
+        return Frame(first & 0xF, payload, bool(first & 0x80), (first >> 4) & 0x7, masked)
+
+    def recv_message(self, timeout: float = TIMEOUT) -> Frame:
+        """Read one complete data frame and inflate it when it is compressed.
+
+        Fails (``AssertionError``) on any other frame, so unexpected pings or
+        closes are not silently skipped.
+        """
+        frame = self.recv_frame(timeout)
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY) or not frame.fin:
+            raise AssertionError(f"expected one complete data frame, got {frame!r}")
+        return Frame(frame.opcode, self.inflate(frame), frame.fin, frame.rsv & 0x3, frame.masked)
+
+    def inflate(self, frame: Frame) -> bytes:
+        """Return *frame*'s payload, decompressed when RSV1 says it is."""
+        if not frame.rsv & 0x4:
+            return frame.payload
+        if not self.deflate:
+            raise AssertionError(f"server set RSV1 without negotiating permessage-deflate: {frame!r}")
+        if self._server_no_context_takeover:
+            self._inflater = zlib.decompressobj(-15)
+        return self._inflater.decompress(frame.payload + b"\x00\x00\xff\xff")
+
+    def read_until_closed(self, timeout: float = TIMEOUT) -> tuple[list[Frame], Ended]:
+        """Read every frame until the server ends the TCP connection.
+
+        Raises :class:`NotClosed` (with the frames read so far) when the
+        server neither sends nor closes within *timeout* of the last frame, and
+        ``AssertionError`` when the stream ends in the middle of a frame.
+        """
+        frames: list[Frame] = []
+        while True:
+            try:
+                frames.append(self.recv_frame(timeout))
+            except EOFError:
+                return frames, Ended.EOF
+            except ConnectionResetError:
+                return frames, Ended.RESET
+            except TimeoutError:
+                raise NotClosed(frames) from None
