@@ -1,0 +1,142 @@
+"""Real browser: headless Chromium runs the samples' pages against `python -m wsframe run`.
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``) and Playwright's Python package
+(``pip install -e '.[browser]'``); Playwright drives the system Chromium and never downloads a
+browser. Screenshots go to ``tests/artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.servers import ROOT, free_port, run_process, wsframe_run
+
+pytestmark = pytest.mark.functional
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+WAIT_MS = 10_000
+"""How long the page may take to show something (ms); a real browser starting on a busy 2-core machine."""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """A headless Chromium (Playwright's async API driving the system's browser)."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("browser tests need Playwright: pip install -e '.[browser]'")
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"browser tests need Debian's chromium at {CHROMIUM}: apt-get install -y chromium")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def page(browser: Any) -> AsyncIterator[Any]:
+    context = await browser.new_context(viewport={"width": 900, "height": 600})
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    await context.close()
+
+
+async def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+async def post_json(url: str, body: object) -> Any:
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        return await response.json()
+
+
+CONNECTED = "document.getElementById('status').textContent.startsWith('Connected')"
+
+
+def log_has(text: str) -> str:
+    return f"document.getElementById('log').textContent.includes({text!r})"
+
+
+async def test_book_page_runs_the_seed_client_and_gets_the_echo(page: Any) -> None:
+    port = free_port()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    with run_process(wsframe_run("samples.book.main:app", port), port):
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.wait_for_function(log_has("Received: Hello, server!"))
+        shot = await screenshot(page, "book")
+        log = (await page.inner_text("#log")).splitlines()
+    assert "Received: Hello, server!" in console
+    assert log[:2] == ["Connected", "Received: Hello, server!"]
+    assert shot.stat().st_size > 0
+
+
+async def test_book_page_echoes_what_the_user_types(page: Any) -> None:
+    port = free_port()
+    with run_process(wsframe_run("samples.book.main:app", port), port):
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.wait_for_function(log_has("Received: Hello, server!"))
+        await page.fill("#text", "typed in a browser")
+        await page.click("button")
+        await page.wait_for_function(log_has("typed in a browser"))
+        log = (await page.inner_text("#log")).splitlines()
+    assert log[-1] == "Received: typed in a browser"
+
+
+async def test_notifications_page_shows_a_notification_posted_over_http(page: Any) -> None:
+    port = free_port()
+    with run_process(wsframe_run("samples.notifications.main:app", port), port):
+        await page.goto(f"http://127.0.0.1:{port}/?user=5")
+        await page.wait_for_function(CONNECTED)
+        answer = await post_json(f"http://127.0.0.1:{port}/notify/5/", {"title": "Your book is ready"})
+        await page.wait_for_selector("#notifications li")
+        shot = await screenshot(page, "notifications")
+        shown = await page.inner_text("#notifications li")
+    assert answer == {"sent": 1}
+    assert shown == "Your book is ready"
+    assert shot.stat().st_size > 0
+
+
+async def test_notifications_reach_every_tab_of_the_user_only(browser: Any) -> None:
+    port = free_port()
+    context = await browser.new_context()
+    try:
+        tabs = [await context.new_page() for _ in range(3)]
+        with run_process(wsframe_run("samples.notifications.main:app", port), port):
+            for tab, user in zip(tabs, (5, 5, 6), strict=True):
+                tab.set_default_timeout(WAIT_MS)
+                await tab.goto(f"http://127.0.0.1:{port}/?user={user}")
+                await tab.wait_for_function(CONNECTED)
+            answer = await post_json(f"http://127.0.0.1:{port}/notify/5/", {"title": "for user 5"})
+            for tab in tabs[:2]:
+                await tab.wait_for_selector("#notifications li")
+            # The POST returned after both sends; user 6's tab would have it by the time
+            # user 5's tabs show theirs, so an empty list here means nothing was sent to it.
+            assert [await tab.locator("#notifications li").count() for tab in tabs] == [1, 1, 0]
+        assert answer == {"sent": 2}
+    finally:
+        await context.close()
+
+
+async def test_notifications_form_on_the_page_notifies_the_user(page: Any) -> None:
+    port = free_port()
+    with run_process(wsframe_run("samples.notifications.main:app", port), port):
+        await page.goto(f"http://127.0.0.1:{port}/?user=8")
+        await page.wait_for_function(CONNECTED)
+        await page.fill("#title", "sent from the page")
+        await page.click("button")
+        await page.wait_for_selector("#notifications li")
+        shown = await page.inner_text("#notifications li")
+    assert shown == "sent from the page"
