@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -42,6 +42,8 @@ def create_app(
     compression: bool | None = None,
     close_timeout: float | None = None,
     shutdown_timeout: float | None = None,
+    max_outbound_buffer: int | None = None,
+    slow_consumer: Literal["close", "drop"] | None = None,
     handshake_timeout: float | None = None,
     idle_timeout: float | None = None,
     rate_limit: float | None = None,
@@ -74,6 +76,8 @@ def create_app(
             "compression": compression,
             "close_timeout": close_timeout,
             "shutdown_timeout": shutdown_timeout,
+            "max_outbound_buffer": max_outbound_buffer,
+            "slow_consumer": slow_consumer,
             "handshake_timeout": handshake_timeout,
             "idle_timeout": idle_timeout,
             "rate_limit": rate_limit,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -43,6 +43,13 @@ class Settings:
     shutdown_timeout: float = 10.0
     """Seconds the app waits on shutdown for every connection to finish closing with
     1001 before it drops the rest."""
+    max_outbound_buffer: int = MIB
+    """Bytes that may wait in a connection's send buffer. A client that reads slower
+    than we send fills it; past it the connection is closed with 1013 (or, with
+    ``slow_consumer='drop'``, messages are dropped and counted), so a slow client never
+    delays a sender or grows the server's memory."""
+    slow_consumer: Literal["close", "drop"] = "close"
+    """What happens past ``max_outbound_buffer``: close with 1013, or drop the message."""
     handshake_timeout: float = 10.0
     """Seconds ``connect()`` may take to accept or close; past it the client gets HTTP 408."""
     idle_timeout: float | None = None
@@ -66,6 +73,12 @@ class Settings:
     """Called in order after ``auth``; the first False or PermissionDenied answers HTTP 403."""
 
     def __post_init__(self) -> None:
+        if self.max_outbound_buffer < 1:
+            raise ConfigurationError(
+                f"max_outbound_buffer must be a positive number of bytes, got {self.max_outbound_buffer!r}"
+            )
+        if self.slow_consumer not in ("close", "drop"):
+            raise ConfigurationError(f"slow_consumer must be 'close' or 'drop', got {self.slow_consumer!r}")
         if self.max_message_size < 1:
             raise ConfigurationError(
                 f"max_message_size must be a positive number of bytes, got {self.max_message_size!r}"

@@ -21,14 +21,14 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import msgspec
 from aiohttp import ClientConnectionResetError, WSMsgType, hdrs, web
 from multidict import CIMultiDictProxy
 
 from . import status
-from .codec import encode_frame
+from .codec import build_close_frame, build_frame, encode_frame
 from .config import Settings
 from .exceptions import AuthenticationFailed, ConnectionClosed, PermissionDenied, WsframeError
 from .limits import ConnectionLimiter
@@ -47,8 +47,17 @@ logger = logging.getLogger("wsframe.websocket")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_NO_DRAIN = 1 << 62
+
 MAX_REASON_BYTES = 123
 """A close frame's reason must fit in 123 bytes (RFC 6455 section 5.5)."""
+
+
+_SLOW_CONSUMER = "Slow consumer"
+
+
+def _abort_transport(transport: asyncio.Transport) -> None:
+    transport.abort()  # harmless when it has closed by itself meanwhile
 
 
 class _State(enum.Enum):
@@ -102,6 +111,8 @@ class GenericWebsocket:
     heartbeat: ClassVar[float | None] = None
     compression: ClassVar[bool | None] = None
     close_timeout: ClassVar[float | None] = None
+    max_outbound_buffer: ClassVar[int | None] = None
+    slow_consumer: ClassVar[Literal["close", "drop"] | None] = None
     handshake_timeout: ClassVar[float | None] = None
     idle_timeout: ClassVar[float | None] = None
     rate_limit: ClassVar[float | None] = None
@@ -280,20 +291,70 @@ class GenericWebsocket:
             max_msg_size=settings.max_message_size + 1,
             compress=settings.compression,
             timeout=settings.close_timeout,
+            # Never let aiohttp's writer wait for drain: max_outbound_buffer bounds
+            # the buffer instead, so one slow client cannot stall a sender.
+            writer_limit=_NO_DRAIN,
         )
 
+    dropped_messages: int = 0
+    """Messages dropped because this client read too slowly (``slow_consumer='drop'``)."""
+
     async def _send_frame(self, payload: bytes, opcode: WSMsgType) -> None:
+        if self._config.settings.compression:
+            await self._send_compressed(payload, opcode)
+        else:
+            self._write_frame(build_frame(payload, opcode))
+
+    async def _send_compressed(self, payload: bytes, opcode: WSMsgType) -> None:
+        # permessage-deflate keeps compressor state per connection, so these
+        # frames go through aiohttp's writer one connection at a time.
         ws = self._ws
-        if self._state is not _State.OPEN or ws is None:
-            if self._state is _State.CONNECTING:
-                raise WsframeError("Call accept() before send(): the handshake is not complete.")
-            raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
+        if not self._writable() or ws is None:
+            return
         try:
             await ws.send_frame(payload, opcode)
         except (ClientConnectionResetError, ConnectionResetError):
             # The peer went away and the receive loop has not noticed yet.
             self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
             raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
+
+    def _write_frame(self, frame: bytes) -> None:
+        """Queue a ready-made frame without waiting: the bounded buffer replaces flow control."""
+        if self._writable():
+            transport = self.request.transport
+            if transport is not None:
+                transport.write(frame)
+
+    def _writable(self) -> bool:
+        """Return True when a frame may be queued now; raise or drop (False) otherwise."""
+        if self._state is not _State.OPEN:
+            if self._state is _State.CONNECTING:
+                raise WsframeError("Call accept() before send(): the handshake is not complete.")
+            raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            # The peer went away and the receive loop has not noticed yet.
+            self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+            raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE)
+        settings = self._config.settings
+        if transport.get_write_buffer_size() <= settings.max_outbound_buffer:
+            return True
+        if settings.slow_consumer == "drop":
+            self.dropped_messages += 1
+            logger.debug("dropped a message for slow consumer %s", self.connection_id)
+            return False
+        self._close_slow_consumer(transport)
+        raise ConnectionClosed(status.WS_1013_TRY_AGAIN_LATER, _SLOW_CONSUMER)
+
+    def _close_slow_consumer(self, transport: asyncio.Transport) -> None:
+        logger.info("closing slow consumer %s with 1013: its send buffer is full", self.connection_id)
+        self._state = _State.CLOSING
+        self._close_code, self._close_reason = status.WS_1013_TRY_AGAIN_LATER, _SLOW_CONSUMER
+        # The close frame joins the queue: a client that was only slow still
+        # reads the code. One that never reads is cut off after close_timeout.
+        transport.write(build_close_frame(status.WS_1013_TRY_AGAIN_LATER, _SLOW_CONSUMER.encode()))
+        transport.close()
+        asyncio.get_running_loop().call_later(self._config.settings.close_timeout, _abort_transport, transport)
 
     def _mark_closed(self, code: int, reason: str = "") -> None:
         if self._close_code is None:
@@ -305,7 +366,7 @@ class GenericWebsocket:
         """Drop the TCP connection now (shutdown after the drain time ran out)."""
         transport = self.request.transport
         if self._state is not _State.CLOSED and transport is not None:
-            transport.close()
+            transport.abort()
         self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
 
     async def _serve(self) -> web.StreamResponse:
@@ -480,6 +541,8 @@ _OVERRIDABLE = (
     "heartbeat",
     "compression",
     "close_timeout",
+    "max_outbound_buffer",
+    "slow_consumer",
     "handshake_timeout",
     "idle_timeout",
     "rate_limit",
