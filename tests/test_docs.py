@@ -8,12 +8,14 @@ configuration the testing page shows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from docs.examples import lifecycle_app, routing_app, sending_app
@@ -21,6 +23,7 @@ from samples.notifications.urls import urls as notification_urls
 from samples.notifications.websockets import TABS
 from tests.servers import ROOT
 from wsframe import ConnectionClosed, GenericWebsocket, create_app, send_message_to_websocket
+from wsframe.exceptions import AuthenticationFailed
 from wsframe.testing import HandlerError, HandshakeRejectedError, WebsocketTestClient, WsClientFactory
 
 DOCS = ROOT / "docs"
@@ -364,3 +367,99 @@ async def test_sending_with_app_from_outside_a_request(ws_client: WsClientFactor
         connection_id = (await ws.receive_json())["your_id"]
         await send_message_to_websocket(connection_id, {"tick": 1}, app=app)
         assert await ws.receive_json() == {"tick": 1}
+
+
+# ---------------------------------------- lifecycle: checks and limits rows
+
+
+class Echo(GenericWebsocket):
+    async def receive(self, data: str | bytes) -> None:
+        await self.send(data)
+
+
+async def refused_status(client: WebsocketTestClient, path: str, headers: dict[str, str] | None = None) -> int:
+    with pytest.raises(HandshakeRejectedError) as info:
+        async with client.connect(path, headers=headers):
+            pass
+    return info.value.status
+
+
+async def test_lifecycle_origin_not_allowed_is_403(ws_client: WsClientFactory) -> None:
+    client = ws_client(create_app({"ws/": Echo}))
+    assert await refused_status(client, "/ws/", {"Origin": "http://elsewhere.example"}) == 403
+
+
+async def test_lifecycle_failed_authentication_is_401(ws_client: WsClientFactory) -> None:
+    async def auth(connection: GenericWebsocket) -> object:
+        raise AuthenticationFailed("no token")
+
+    assert await refused_status(ws_client(create_app({"ws/": Echo}, auth=auth)), "/ws/") == 401
+
+
+async def test_lifecycle_denied_permission_is_403(ws_client: WsClientFactory) -> None:
+    async def never(connection: GenericWebsocket) -> bool:
+        return False
+
+    assert await refused_status(ws_client(create_app({"ws/": Echo}, permissions=[never])), "/ws/") == 403
+
+
+async def test_lifecycle_over_max_connections_is_503(ws_client: WsClientFactory) -> None:
+    client = ws_client(create_app({"ws/": Echo}, max_connections=1))
+    async with client.connect("/ws/"):
+        assert await refused_status(client, "/ws/") == 503
+
+
+async def test_lifecycle_over_max_connections_per_ip_is_429(ws_client: WsClientFactory) -> None:
+    client = ws_client(create_app({"ws/": Echo}, max_connections_per_ip=1))
+    async with client.connect("/ws/"):
+        assert await refused_status(client, "/ws/") == 429
+
+
+async def test_lifecycle_slow_connect_is_408(ws_client: WsClientFactory) -> None:
+    class Slow(GenericWebsocket):
+        async def connect(self) -> None:
+            await asyncio.sleep(5)  # cancelled by the handshake timeout
+            await self.accept()
+
+    client = ws_client(create_app({"ws/": Slow}, handshake_timeout=0.05))
+    assert await refused_status(client, "/ws/") == 408
+
+
+class Order(msgspec.Struct):
+    book: str
+    quantity: int
+
+
+class Orders(GenericWebsocket):
+    async def receive(self, data: Order) -> None:  # type: ignore[override]
+        await self.send(data.quantity)
+
+
+async def test_lifecycle_message_that_fails_the_receive_type_is_1007(ws_client: WsClientFactory) -> None:
+    async with ws_client(create_app({"ws/": Orders})).connect("/ws/") as ws:
+        await ws.send_json({"book": "Dune", "quantity": 2})
+        assert await ws.receive_json() == 2
+        await ws.send_json({"book": "Dune", "quantity": "two"})
+        assert await ws.wait_closed() == 1007
+        assert ws.close_reason == "Invalid message: Expected `int`, got `str` - at `$.quantity`"
+
+
+async def test_lifecycle_rate_limit_exceeded_is_1008(ws_client: WsClientFactory) -> None:
+    async with ws_client(create_app({"ws/": Echo}, rate_limit=1)).connect("/ws/") as ws:
+        for _ in range(3):
+            await ws.send("spam")
+        assert await ws.wait_closed() == 1008
+        assert ws.close_reason == "Rate limit exceeded"
+
+
+async def test_lifecycle_idle_client_is_closed_with_1000(ws_client: WsClientFactory) -> None:
+    async with ws_client(create_app({"ws/": Echo}, idle_timeout=0.05)).connect("/ws/") as ws:
+        assert await ws.wait_closed() == 1000
+        assert ws.close_reason == "Idle timeout"
+
+
+async def test_lifecycle_malformed_handshake_is_400(ws_client: WsClientFactory) -> None:
+    headers = {**UPGRADE_HEADERS, "Sec-WebSocket-Version": "8"}
+    response = await ws_client(create_app({"ws/": Echo})).get("/ws/", headers=headers)
+    assert response.status == 400
+    assert "Sec-WebSocket-Version" in (await response.json())["detail"]

@@ -429,6 +429,17 @@ async def test_crash_in_connect_before_accept_raises_handler_error(ws_client: Ws
     assert isinstance(info.value.__cause__, LookupError)
 
 
+async def test_crash_in_an_auth_check_raises_handler_error(ws_client: WsClientFactory) -> None:
+    async def broken_auth(connection: GenericWebsocket) -> object:
+        raise KeyError("user table")
+
+    app = create_app({"ws/book/": Echo}, auth=broken_auth)
+    with pytest.raises(HandlerError, match="auth or permission check") as info:
+        async with ws_client(app).connect("/ws/book/"):
+            pass
+    assert isinstance(info.value.__cause__, KeyError)
+
+
 async def test_unobserved_crash_is_raised_when_the_client_closes() -> None:
     client = WebsocketTestClient(create_app({"ws/": CrashesInDisconnect}))
     async with client.connect("/ws/") as ws:

@@ -131,12 +131,20 @@ class CapturedError:
 
 
 def _handler_of(exc: BaseException) -> GenericWebsocket | None:
-    """Return the handler instance whose method raised *exc*, found in its traceback's frames."""
+    """Return the handler instance *exc* was raised for, found in its traceback's frames.
+
+    Usually ``self`` of the method that logged it; for checks that run before
+    a handler method (auth, permissions), a local variable holding the handler.
+    """
     tb = exc.__traceback__
     while tb is not None:
-        candidate = tb.tb_frame.f_locals.get("self")
+        local = tb.tb_frame.f_locals
+        candidate = local.get("self")
         if isinstance(candidate, GenericWebsocket):
             return candidate
+        for value in local.values():
+            if isinstance(value, GenericWebsocket):
+                return value
         tb = tb.tb_next
     return None
 
