@@ -7,13 +7,18 @@ from .app import create_app
 from .config import Settings
 from .exceptions import (
     ApplicationNotFoundError,
+    AuthenticationFailed,
     BackendUnavailableError,
     ConfigurationError,
     ConnectionClosed,
+    InvalidGroupNameError,
     MissingDependencyError,
+    PermissionDenied,
     WsframeError,
 )
+from .groups import close_group, group_members, send_message_to_group
 from .publisher import Publisher
+from .security import SessionAuth, TokenAuth
 from .websocket import GenericWebsocket, close_websocket_connection, send_message_to_websocket
 
 __all__ = [
@@ -25,6 +30,13 @@ __all__ = [
     "GenericWebsocket",
     "send_message_to_websocket",
     "close_websocket_connection",
+    # groups.py
+    "send_message_to_group",
+    "close_group",
+    "group_members",
+    # security.py
+    "TokenAuth",
+    "SessionAuth",
     # exceptions.py
     "WsframeError",
     "ConfigurationError",
@@ -32,6 +44,9 @@ __all__ = [
     "ConnectionClosed",
     "BackendUnavailableError",
     "ApplicationNotFoundError",
+    "AuthenticationFailed",
+    "PermissionDenied",
+    "InvalidGroupNameError",
     # publisher.py
     "Publisher",
     # status.py

@@ -15,6 +15,7 @@ __all__ = [
     "ApplicationNotFoundError",
     "AuthenticationFailed",
     "PermissionDenied",
+    "InvalidGroupNameError",
 ]
 
 
@@ -73,3 +74,7 @@ class AuthenticationFailed(WsframeError):
 
 class PermissionDenied(WsframeError):
     """Raised by a permission (or returned False) to refuse a handshake: HTTP 403."""
+
+
+class InvalidGroupNameError(WsframeError, ValueError):
+    """A group name is empty, too long or has characters outside letters, digits and ``_.:@=+-``."""

@@ -11,25 +11,57 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import re
 import secrets
 import weakref
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from .backends.base import Backend, Envelope
-from .codec import encode_frame
-from .exceptions import ApplicationNotFoundError, ConnectionClosed
+from .codec import build_frame, encode_frame
+from .exceptions import ApplicationNotFoundError, BackendUnavailableError, ConnectionClosed, InvalidGroupNameError
 
 if TYPE_CHECKING:
     from .websocket import GenericWebsocket
 
-__all__ = ["Registry", "REGISTRY_KEY", "NODE_ID_LENGTH", "CONNECTION_ID_LENGTH", "get_registry"]
+__all__ = [
+    "Registry",
+    "REGISTRY_KEY",
+    "NODE_ID_LENGTH",
+    "CONNECTION_ID_LENGTH",
+    "get_registry",
+    "validate_group_name",
+]
 
 logger = logging.getLogger("wsframe.registry")
 
 NODE_ID_LENGTH = 8
 CONNECTION_ID_LENGTH = 32
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_.:@=+-]{1,128}")
+
+
+def validate_group_name(group: object) -> str:
+    """Return *group* if it is a valid group name; raise InvalidGroupNameError saying what is allowed.
+
+    Names are 1-128 letters, digits and ``_ . : @ = + -``: no spaces, no
+    glob characters, so a name can never match another group's channel.
+    """
+    if not isinstance(group, str) or not _GROUP_NAME.fullmatch(group):
+        raise InvalidGroupNameError(
+            f"invalid group name {group!r}: use 1-128 letters, digits and the characters _ . : @ = + -"
+        )
+    return group
+
+
+def _excluded(exclude: str | Collection[str] | None) -> frozenset[str]:
+    if exclude is None:
+        return frozenset()
+    if isinstance(exclude, str):
+        return frozenset((exclude,))
+    return frozenset(exclude)
 
 
 class Registry:
@@ -43,6 +75,9 @@ class Registry:
         self.backend = backend
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
         self.connections: dict[str, GenericWebsocket] = {}
+        self.groups: dict[str, dict[str, GenericWebsocket]] = {}
+        """Local members of each group with at least one member here."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def new_connection_id(self) -> str:
         """Return a fresh id owned by this node."""
@@ -102,15 +137,135 @@ class Registry:
             await self.backend.publish_to_node(node_id, Envelope("close", connection_id, code=code, reason=reason))
 
     async def deliver_envelope(self, envelope: Envelope) -> None:
-        """Carry out an envelope that a backend received for this node."""
+        """Carry out an envelope that a backend received for this node.
+
+        Never waits on a client: sends are queued, closes run in tasks of
+        their own, so one slow peer cannot hold up a backend's listener.
+        """
+        kind = envelope.kind
+        if kind == "group_send" or kind == "group_close":
+            if envelope.origin != self.node_id:  # our own publish, already delivered locally
+                if kind == "group_send":
+                    await self._deliver_group(
+                        envelope.group, envelope.payload, WSMsgType(envelope.opcode), envelope.exclude
+                    )
+                else:
+                    self._close_group_local(envelope.group, envelope.code, envelope.reason)
+            return
         connection = self.connections.get(envelope.connection_id)
         if connection is None:
-            logger.debug("no connection %s here for %s; dropped", envelope.connection_id, envelope.kind)
+            logger.debug("no connection %s here for %s; dropped", envelope.connection_id, kind)
             return
-        if envelope.kind == "send":
+        if kind == "send":
             await self._send_local(connection, envelope.payload, WSMsgType(envelope.opcode))
         else:
-            await connection.close(envelope.code, envelope.reason)
+            self._spawn(connection.close(envelope.code, envelope.reason))
+
+    # ------------------------------------------------------------------ groups
+
+    async def join_group(self, connection: GenericWebsocket, group: str) -> None:
+        """Add *connection* to *group* here and in the backend (see GenericWebsocket.join_group)."""
+        validate_group_name(group)
+        members = self.groups.setdefault(group, {})
+        connection_id = connection.connection_id
+        if connection_id in members:
+            return
+        first_here = not members
+        members[connection_id] = connection
+        connection._groups.add(group)
+        try:
+            await self.backend.group_joined(group, connection_id, first_here=first_here)
+        except BaseException:
+            self._forget_member(connection, group)
+            raise
+
+    async def leave_group(self, connection: GenericWebsocket, group: str) -> None:
+        """Remove *connection* from *group*; not a member is not an error."""
+        validate_group_name(group)
+        if self._forget_member(connection, group):
+            await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
+
+    async def leave_all_groups(self, connection: GenericWebsocket) -> None:
+        """Remove *connection* from every group (on disconnect); backend errors are logged, not raised."""
+        for group in list(connection._groups):
+            self._forget_member(connection, group)
+            try:
+                await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
+            except BackendUnavailableError as exc:
+                # Presence heals by itself: the backend's entry expires with this node's heartbeat.
+                logger.warning("could not record that %s left %r: %s", connection.connection_id, group, exc)
+
+    def _forget_member(self, connection: GenericWebsocket, group: str) -> bool:
+        members = self.groups.get(group)
+        connection._groups.discard(group)
+        if members is None or members.pop(connection.connection_id, None) is None:
+            return False
+        if not members:
+            del self.groups[group]
+        return True
+
+    async def send_group(self, group: str, data: Any, exclude: str | Collection[str] | None = None) -> None:
+        """Deliver *data* to every member of *group* on every node (see send_message_to_group)."""
+        validate_group_name(group)
+        payload, opcode = encode_frame(data)
+        excluded = _excluded(exclude)
+        await self._deliver_group(group, payload, opcode, excluded)
+        envelope = Envelope(
+            "group_send",
+            "",
+            payload=payload,
+            opcode=int(opcode),
+            group=group,
+            exclude=tuple(excluded),
+            origin=self.node_id,
+        )
+        await self.backend.publish_to_group(group, envelope)
+
+    async def close_group(self, group: str, code: int, reason: str) -> None:
+        """Close every member of *group* on every node (see close_group)."""
+        validate_group_name(group)
+        self._close_group_local(group, code, reason)
+        envelope = Envelope("group_close", "", code=code, reason=reason, group=group, origin=self.node_id)
+        await self.backend.publish_to_group(group, envelope)
+
+    async def group_members(self, group: str) -> set[str]:
+        """Ids of *group*'s members on every node the backend knows of."""
+        validate_group_name(group)
+        members = await self.backend.group_members(group)
+        if members is None:
+            return set(self.groups.get(group, ()))
+        return members
+
+    async def _deliver_group(self, group: str, payload: bytes, opcode: WSMsgType, excluded: Collection[str]) -> None:
+        members = self.groups.get(group)
+        if not members:
+            return
+        # Frame once, write the same bytes to every member: no task, queue or
+        # re-encoding per member. Compressed connections keep per-connection
+        # compressor state, so they go through aiohttp's writer instead.
+        frame = build_frame(payload, opcode)
+        compressed: list[GenericWebsocket] = []
+        for connection_id, connection in list(members.items()):
+            if connection_id in excluded:
+                continue
+            if connection._config.settings.compression:
+                compressed.append(connection)
+                continue
+            try:  # noqa: SIM105 - try/except is free in 3.11; a context manager per member is not
+                connection._write_frame(frame)
+            except ConnectionClosed:
+                pass  # it is leaving; its disconnect removes it from the group
+        for connection in compressed:
+            await self._send_local(connection, payload, opcode)
+
+    def _close_group_local(self, group: str, code: int, reason: str) -> None:
+        for connection in list(self.groups.get(group, {}).values()):
+            self._spawn(connection.close(code, reason))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send_local(self, connection: GenericWebsocket, payload: bytes, opcode: WSMsgType) -> None:
         try:

@@ -161,6 +161,7 @@ class GenericWebsocket:
         self._close_reason = ""
         self._closing_done: asyncio.Future[None] | None = None
         self._disconnected = False
+        self._groups: set[str] = set()
 
     # ----------------------------------------------------------------- hooks
 
@@ -271,6 +272,31 @@ class GenericWebsocket:
         finally:
             self._state = _State.CLOSED
             done.set_result(None)
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The groups this connection is a member of."""
+        return frozenset(self._groups)
+
+    async def join_group(self, group: str) -> None:
+        """Add this connection to *group*: it then receives every group send, on any worker.
+
+        Joining twice is harmless. Membership ends by :meth:`leave_group` or,
+        whatever closed the connection, before :meth:`disconnect` runs. Raises
+        :class:`~wsframe.exceptions.InvalidGroupNameError` for a bad name,
+        :class:`~wsframe.exceptions.WsframeError` before accept, and
+        :class:`~wsframe.exceptions.BackendUnavailableError` when the backend
+        is down (the connection is then not a member).
+        """
+        if self._state is not _State.OPEN:
+            if self._state is _State.CONNECTING:
+                raise WsframeError("Call accept() before join_group(): only open connections can be members.")
+            raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
+        await self._registry.join_group(self, group)
+
+    async def leave_group(self, group: str) -> None:
+        """Remove this connection from *group*; leaving a group it is not in is harmless."""
+        await self._registry.leave_group(self, group)
 
     # -------------------------------------------------------------- internal
 
@@ -496,6 +522,8 @@ class GenericWebsocket:
     async def _finish(self) -> web.StreamResponse:
         self._registry.discard(self.connection_id)
         self._state = _State.CLOSED
+        if self._groups:
+            await self._registry.leave_all_groups(self)
         if not self._disconnected:
             self._disconnected = True
             try:

@@ -19,18 +19,26 @@ __all__ = ["Backend", "Envelope", "encode_envelope", "decode_envelope"]
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):
-    """One instruction for the node that owns ``connection_id``.
+    """One instruction for the node that owns ``connection_id``, or for a group's members.
 
     ``kind`` is ``"send"`` (deliver ``payload`` as a frame with ``opcode``) or
-    ``"close"`` (close with ``code`` and ``reason``).
+    ``"close"`` (close with ``code`` and ``reason``) for one connection;
+    ``"group_send"`` / ``"group_close"`` do the same for every local member of
+    ``group`` except the ids in ``exclude``. ``origin`` is the sending node, so
+    a node that hears its own group publish does not deliver it twice.
+    Fields are only ever appended, with defaults, so envelopes from an older
+    sender still decode.
     """
 
-    kind: Literal["send", "close"]
+    kind: Literal["send", "close", "group_send", "group_close"]
     connection_id: str
     payload: bytes = b""
     opcode: int = 1
     code: int = 1000
     reason: str = ""
+    group: str = ""
+    exclude: tuple[str, ...] = ()
+    origin: str = ""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -70,3 +78,23 @@ class Backend(abc.ABC):
         Raises :class:`~wsframe.exceptions.BackendUnavailableError` quickly
         when the transport is down; an unknown node is not an error.
         """
+
+    # Groups. The registry delivers to its own members itself; a backend only
+    # carries a group send to the other nodes that have members, and keeps the
+    # cluster-wide member list. The defaults suit a single process.
+
+    async def publish_to_group(self, group: str, envelope: Envelope) -> None:  # noqa: B027 - optional hook
+        """Hand a group envelope to every other node with members of *group* (one publish, not one per node).
+
+        Raises BackendUnavailableError quickly when the transport is down.
+        """
+
+    async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:  # noqa: B027
+        """Record that *connection_id* (of this node) joined *group*; *first_here*: no other local member yet."""
+
+    async def group_left(self, group: str, connection_ids: list[str], *, last_here: bool) -> None:  # noqa: B027
+        """Record that *connection_ids* left *group*; *last_here*: no local member remains."""
+
+    async def group_members(self, group: str) -> set[str] | None:
+        """Return the member ids of *group* on every node, or None when only this node's are known."""
+        return None
