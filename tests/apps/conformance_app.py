@@ -1,7 +1,8 @@
 """The app the protocol-conformance suite and the fuzz tests run against.
 
 Run it with ``python -m wsframe run tests.apps.conformance_app:app --port N``
-from the repository root. Every setting is the default (1 MiB messages,
+from the repository root (``:deflate_app`` for the same routes with
+``create_app(compression=True)``). Every setting is the default (1 MiB messages,
 compression off) except where a handler class says otherwise, so the suite
 checks what users get out of the box.
 
@@ -27,7 +28,7 @@ from wsframe import create_app
 from wsframe.registry import REGISTRY_KEY
 from wsframe.websocket import GenericWebsocket
 
-__all__ = ["app", "DISCONNECTS_KEY", "LEAK_MARKER"]
+__all__ = ["app", "deflate_app", "build_app", "DISCONNECTS_KEY", "LEAK_MARKER"]
 
 DISCONNECTS_KEY = web.AppKey("conformance_disconnects", dict[str, int])
 
@@ -102,5 +103,15 @@ urls: dict[str, Any] = {
     "disconnects/<connection_id>/": disconnect_code,
 }
 
-app = create_app(urls)
-app[DISCONNECTS_KEY] = {}
+
+def build_app(**settings: Any) -> web.Application:
+    """The conformance app with *settings* given to ``create_app``."""
+    application = create_app(urls, **settings)
+    application[DISCONNECTS_KEY] = {}
+    return application
+
+
+app = build_app()
+
+deflate_app = build_app(compression=True)
+"""The same routes with ``create_app(compression=True)``: every handler offers permessage-deflate."""

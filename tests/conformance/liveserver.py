@@ -32,16 +32,16 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    """One server process on 127.0.0.1 and a free port."""
+    """One server process on 127.0.0.1 and a free port, serving *target* (``module:attribute``)."""
 
     host = "127.0.0.1"
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, target: str = APP_TARGET) -> None:
         self.log_path = log_path
         self.port = _free_port()
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wsframe", "run", APP_TARGET, "--port", str(self.port), "--log-level", "warning"],
+            [sys.executable, "-m", "wsframe", "run", target, "--port", str(self.port), "--log-level", "warning"],
             cwd=REPO_ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,

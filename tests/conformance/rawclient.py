@@ -40,6 +40,7 @@ __all__ = [
     "deflate_message",
     "http_request",
     "handshake_request",
+    "open_handshake",
 ]
 
 TIMEOUT = 2.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
@@ -286,6 +287,25 @@ def handshake_request(
     lines += [f"{name}: {value}" for name, value in standard.items() if value is not None]
     lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+def open_handshake(host: str, port: int, raw: bytes, *, timeout: float = TIMEOUT) -> HttpResponse | RawWebsocket:
+    """Send the upgrade request *raw* (whatever it holds) and return the websocket on 101, else the response.
+
+    Unlike :meth:`RawWebsocket.connect` it does not check the 101 answer, so
+    any request bytes can be sent.
+    """
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(raw)
+        status, headers, rest = _read_http_head(sock, bytearray())
+        if status != 101:
+            with sock:
+                return HttpResponse(status, headers, _read_body(sock, status, headers, rest))
+    except BaseException:
+        sock.close()
+        raise
+    return RawWebsocket(sock, HttpResponse(status, headers, b""), rest)
 
 
 class RawWebsocket:

@@ -16,6 +16,8 @@ from .checks import assert_fails_with
 from .liveserver import LiveServer
 from .rawclient import TIMEOUT, Ended, Opcode, RawWebsocket, close_frame
 
+pytestmark = pytest.mark.functional
+
 VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
 INVALID_CODES = [0, 999, 1004, 1005, 1015, 1016, 1100, 2000, 2999]
 ACCEPTED_BY_AIOHTTP = {

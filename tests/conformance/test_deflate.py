@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,20 @@ from .checks import assert_fails_with
 from .liveserver import LiveServer
 from .rawclient import Ended, NotClosed, Opcode, RawWebsocket, close_frame, deflate_message
 
+pytestmark = pytest.mark.functional
+
 RSV1 = 4
+
+
+@pytest.fixture(scope="module")
+def app_deflate_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The same routes served by ``create_app(compression=True)``."""
+    live = LiveServer(
+        Path(tmp_path_factory.mktemp("deflate-app")) / "server.log", "tests.apps.conformance_app:deflate_app"
+    )
+    live.wait_ready()
+    yield live
+    assert live.stop() == 0, live.log_path.read_text(errors="replace")
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -159,3 +173,26 @@ def test_corrupt_compressed_payload_closes_with_1007(server: LiveServer) -> None
     with server.connect("/ws/deflate/", deflate=True) as ws:
         ws.send_frame(Opcode.BINARY, b"\xff\xff\xff\xff not deflate", rsv=RSV1)
         assert_fails_with(ws, 1007)
+
+
+def test_app_wide_compression_negotiates_permessage_deflate_on_every_handler(app_deflate_server: LiveServer) -> None:
+    with app_deflate_server.connect("/ws/echo/", deflate=True) as ws:
+        assert ws.response.headers["sec-websocket-extensions"] == "permessage-deflate"
+        ws.send_deflated(Opcode.TEXT, b"app-wide")
+        ws.send_close(1000)
+        assert _inflated(ws) == ([(Opcode.TEXT, RSV1, b"app-wide"), (Opcode.CLOSE, 0, b"\x03\xe8")], Ended.EOF)
+
+
+def test_compression_bomb_with_app_wide_compression_closes_with_1009(app_deflate_server: LiveServer) -> None:
+    peak_before = _peak_rss_kib(app_deflate_server.process.pid)
+    with app_deflate_server.connect("/ws/echo/", deflate=True) as ws:
+        ws.send_frame(Opcode.BINARY, _zero_bomb(512), rsv=RSV1)
+        assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
+    assert (_peak_rss_kib(app_deflate_server.process.pid) - peak_before) / 1024 < 64
+    with app_deflate_server.connect("/ws/echo/", deflate=True) as other:
+        ws_text = b"still served"
+        other.send_deflated(Opcode.TEXT, ws_text)
+        assert other.recv_message().payload == ws_text
+        other.send_close(1000)
+        assert other.read_until_closed() == ([close_frame(1000)], Ended.EOF)
+    assert app_deflate_server.wait_registry_size(0) == 0

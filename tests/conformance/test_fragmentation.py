@@ -10,6 +10,8 @@ from .checks import assert_fails_with
 from .liveserver import LiveServer
 from .rawclient import Ended, Frame, NotClosed, Opcode, RawWebsocket, close_frame
 
+pytestmark = pytest.mark.functional
+
 
 def _send_fragments(ws: RawWebsocket, opcode: int, pieces: list[bytes]) -> None:
     for index, piece in enumerate(pieces):

@@ -12,6 +12,8 @@ from .checks import assert_closes_cleanly, assert_fails_with
 from .liveserver import LiveServer
 from .rawclient import Ended, Frame, NotClosed, Opcode, close_frame, encode_frame
 
+pytestmark = pytest.mark.functional
+
 # 125/126/127 cross the 7-bit -> 16-bit length encoding; 65535/65536 the 16-bit -> 64-bit one.
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 64 * 1024 + 1, MIB - 1, MIB]
 

@@ -8,6 +8,8 @@ from .checks import assert_closes_cleanly, assert_fails_with
 from .liveserver import LiveServer
 from .rawclient import Ended, Frame, Opcode, close_frame, encode_frame
 
+pytestmark = pytest.mark.functional
+
 
 @pytest.mark.parametrize(
     "payload",

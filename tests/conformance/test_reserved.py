@@ -8,6 +8,8 @@ from .checks import assert_fails_with
 from .liveserver import LiveServer
 from .rawclient import Frame, NotClosed, Opcode
 
+pytestmark = pytest.mark.functional
+
 RSV1, RSV2, RSV3 = 4, 2, 1
 
 

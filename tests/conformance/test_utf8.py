@@ -8,6 +8,8 @@ from .checks import assert_fails_with
 from .liveserver import LiveServer
 from .rawclient import Ended, Frame, Opcode, close_frame
 
+pytestmark = pytest.mark.functional
+
 INVALID = {
     "lone-continuation-byte": b"\x80",
     "ff-byte": b"hello \xff",
