@@ -177,6 +177,10 @@ class RedisBackend(Backend):
         self._down_since: float | None = None
         self._failures_at_outage_start = 0
 
+    def channel_for(self, node_id: str) -> str:
+        """Return the channel that node *node_id* listens on (``<prefix>node:<node id>``)."""
+        return node_channel(self.prefix, node_id)
+
     # -------------------------------------------------------------- lifecycle
 
     async def on_startup(self, registry: Registry) -> None:
@@ -187,7 +191,7 @@ class RedisBackend(Backend):
         gunicorn that makes the worker exit with a boot error.
         """
         self._registry = registry
-        self._channel = node_channel(self.prefix, registry.node_id)
+        self._channel = self.channel_for(registry.node_id)
         self._client, self._listener_client = self._make_clients()
         try:
             async with asyncio.timeout(self.operation_timeout * 4):
@@ -242,7 +246,7 @@ class RedisBackend(Backend):
         data = encode_envelope(envelope)
         try:
             async with asyncio.timeout(self.operation_timeout):
-                receivers = await client.publish(node_channel(self.prefix, node_id), data)
+                receivers = await client.publish(self.channel_for(node_id), data)
         except _UNREACHABLE as exc:
             self.stats.publish_failures += 1
             raise BackendUnavailableError(
