@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
@@ -58,7 +59,7 @@ async def test_page_origin_allowlist_admits_a_subdomain_and_refuses_others(serve
     async with client.ws_connect("/ws/game/?token=s3cret", origin="https://shop.example.com") as ws:
         await ws.send_str('{"type":"move","x":1,"y":2}')
         assert await ws.receive_json(timeout=TIMEOUT) == {"moved": [1, 2]}
-    with pytest.raises(Exception, match="403"):
+    with pytest.raises(aiohttp.WSServerHandshakeError, match="403"):
         await client.ws_connect("/ws/game/?token=s3cret", origin="https://evil.example.org")
 
 
