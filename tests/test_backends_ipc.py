@@ -333,6 +333,12 @@ async def test_an_explicit_directory_that_is_a_file_is_refused_at_startup(socket
         await backend.on_startup(Registry(backend))
 
 
+async def test_a_directory_too_long_for_a_unix_socket_path_is_refused_at_startup(sockets_dir: Path) -> None:
+    backend = IpcBackend(sockets_dir / ("d" * 100))
+    with pytest.raises(ConfigurationError, match="longer than the 107 bytes"):
+        await backend.on_startup(Registry(backend))
+
+
 # ------------------------------------------------------------------ selection
 
 

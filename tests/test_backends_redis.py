@@ -234,6 +234,16 @@ async def test_listener_notices_a_silent_redis_through_pings(serve: Serve, priva
     assert backend_of(client).stats.outages == 1
 
 
+async def test_an_idle_listener_whose_pings_are_answered_stays_up(serve: Serve, prefix: str) -> None:
+    sender = await serve(node_app(SHARED_REDIS_URL, prefix))
+    owner = await serve(node_app(SHARED_REDIS_URL, prefix, health_check_interval=0.05))
+    ws, connection_id = await connect(owner)
+    await asyncio.sleep(0.5)  # ten idle intervals, each ended by a PING
+    await sender.app[REGISTRY_KEY].send(connection_id, "still subscribed")
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still subscribed")
+    assert backend_of(owner).stats.outages == 0
+
+
 async def test_listener_resubscribes_after_a_redis_restart_and_delivery_resumes(
     serve: Serve, private_redis: RedisServer
 ) -> None:

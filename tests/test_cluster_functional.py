@@ -481,3 +481,28 @@ async def test_memory_backend_under_gunicorn_warns_that_workers_cannot_reach_eac
         async with cluster_of(server):
             pass
         assert "cannot reach connections in other workers" in server.log()
+
+
+async def test_hup_replaces_every_worker_closing_with_1001_and_the_new_ones_reach_each_other(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    with run_gunicorn(tmp_path, preload=True, backend=None) as server:
+        async with cluster_of(server):
+            old_clients = await open_clients(session, server.base, 12)
+        old_workers = server.worker_pids()
+        os.kill(server.pid, signal.SIGHUP)
+        for client in old_clients:
+            message = await client.ws.receive(timeout=10.0)
+            assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+        await wait_for(
+            "a new generation of workers",
+            lambda: len(server.worker_pids()) == 3 and not server.worker_pids() & old_workers,
+            20.0,
+        )
+        async with cluster_of(server) as cluster:
+            clients = await open_clients(session, server.base, 12)
+            for client in clients:
+                answer = await cluster.by_id("send", client.pid, client.connection_id, b"new generation")
+                assert answer["status"] == 200, answer
+                assert (await client.ws.receive(timeout=RECEIVE)).data == "new generation"
+        assert "Traceback" not in server.log()

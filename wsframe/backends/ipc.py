@@ -56,6 +56,7 @@ _ACK_BAD = 0
 _NODE_ID = re.compile(r"[0-9a-f]{8}")
 _OWNED_DIR = re.compile(r"(?:gunicorn-)?(\d+)(?:-[0-9a-f]+)?")
 _MAX_DEAD_NODES = 10_000
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
 
 def in_gunicorn() -> bool:
@@ -245,11 +246,25 @@ class IpcBackend(Backend):
             self.directory = self._resolve_directory()
         except FileExistsError:
             raise ConfigurationError(f"{self._explicit} exists and is not a directory; pass a directory") from None
-        self._socket_path = self.directory / f"{registry.node_id}.sock"
-        self._socket_path.unlink(missing_ok=True)
+        path = self._socket_path = self.directory / f"{registry.node_id}.sock"
+        if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+            raise ConfigurationError(
+                f"the worker socket path {path} is longer than the {_MAX_SOCKET_PATH} bytes Unix sockets allow; "
+                "pass a shorter directory (backend='ipc:///run/myapp')."
+            )
+        path.unlink(missing_ok=True)
         self._inbox = asyncio.Queue(maxsize=self.inbox_size)
-        self._server = await asyncio.start_unix_server(self._serve_peer, path=str(self._socket_path))
-        os.chmod(self._socket_path, 0o600)
+        for attempt in range(3):
+            try:
+                self._server = await asyncio.start_unix_server(self._serve_peer, path=str(path))
+                break
+            except FileNotFoundError:
+                # The last worker of the previous generation removed the then
+                # empty directory between our mkdir and bind: make it again.
+                if attempt == 2:
+                    raise
+                self.directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o600)
         self._delivery = asyncio.create_task(self._deliver_forever(), name=f"wsframe ipc delivery {registry.node_id}")
         logger.debug("node %s listening on %s", registry.node_id, self._socket_path)
 
