@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,7 +21,10 @@ from wsframe.testing import (
     HandlerError,
     HandshakeRejectedError,
     WebsocketTestClient,
+    WebsocketTestCluster,
+    WebsocketTestConnection,
     WsClientFactory,
+    WsClusterFactory,
     default_timeout,
 )
 
@@ -565,3 +569,75 @@ def test_unobserved_crash_fails_the_test_at_teardown(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "1 passed, 1 error" in result.stdout
     assert "Leaky.disconnect() failed" in result.stdout
+
+
+# ------------------------------------------------------------- the cluster
+
+CLUSTER_APP = "tests.apps.cluster_app:app"
+"""Sends ``{"id", "pid"}`` on connect; ``POST send/<id>/`` sends the body to that id (see the module)."""
+
+
+async def connections_on_two_workers(
+    cluster: WebsocketTestCluster, stack: contextlib.AsyncExitStack
+) -> dict[int, tuple[WebsocketTestConnection, str]]:
+    """Open connections until two different workers own one each; returns pid -> (connection, id)."""
+    owners: dict[int, tuple[WebsocketTestConnection, str]] = {}
+    for _ in range(200):
+        ws = await cluster.connect("/ws/").__aenter__()
+        hello = await ws.receive_json(timeout=5 * default_timeout())
+        if hello["pid"] in owners:
+            await ws.close()
+            await asyncio.sleep(0.02)  # let a worker that is still starting its app take the next one
+            continue
+        stack.push_async_callback(ws.close)
+        owners[hello["pid"]] = (ws, hello["id"])
+        if len(owners) == 2:
+            return owners
+    raise AssertionError(f"200 connections all landed on {set(owners)}:\n{cluster.log()}")
+
+
+@pytest.mark.functional
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({}, id="ipc"),
+        pytest.param({"CLUSTER_BACKEND": "redis://127.0.0.1:6379/0"}, id="redis"),
+    ],
+)
+async def test_cluster_send_reaches_a_connection_on_another_worker(
+    ws_cluster: WsClusterFactory, env: dict[str, str]
+) -> None:
+    cluster = ws_cluster(CLUSTER_APP, workers=2, env=env)
+    async with contextlib.AsyncExitStack() as stack:
+        owners = await connections_on_two_workers(cluster, stack)
+        for ws, connection_id in owners.values():
+            # Any worker may take the POST; whichever it is, one of the two targets is elsewhere.
+            response = await cluster.post(f"/send/{connection_id}/", data=b"across workers")
+            assert response.status == 200
+            assert await ws.receive(timeout=5 * default_timeout()) == "across workers"
+
+
+@pytest.mark.functional
+async def test_cluster_without_workers_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        WebsocketTestCluster(CLUSTER_APP, workers=0)
+
+
+@pytest.mark.functional
+async def test_cluster_that_cannot_start_reports_gunicorns_log() -> None:
+    cluster = WebsocketTestCluster("tests.apps.no_such_module:app", workers=1)
+    with pytest.raises(WsframeError, match="no_such_module"):
+        await cluster.start()
+    await cluster.close()
+
+
+@pytest.mark.functional
+async def test_cluster_worker_traceback_fails_close() -> None:
+    cluster = WebsocketTestCluster(CLUSTER_APP, workers=1)
+    async with cluster.connect("/ws/") as ws:
+        hello = await ws.receive_json(timeout=5 * default_timeout())
+        # A close code that may not be sent makes the app's handler raise ValueError.
+        response = await cluster.post(f"/close/{hello['id']}/?code=1005")
+        assert response.status == 500
+    with pytest.raises(WsframeError, match="Traceback"):
+        await cluster.close()

@@ -31,13 +31,27 @@ import dataclasses
 import logging
 import os
 import secrets
+import signal
 import socket
+import sys
+import tempfile
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, Final
 
 import msgspec
-from aiohttp import ClientResponse, ClientWebSocketResponse, ClientWSTimeout, WSMsgType, WSServerHandshakeError, web
+from aiohttp import (
+    ClientError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    ClientWebSocketResponse,
+    ClientWSTimeout,
+    WSMsgType,
+    WSServerHandshakeError,
+    web,
+)
 from aiohttp.test_utils import TestClient, TestServer
 
 from . import status
@@ -53,8 +67,10 @@ __all__ = [
     "CapturedError",
     "WebsocketTestClient",
     "WebsocketTestConnection",
+    "WebsocketTestCluster",
     "default_timeout",
     "ws_client",
+    "ws_cluster",
 ]
 
 DEFAULT_TIMEOUT: Final = 1.0
@@ -443,14 +459,16 @@ class WebsocketTestConnection:
 class _Connect:
     """What :meth:`WebsocketTestClient.connect` returns: an async context manager."""
 
-    def __init__(self, client: WebsocketTestClient, path: str, kwargs: dict[str, Any]) -> None:
-        self._client = client
+    def __init__(
+        self, opener: Callable[..., Awaitable[WebsocketTestConnection]], path: str, kwargs: dict[str, Any]
+    ) -> None:
+        self._opener = opener
         self._path = path
         self._kwargs = kwargs
         self._connection: WebsocketTestConnection | None = None
 
     async def __aenter__(self) -> WebsocketTestConnection:
-        self._connection = await self._client._open(self._path, **self._kwargs)
+        self._connection = await self._opener(self._path, **self._kwargs)
         return self._connection
 
     async def __aexit__(
@@ -581,7 +599,7 @@ class WebsocketTestClient:
         when ``connect()`` raised before accepting (HTTP 500), and
         ``TimeoutError`` when the handshake takes longer than *timeout*.
         """
-        return _Connect(self, path, {"headers": headers, "subprotocols": tuple(subprotocols), "timeout": timeout})
+        return _Connect(self._open, path, {"headers": headers, "subprotocols": tuple(subprotocols), "timeout": timeout})
 
     async def request(self, method: str, path: str, **kwargs: Any) -> ClientResponse:
         """Make an HTTP request to the app (starting it if needed); *kwargs* as aiohttp's ``request``.
@@ -636,6 +654,231 @@ class WebsocketTestClient:
 
 def _absolute(path: str) -> str:
     return path if path.startswith("/") else "/" + path
+
+
+# ------------------------------------------------------------ real cluster
+
+
+class WebsocketTestCluster:
+    """Runs *app* (``module:attribute``) under real gunicorn with *workers* aiohttp workers.
+
+    For integration tests of what one process cannot show: sends between
+    workers, the Redis or IPC backend, worker restarts. The app chooses its
+    backend as in production (``create_app(redis=...)``; pass its URL through
+    *env*). The server listens on a free loopback port; :meth:`start` returns
+    once gunicorn has booted every worker and one of them answers HTTP
+    (others may still be starting their app: which worker takes a
+    connection is up to the kernel).
+
+    Handler exceptions happen in other processes: the client cannot raise
+    them in the test, so :meth:`close` raises
+    :class:`~wsframe.exceptions.WsframeError` quoting gunicorn's log when a
+    worker logged a traceback (``raise_handler_errors=False`` to allow it).
+    """
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        workers: int = 2,
+        env: Mapping[str, str] | None = None,
+        gunicorn_args: Iterable[str] = (),
+        timeout: float | None = None,
+        startup_timeout: float = 30.0,
+        raise_handler_errors: bool = True,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.app = app
+        self.workers = workers
+        self.timeout = default_timeout() if timeout is None else timeout
+        """Default seconds for the handshake, receives and closes."""
+        self.startup_timeout = startup_timeout * (default_timeout() / _configured_timeout)
+        self.raise_handler_errors = raise_handler_errors
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        """The base URL, ``http://127.0.0.1:<port>``."""
+        self._args = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "aiohttp.GunicornWebWorker",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--graceful-timeout",
+            "10",
+            "--no-control-socket",  # several clusters may run at once
+            *gunicorn_args,
+            app,
+        ]
+        self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._log_path = Path(tempfile.mkdtemp(prefix="wsframe-cluster-")) / "gunicorn.log"
+        self._process: asyncio.subprocess.Process | None = None
+        self._session: ClientSession | None = None
+        self._connections: list[WebsocketTestConnection] = []
+        self._capture = _ErrorCapture(set())  # stays empty: errors live in the workers' log
+
+    def _open_log(self) -> BinaryIO:
+        return open(self._log_path, "ab")  # the caller closes it once gunicorn holds its own copy
+
+    def log(self) -> str:
+        """Everything gunicorn and the workers printed so far."""
+        try:
+            return self._log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def start(self) -> None:
+        """Start gunicorn and wait until every worker booted; does nothing when started.
+
+        Raises :class:`~wsframe.exceptions.WsframeError` with gunicorn's log
+        when it exits or is not ready within *startup_timeout* seconds.
+        """
+        if self._process is not None:
+            return
+        with self._open_log() as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *self._args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=self._env, cwd=os.getcwd()
+            )
+        self._session = ClientSession()
+        try:
+            await self._wait_ready()
+        except BaseException:
+            # Never leave a gunicorn behind; the log is in the error already.
+            self.raise_handler_errors = False
+            await self.close()
+            raise
+
+    async def _wait_ready(self) -> None:
+        process = self._process
+        if process is None:  # pragma: no cover - start() made it
+            raise WsframeError("internal error: gunicorn not started")
+        step = 0.05
+        for _ in range(int(self.startup_timeout / step) + 1):
+            if process.returncode is not None:
+                raise WsframeError(f"gunicorn exited with {process.returncode}:\n{self.log()}")
+            if self.log().count("Booting worker") >= self.workers and await self._answers():
+                return
+            await asyncio.sleep(step)
+        raise WsframeError(f"{self.workers} workers were not ready within {self.startup_timeout:g} s:\n{self.log()}")
+
+    async def _answers(self) -> bool:
+        """True once a worker answers HTTP (any status: the app need not serve this path)."""
+        if self._session is None:  # pragma: no cover - start() made it
+            return False
+        try:
+            async with self._session.get(f"{self.url}/.wsframe-ready", timeout=ClientTimeout(total=1)) as response:
+                await response.read()
+        except (ClientError, TimeoutError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close open connections, stop gunicorn gracefully (SIGTERM), and check the log.
+
+        Raises :class:`~wsframe.exceptions.WsframeError` quoting the log when
+        a worker logged a traceback and ``raise_handler_errors`` is set.
+        """
+        for connection in self._connections:
+            await connection.close()
+        self._connections.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log = self.log()
+        if self.raise_handler_errors and "Traceback (most recent call last)" in log:
+            start = log.index("Traceback (most recent call last)")
+            raise WsframeError(f"a worker logged an error:\n{log[max(0, start - 300) : start + 3000]}")
+
+    async def __aenter__(self) -> WebsocketTestCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def connect(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        subprotocols: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> _Connect:
+        """Open a websocket to *path* on whichever worker the kernel picks; see :meth:`WebsocketTestClient.connect`.
+
+        Raises :class:`HandshakeRejectedError` with the HTTP status when the
+        server refuses the handshake, ``TimeoutError`` past *timeout*.
+        """
+        return _Connect(self._open, path, {"headers": headers, "subprotocols": tuple(subprotocols), "timeout": timeout})
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> ClientResponse:
+        """Make an HTTP request to the cluster (starting it if needed); *kwargs* as aiohttp's ``request``.
+
+        Read the body before the next request on the same worker matters; the
+        response is released when the cluster closes.
+        """
+        await self.start()
+        if self._session is None:  # pragma: no cover - start() made it
+            raise WsframeError("internal error: no HTTP session")
+        response = await self._session.request(method, self.url + _absolute(path), **kwargs)
+        await response.read()
+        return response
+
+    async def get(self, path: str, **kwargs: Any) -> ClientResponse:
+        """``GET`` *path*; see :meth:`request`."""
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> ClientResponse:
+        """``POST`` *path* (``json=...`` for a JSON body); see :meth:`request`."""
+        return await self.request("POST", path, **kwargs)
+
+    async def _open(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None,
+        subprotocols: tuple[str, ...],
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> WebsocketTestConnection:
+        await self.start()
+        if self._session is None:  # pragma: no cover - start() made it
+            raise WsframeError("internal error: no HTTP session")
+        wait = self.timeout if timeout is None else timeout
+        path = _absolute(path)
+        try:
+            async with asyncio.timeout(wait):
+                ws = await self._session.ws_connect(
+                    self.url + path,
+                    headers=headers,
+                    protocols=subprotocols,
+                    timeout=ClientWSTimeout(ws_close=wait),
+                )
+        except TimeoutError:
+            raise TimeoutError(f"websocket handshake for {path} took longer than {wait:g} s") from None
+        except WSServerHandshakeError as exc:
+            raise HandshakeRejectedError(path, exc.status) from None
+        connection = WebsocketTestConnection(ws, path=path, token="", capture=self._capture, timeout=wait)
+        self._connections.append(connection)
+        return connection
 
 
 # ------------------------------------------------------------ pytest plugin
@@ -701,6 +944,35 @@ async def _ws_client(aiohttp_client_cls: type[TestClient[Any, Any]]) -> AsyncIte
         raise errors[0]
 
 
+WsClusterFactory = Callable[..., WebsocketTestCluster]
+"""The type of the ``ws_cluster`` fixture: ``ws_cluster('module:app', workers=2, ...) -> WebsocketTestCluster``."""
+
+
+async def _ws_cluster() -> AsyncIterator[WsClusterFactory]:
+    """Factory fixture: ``ws_cluster('module:app', workers=2, env={...})`` returns a :class:`WebsocketTestCluster`.
+
+    The cluster starts at its first connection or request (or ``await
+    cluster.start()``) and is stopped after the test; a traceback in the
+    workers' log then fails the test.
+    """
+    clusters: list[WebsocketTestCluster] = []
+
+    def factory(app: str, **options: Any) -> WebsocketTestCluster:
+        cluster = WebsocketTestCluster(app, **options)
+        clusters.append(cluster)
+        return cluster
+
+    yield factory
+    errors: list[WsframeError] = []
+    for cluster in reversed(clusters):
+        try:
+            await cluster.close()
+        except WsframeError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
 def _make_fixture() -> Any:
     try:
         import pytest_aiohttp  # noqa: F401  # provides aiohttp_client_cls
@@ -716,5 +988,22 @@ def _make_fixture() -> Any:
     return pytest_asyncio.fixture(_ws_client, name="ws_client")
 
 
+def _make_cluster_fixture() -> Any:
+    try:
+        import pytest_asyncio
+    except ImportError:  # pragma: no cover - only without the test extra
+        import pytest
+
+        @pytest.fixture(name="ws_cluster")
+        def missing() -> WsClusterFactory:
+            raise MissingDependencyError("The ws_cluster fixture needs pytest-aiohttp: pip install 'wsframe[test]'")
+
+        return missing
+    return pytest_asyncio.fixture(_ws_cluster, name="ws_cluster")
+
+
 ws_client = _make_fixture()
 """The ``ws_client`` fixture (see ``_ws_client``)."""
+
+ws_cluster = _make_cluster_fixture()
+"""The ``ws_cluster`` fixture (see ``_ws_cluster``)."""
