@@ -140,3 +140,43 @@ async def test_notifications_form_on_the_page_notifies_the_user(page: Any) -> No
         await page.wait_for_selector("#notifications li")
         shown = await page.inner_text("#notifications li")
     assert shown == "sent from the page"
+
+
+async def join_chat(page: Any, port: int, name: str) -> None:
+    await page.goto(f"http://127.0.0.1:{port}/")
+    await page.fill("#room", "lobby")
+    await page.fill("#name", name)
+    await page.click("#join button")
+    await page.wait_for_function("document.getElementById('status').textContent.startsWith('In room lobby')")
+
+
+def chat_log_has(text: str) -> str:
+    return f"[...document.querySelectorAll('#log div')].some((d) => d.textContent === {text!r})"
+
+
+async def test_chat_two_pages_in_a_room_see_each_others_messages(browser: Any) -> None:
+    port = free_port()
+    context = await browser.new_context(viewport={"width": 900, "height": 600})
+    try:
+        ada, bob = await context.new_page(), await context.new_page()
+        for page in (ada, bob):
+            page.set_default_timeout(WAIT_MS)
+        with run_process(wsframe_run("samples.chat.main:app", port), port):
+            await join_chat(ada, port, "ada")
+            await join_chat(bob, port, "bob")
+            await ada.wait_for_function(chat_log_has("bob joined"))
+            await ada.fill("#text", "hello bob")
+            await ada.click("#say button")
+            await bob.wait_for_function(chat_log_has("ada: hello bob"))
+            await bob.fill("#text", "hi ada")
+            await bob.click("#say button")
+            await ada.wait_for_function(chat_log_has("bob: hi ada"))
+            await ada.wait_for_function("document.getElementById('status').textContent.endsWith('2 online')")
+            shot = await screenshot(ada, "chat")
+            ada_log = await ada.locator("#log div").all_inner_texts()
+            bob_log = await bob.locator("#log div").all_inner_texts()
+        assert ada_log[-2:] == ["ada: hello bob", "bob: hi ada"]
+        assert bob_log[-2:] == ["ada: hello bob", "bob: hi ada"]
+        assert shot.stat().st_size > 0
+    finally:
+        await context.close()
