@@ -315,6 +315,20 @@ def test_directories_of_dead_processes_are_swept(not_gunicorn: None) -> None:
     assert not leftover.exists()
 
 
+def test_a_directory_with_a_live_socket_is_not_swept_even_if_its_pid_looks_dead(not_gunicorn: None) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    foreign = runtime_base() / f"gunicorn-{int(finished.stdout)}"  # a master in another pid namespace
+    foreign.mkdir()
+    try:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(foreign / "0badc0de.sock"))
+            listener.listen()
+            IpcBackend()._remove_directory_at_exit()
+            assert (foreign / "0badc0de.sock").exists()
+    finally:
+        shutil.rmtree(foreign, ignore_errors=True)
+
+
 def test_a_runtime_base_others_can_write_to_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_gunicorn: None
 ) -> None:

@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import stat
 import struct
 import tempfile
@@ -100,11 +101,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _has_live_socket(directory: Path) -> bool:
+    for path in directory.glob("*.sock"):
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(0.1)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                continue
+            return True
+    return False
+
+
 def _sweep(base: Path) -> None:
-    """Remove directories whose owning process (master or creator) is gone."""
+    """Remove directories whose owning process (master or creator) is gone and where nobody listens.
+
+    The socket check matters when the base is shared across pid namespaces
+    (containers with a common /tmp), where a live master's pid looks dead.
+    """
     for entry in base.iterdir():
         match = _OWNED_DIR.fullmatch(entry.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not _pid_alive(int(match.group(1))) and not _has_live_socket(entry):
             logger.debug("removing %s: the process that made it is gone", entry)
             shutil.rmtree(entry, ignore_errors=True)
 
