@@ -363,6 +363,10 @@ def _b64(size: int) -> str:
     return base64.b64encode(secrets.token_bytes(size)).decode()
 
 
+_SAME_ORIGIN = "<same origin as the Host header>"
+_PLAIN_HOST = re.compile(r"([a-z0-9][a-z0-9.-]*)(?::([0-9]{1,5}))?", re.IGNORECASE)
+
+
 def _stripped(value: str | None) -> str | None:
     return None if value is None else value.strip(" \t")
 
@@ -375,10 +379,19 @@ class Handshake(NamedTuple):
     extensions: str | None
     extra: list[tuple[str, str]]
 
+    def host_header(self, host: str) -> str | None:
+        return self.replace.get("Host", host) if "Host" in self.replace else host
+
+    def origin_header(self, host: str) -> str | None:
+        if self.origin == _SAME_ORIGIN:
+            return f"http://{self.host_header(host)}"
+        return self.origin
+
     def request(self, host: str) -> bytes:
         headers = list(self.extra)
-        if self.origin is not None:
-            headers.append(("Origin", self.origin))
+        origin = self.origin_header(host)
+        if origin is not None:
+            headers.append(("Origin", origin))
         if self.extensions is not None:
             headers.append(("Sec-WebSocket-Extensions", self.extensions))
         return handshake_request(self.path, host, headers=headers, replace=self.replace, method=self.method)
@@ -401,7 +414,18 @@ class Handshake(NamedTuple):
                 return False
         except ValueError:
             return False
-        return self.origin is None or self.origin.lower() == f"http://{host}"
+        return self.origin_allowed(host) is not False
+
+    def origin_allowed(self, host: str) -> bool | None:
+        """Whether the default policy lets this Origin in; None when the Host header is too odd to say."""
+        origin = self.origin_header(host)
+        if origin is None:
+            return True
+        host_header = _stripped(self.host_header(host)) or ""
+        match = _PLAIN_HOST.fullmatch(host_header)
+        if match is None or int(match.group(2) or 80) > 65535:
+            return None
+        return origin.strip().lower() == f"http://{host_header.lower()}"
 
 
 @st.composite
@@ -423,7 +447,12 @@ def handshakes(draw: st.DrawFn) -> Handshake:
         replace["Sec-WebSocket-Version"] = draw(
             st.one_of(st.sampled_from([None, "8", "7", "", "13, 8", "013"]), _VALUE)
         )
-    origin = draw(st.one_of(st.none(), st.none(), st.sampled_from(["null", "http://evil.example"]), _VALUE))
+    # IPv6 hosts are left out: same-origin checks refuse them (strict xfail below).
+    if draw(st.integers(0, 5)) == 0:
+        replace["Host"] = draw(st.one_of(st.sampled_from(["evil.example", "127.0.0.1", "a:99999"]), _VALUE))
+    origin = draw(
+        st.one_of(st.none(), st.none(), st.just(_SAME_ORIGIN), st.sampled_from(["null", "http://evil.example"]), _VALUE)
+    )
     extensions = draw(
         st.one_of(
             st.none(),
@@ -474,7 +503,9 @@ def test_handshake_variations_never_answer_500(
         response = answer
         assert LEAK_MARKER.encode() not in response.body
         assert b"Traceback" not in response.body
-        if handshake.path == "/ws/fail-connect/" and handshake.valid(host):
+        if response.status == 403 and handshake.origin_allowed(host) is None:
+            pass  # a Host header too odd to predict the same-origin check from
+        elif handshake.path == "/ws/fail-connect/" and handshake.valid(host):
             assert response.status == 500
             assert json.loads(response.body) == {"detail": "Internal server error"}
         else:
@@ -483,11 +514,30 @@ def test_handshake_variations_never_answer_500(
     else:
         with answer as ws:
             assert handshake.valid(host), "an invalid handshake was accepted"
+            assert handshake.path != "/ws/fail-connect/"
             if _first_message(handshake.path):
                 assert ws.recv_message().opcode == Opcode.TEXT
             assert_echoes(ws, "handshake survived")
             assert_closes_cleanly(ws)
     check_unaffected(server, bystander)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=HandshakeRejected,
+    reason="wsframe.security._same_host compares yarl's URL(origin).host, which drops the IPv6 brackets "
+    "('::1:8000'), with request.host, which keeps them ('[::1]:8000'), so a page served from an IPv6 "
+    "address is refused with 403 as cross-origin.",
+)
+def test_same_origin_handshake_over_ipv6_host_is_accepted(server: LiveServer) -> None:
+    host = f"[::1]:{server.port}"
+    raw = handshake_request("/ws/echo/", host, headers=[("Origin", f"http://{host}")])
+    answer = open_handshake(server.host, server.port, raw)
+    if isinstance(answer, HttpResponse):
+        raise HandshakeRejected(answer)
+    with answer as ws:
+        assert_echoes(ws, "ipv6 page")
+        assert_closes_cleanly(ws)
 
 
 @pytest.mark.xfail(
@@ -513,7 +563,7 @@ def test_huge_window_bits_in_the_extensions_header_is_refused_with_400(server: L
 
 _ASCII_INT = re.compile(r"[+-]?[0-9]+")
 # Braces are left out: aiohttp's default variable pattern refuses them (strict xfail below).
-_NO_BRACES = st.characters(exclude_characters="{}")
+_NO_BRACES = st.characters(exclude_characters="{}", exclude_categories=["Cs"])
 
 
 @fuzz_settings(150)
