@@ -74,6 +74,12 @@ def test_pages_include_code_from_samples_and_examples() -> None:
     assert all(f.startswith(("samples/", "docs/examples/")) for f in files), files
 
 
+def test_snippet_lines_are_intact() -> None:
+    """`ruff format` on Markdown turns `--8<-- "file"` into `--8 < --"file"`, which includes nothing."""
+    broken = [page.name for page in DOCS.glob("*.md") if re.search(r"--8 < --", page.read_text())]
+    assert broken == [], "exclude docs/*.md from ruff format (pyproject.toml) and restore the --8<-- lines"
+
+
 def test_every_example_file_is_shown_on_a_page() -> None:
     shown = set(included_files())
     examples = {str(p.relative_to(ROOT)) for p in EXAMPLES.glob("*.py") if p.name != "__init__.py"}
