@@ -39,7 +39,17 @@ if TYPE_CHECKING:
 
     from ..registry import Registry
 
-__all__ = ["RedisBackend", "RedisBackendStats", "DEFAULT_PREFIX", "node_channel", "redacted_url", "check_prefix"]
+__all__ = [
+    "RedisBackend",
+    "RedisBackendStats",
+    "DEFAULT_PREFIX",
+    "node_channel",
+    "group_channel",
+    "members_key",
+    "alive_key",
+    "redacted_url",
+    "check_prefix",
+]
 
 logger = logging.getLogger("wsframe.backends.redis")
 
@@ -54,6 +64,21 @@ _UNREACHABLE = (RedisError, OSError, TimeoutError)
 def node_channel(prefix: str, node_id: str) -> str:
     """Return the pub/sub channel node *node_id* listens on under *prefix*."""
     return f"{prefix}node:{node_id}"
+
+
+def group_channel(prefix: str, group: str) -> str:
+    """Return the pub/sub channel of *group*: nodes with members of it subscribe there."""
+    return f"{prefix}group:{group}"
+
+
+def members_key(prefix: str, group: str) -> str:
+    """Return the key of the Redis set holding *group*'s member connection ids (every node)."""
+    return f"{prefix}members:{group}"
+
+
+def alive_key(prefix: str, node_id: str) -> str:
+    """Return the key a running node keeps alive (with a TTL) so presence can tell it from a dead one."""
+    return f"{prefix}alive:{node_id}"
 
 
 def check_prefix(prefix: object) -> str:
@@ -133,18 +158,21 @@ class RedisBackend(Backend):
         operation_timeout: float = 0.5,
         health_check_interval: float = 5.0,
         max_backoff: float = 1.0,
+        presence_ttl: float = 15.0,
     ) -> None:
         self.prefix = check_prefix(prefix)
         for name, value in (
             ("operation_timeout", operation_timeout),
             ("health_check_interval", health_check_interval),
             ("max_backoff", max_backoff),
+            ("presence_ttl", presence_ttl),
         ):
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
         self.operation_timeout = float(operation_timeout)
         self.health_check_interval = float(health_check_interval)
         self.max_backoff = float(max_backoff)
+        self.presence_ttl = float(presence_ttl)
         self._url: str | None = None
         self._user_client: aioredis.Redis | None = None
         if isinstance(redis, str):
@@ -176,6 +204,13 @@ class RedisBackend(Backend):
         self._channel = ""
         self._down_since: float | None = None
         self._failures_at_outage_start = 0
+        # Groups: the channels of groups with members here (resubscribed after
+        # every reconnect), the live pubsub, and joins waiting for Redis to
+        # confirm their SUBSCRIBE.
+        self._group_channels: set[str] = set()
+        self._pubsub: PubSub | None = None
+        self._pending_subscriptions: dict[bytes, asyncio.Future[None]] = {}
+        self._keepalive: asyncio.Task[None] | None = None
 
     def channel_for(self, node_id: str) -> str:
         """Return the channel that node *node_id* listens on (``<prefix>node:<node id>``)."""
@@ -204,15 +239,23 @@ class RedisBackend(Backend):
                 "given to create_app(redis=...)."
             ) from exc
         self._listener = asyncio.create_task(self._supervise(pubsub), name=f"wsframe redis listener {self._channel}")
+        self._keepalive = asyncio.create_task(self._keep_alive(), name=f"wsframe redis presence {registry.node_id}")
         logger.debug("node %s listening on Redis channel %s at %s", registry.node_id, self._channel, self.url)
 
     async def on_shutdown(self) -> None:
         """Stop the listener and close the connections this backend opened (never a client you passed)."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        for task in (self._keepalive, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keepalive = self._listener = None
+        client, registry = self._client, self._registry
+        if client is not None and registry is not None:
+            # Leave presence at once rather than after presence_ttl.
+            with contextlib.suppress(*_UNREACHABLE):
+                async with asyncio.timeout(self.operation_timeout):
+                    await client.delete(alive_key(self.prefix, registry.node_id))
         await self._close_clients()
 
     # ---------------------------------------------------------------- publish
@@ -260,6 +303,123 @@ class RedisBackend(Backend):
                 "no worker listens for node %s; %s for %s dropped", node_id, envelope.kind, envelope.connection_id
             )
 
+    # ----------------------------------------------------------------- groups
+
+    def _available_client(self, what: str) -> aioredis.Redis:
+        client = self._client
+        if client is None:
+            raise BackendUnavailableError(
+                "the Redis backend is not started; start the app (its on_startup connects to Redis) first."
+            )
+        if self._down_since is not None:
+            self.stats.publish_failures += 1
+            raise BackendUnavailableError(
+                f"Redis at {self.url} has been unreachable for {time.monotonic() - self._down_since:.1f} s; "
+                f"{what} failed. Retry when Redis is back."
+            )
+        return client
+
+    async def _call(self, what: str, operation: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                return await operation
+        except _UNREACHABLE as exc:
+            self.stats.publish_failures += 1
+            raise BackendUnavailableError(f"Redis at {self.url}: {what} failed ({_describe(exc)}).") from exc
+
+    async def publish_to_group(self, group: str, envelope: Envelope) -> None:
+        """PUBLISH *envelope* once on *group*'s channel: only nodes with members subscribe to it.
+
+        Raises :class:`~wsframe.exceptions.BackendUnavailableError` fast when
+        Redis is down (this node's members have been served already).
+        """
+        client = self._available_client(f"{envelope.kind} to group {group!r}")
+        await self._call(
+            f"{envelope.kind} to group {group!r}",
+            client.publish(group_channel(self.prefix, group), encode_envelope(envelope)),
+        )
+        self.stats.published += 1
+
+    async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:
+        """Add the id to the group's member set; the first local member subscribes this node to the group.
+
+        Returns once Redis has confirmed the subscription, so a group send
+        made after join_group() returns reaches the new member.
+        """
+        client = self._available_client(f"join of {group!r}")
+        await self._call(f"join of {group!r}", client.sadd(members_key(self.prefix, group), connection_id))
+        if not first_here:
+            return
+        channel = group_channel(self.prefix, group)
+        self._group_channels.add(channel)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the supervisor subscribes to every group channel when it reconnects
+        waiter = asyncio.get_running_loop().create_future()
+        self._pending_subscriptions[channel.encode()] = waiter
+        try:
+            await self._call(f"join of {group!r}", pubsub.subscribe(channel))
+            async with asyncio.timeout(self.operation_timeout * 4):
+                await asyncio.shield(waiter)
+        except TimeoutError as exc:
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not confirm the subscription to group {group!r} in time."
+            ) from exc
+        finally:
+            self._pending_subscriptions.pop(channel.encode(), None)
+
+    async def group_left(self, group: str, connection_ids: list[str], *, last_here: bool) -> None:
+        """Remove the ids from the group's member set; the last local member unsubscribes this node."""
+        if last_here:
+            channel = group_channel(self.prefix, group)
+            self._group_channels.discard(channel)
+            pubsub = self._pubsub
+            if pubsub is not None:
+                with contextlib.suppress(*_UNREACHABLE):
+                    await pubsub.unsubscribe(channel)
+        client = self._available_client(f"leave of {group!r}")
+        await self._call(f"leave of {group!r}", client.srem(members_key(self.prefix, group), *connection_ids))
+
+    async def group_members(self, group: str) -> set[str]:
+        """Return the group's members on every live node, pruning those of nodes that died."""
+        client = self._available_client(f"presence of {group!r}")
+        key = members_key(self.prefix, group)
+        raw = await self._call(f"presence of {group!r}", client.smembers(key))
+        members = {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
+        own = self._registry.node_id if self._registry is not None else ""
+        nodes = sorted({m[:8] for m in members} - {own})
+        if not nodes:
+            return members
+        alive = await self._call(
+            f"presence of {group!r}", client.mget([alive_key(self.prefix, node) for node in nodes])
+        )
+        dead = {node for node, flag in zip(nodes, alive, strict=True) if flag is None}
+        stale = {m for m in members if m[:8] in dead}
+        if stale:
+            # The owner stopped refreshing its liveness key (killed, or cut
+            # off for longer than presence_ttl): its members are gone.
+            with contextlib.suppress(BackendUnavailableError):
+                await self._call(f"pruning {group!r}", client.srem(key, *stale))
+        return members - stale
+
+    async def _keep_alive(self) -> None:
+        """Refresh this node's liveness key every third of presence_ttl, for as long as the app runs."""
+        registry = self._registry
+        if registry is None:  # pragma: no cover - started by on_startup after the registry is set
+            return
+        key = alive_key(self.prefix, registry.node_id)
+        ttl_ms = int(self.presence_ttl * 1000)
+        while True:
+            client = self._client
+            if client is not None:
+                try:
+                    async with asyncio.timeout(self.operation_timeout):
+                        await client.set(key, b"1", px=ttl_ms)
+                except _UNREACHABLE as exc:
+                    # The listener logs and counts outages; presence just tries again.
+                    logger.debug("could not refresh presence of node %s: %s", registry.node_id, _describe(exc))
+            await asyncio.sleep(self.presence_ttl / 3)
+
     # --------------------------------------------------------------- listener
 
     def _make_clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
@@ -295,15 +455,20 @@ class RedisBackend(Backend):
         if client is None:  # pragma: no cover - only after shutdown, when the listener is cancelled
             raise RedisConnectionError("the Redis backend is shut down")
         pubsub = client.pubsub()
+        channels = {self._channel, *self._group_channels}
         try:
             async with asyncio.timeout(self.operation_timeout * 4):
-                await pubsub.subscribe(self._channel)
-                # Wait for the confirmation: once Redis has it, publishes to
-                # this node reach us (a send right after startup is not lost).
-                while True:
+                await pubsub.subscribe(*channels)
+                # Wait for the confirmations: once Redis has them, publishes to
+                # this node and its groups reach us (nothing sent right after
+                # startup or a reconnect is lost to a subscription in flight).
+                pending = {c.encode() for c in channels}
+                while pending:
                     message = await pubsub.get_message(timeout=self.operation_timeout)
                     if message is not None and message["type"] == "subscribe":
-                        return pubsub
+                        pending.discard(message["channel"])
+                self._pubsub = pubsub
+                return pubsub
         except BaseException:
             await _close_quietly(pubsub)
             raise
@@ -329,6 +494,7 @@ class RedisBackend(Backend):
                     logger.exception("unexpected error in the Redis listener for %s; reconnecting", self._channel)
                 self._mark_down(exc)
             if pubsub is not None:
+                self._pubsub = None
                 await _close_quietly(pubsub)
                 pubsub = None
             # Jitter so that every worker does not hit a restarted Redis at once.
@@ -349,8 +515,13 @@ class RedisBackend(Backend):
                 await pubsub.ping()
                 continue
             last_heard = now
-            if message["type"] == "message":
+            kind = message["type"]
+            if kind == "message":
                 await self._deliver(message["data"])
+            elif kind == "subscribe":
+                waiter = self._pending_subscriptions.pop(message["channel"], None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
 
     async def _deliver(self, data: Any) -> None:
         registry = self._registry
