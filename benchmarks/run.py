@@ -1,0 +1,538 @@
+"""Run every benchmark case against wsframe and raw aiohttp in the same run; write a table, JSON and a chart.
+
+::
+
+    python -m benchmarks.run            # full run (about 5-10 minutes on 2 cores)
+    python -m benchmarks.run --smoke    # seconds: tiny N, one repetition; checks that it runs
+    python benchmarks/run.py --help
+
+Each repetition starts a fresh server process per framework (pinned to one
+core with ``taskset``) and a fresh load generator (pinned to another), runs
+every case of :mod:`benchmarks.loadgen`, and stops both. The frameworks
+alternate which goes first, so a drift in machine load hits both alike.
+Every figure is the median over repetitions, with min-max, and the ratio
+wsframe/raw of the medians.
+
+Writes ``benchmarks/results/latest.md`` and ``latest.json`` (``--results-dir``)
+and, for a full run, the chart ``docs/img/benchmarks.png`` (``--chart``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["CASES", "Metric", "Case", "main", "aggregate", "render_markdown", "render_chart", "SMOKE_CONFIG"]
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("raw", "wsframe")
+LABELS = {"raw": "raw aiohttp", "wsframe": "wsframe"}
+
+Better = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a case: its key in the load generator's results, how it reads, and the issue's target."""
+
+    key: str
+    label: str
+    better: Better
+    target: float | None = None
+    """The wsframe/raw ratio issue 7 asks for (at least, when higher is better; at most, when lower is)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """A benchmark case and the metrics it reports."""
+
+    id: str
+    title: str
+    metrics: tuple[Metric, ...]
+
+
+def _cases(echo_connections: list[int], idle: int, fanout_sizes: list[int]) -> list[Case]:
+    cases = [
+        Case(
+            "idle_memory",
+            f"memory per idle connection ({idle:,} open)",
+            (Metric("kib_per_connection", "KiB of server RSS", "lower", 1.15),),
+        )
+    ]
+    for n in echo_connections:
+        noun = "connection" if n == 1 else "connections"
+        cases.append(
+            Case(
+                f"echo_{n}",
+                f"echo, {n} {noun}, 64-byte text",
+                (
+                    Metric("msgs_per_s", "round trips/s", "higher", 0.95 if n >= 100 else None),
+                    Metric("msgs_per_cpu_s", "round trips per server CPU-second", "higher"),
+                    Metric("p50_ms", "p50 latency, ms", "lower"),
+                    Metric("p99_ms", "p99 latency, ms", "lower", 1.1 if n >= 100 else None),
+                ),
+            )
+        )
+    cases.append(
+        Case(
+            "open_close",
+            "connection open + close",
+            (
+                Metric("per_s", "connections/s", "higher", 0.9),
+                Metric("per_cpu_s", "connections per server CPU-second", "higher"),
+            ),
+        )
+    )
+    for n in fanout_sizes:
+        cases.append(
+            Case(
+                f"fanout_{n}",
+                f"fan-out of one 64-byte message to {n:,} connections",
+                (
+                    Metric("ms", "ms until the last one received it", "lower", 0.8),
+                    Metric("server_ms", "ms in the server's send call(s)", "lower"),
+                    Metric("ms_per_id", "ms until the last one, one send per id", "lower"),
+                ),
+            )
+        )
+    return cases
+
+
+FULL_CONFIG: dict[str, Any] = {
+    "warmup_seconds": 0.5,
+    "echo_seconds": 3.0,
+    "echo_connections": [1, 100],
+    "open_close_seconds": 3.0,
+    "idle_connections": 5000,
+    "settle_seconds": 1.0,
+    "fanout_sizes": [1000, 10000],
+    "fanout_triggers": 5,
+}
+SMOKE_CONFIG: dict[str, Any] = {
+    "warmup_seconds": 0.1,
+    "echo_seconds": 0.3,
+    "echo_connections": [1, 100],
+    "open_close_seconds": 0.3,
+    "idle_connections": 100,
+    "settle_seconds": 0.1,
+    "fanout_sizes": [100, 1000],
+    "fanout_triggers": 1,
+}
+CASES = _cases(FULL_CONFIG["echo_connections"], FULL_CONFIG["idle_connections"], FULL_CONFIG["fanout_sizes"])
+"""The cases of a full run."""
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pinned(command: list[str], core: int | None) -> list[str]:
+    if core is None:
+        return command
+    return ["taskset", "-c", str(core), *command]
+
+
+def _cores() -> tuple[int | None, int | None]:
+    """The server's core and the load generator's, or (None, None) when there are not two to pin to."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2 or shutil.which("taskset") is None:
+        return None, None
+    return available[0], available[1]
+
+
+def _uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _server_command(kind: str, port: int, use_uvloop: bool) -> list[str]:
+    if kind == "wsframe":
+        command = [sys.executable, "-m", "wsframe", "run", "benchmarks.servers:wsframe_app"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    else:
+        command = [sys.executable, "-m", "benchmarks.servers", "--host", "127.0.0.1", "--port", str(port)]
+    return [*command, "--uvloop"] if use_uvloop else command
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_session(kind: str, config: dict[str, Any], *, use_uvloop: bool, timeout: float) -> dict[str, Any]:
+    """Start a *kind* server and a load generator on their cores; return the load generator's results."""
+    server_core, loadgen_core = _cores()
+    port = _free_port()
+    with tempfile.TemporaryFile() as server_log:
+        server = subprocess.Popen(
+            _pinned(_server_command(kind, port, use_uvloop), server_core),
+            cwd=ROOT,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_port(port, server, timeout=30)
+            loadgen_command = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(port)]
+            loadgen_command += ["--server-pid", str(server.pid), "--config", json.dumps(config)]
+            if use_uvloop:
+                loadgen_command.append("--uvloop")
+            done = subprocess.run(
+                _pinned(loadgen_command, loadgen_core),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        finally:
+            _stop(server)
+            server_log.seek(0)
+            server_output = server_log.read().decode(errors="replace")
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"load generator against {kind} failed ({done.returncode}):\n{done.stderr[-3000:]}\n"
+            f"server output:\n{server_output[-3000:]}"
+        )
+    session: dict[str, Any] = json.loads(done.stdout)["results"]
+    return session
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def _summary(samples: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
+
+
+def _as_list(value: Any) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, list) else [float(value)]
+
+
+def aggregate(cases: list[Case], sessions: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Turn each framework's per-session results into medians, ranges and wsframe/raw ratios."""
+    out = []
+    for case in cases:
+        entry: dict[str, Any] = {"id": case.id, "title": case.title, "metrics": [], "cpu": {}}
+        for metric in case.metrics:
+            row: dict[str, Any] = {
+                "key": metric.key,
+                "label": metric.label,
+                "better": metric.better,
+                "target": metric.target,
+            }
+            for kind in KINDS:
+                values = [v for s in sessions[kind] for v in _as_list(s[case.id][metric.key])]
+                row[kind] = _summary(values)
+            raw_median = row["raw"]["median"]
+            row["ratio"] = row["wsframe"]["median"] / raw_median if raw_median else None
+            row["target_met"] = _target_met(metric, row["ratio"])
+            entry["metrics"].append(row)
+        for kind in KINDS:
+            entry["cpu"][kind] = {
+                side: _summary([v for s in sessions[kind] for v in _as_list(s[case.id][side])])
+                for side in ("loadgen_cpu", "server_cpu")
+                if side in sessions[kind][0][case.id]
+            }
+        out.append(entry)
+    return out
+
+
+def _target_met(metric: Metric, ratio: float | None) -> bool | None:
+    if metric.target is None or ratio is None:
+        return None
+    return ratio >= metric.target if metric.better == "higher" else ratio <= metric.target
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
+
+
+def _cell(summary: dict[str, Any]) -> str:
+    return f"{_number(summary['median'])} ({_number(summary['min'])}-{_number(summary['max'])})"
+
+
+def _target_cell(row: dict[str, Any]) -> str:
+    if row["target"] is None:
+        return ""
+    sign = "≥" if row["better"] == "higher" else "≤"
+    verdict = "met" if row["target_met"] else "missed"
+    return f"{sign} {row['target']:.2f}x: {verdict}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The results as Markdown: the comparison table, then CPU use of both sides."""
+    meta = report["meta"]
+    lines = [
+        f"Run {meta['date']} ({meta['mode']}, {meta['repetitions']} repetition(s), commit {meta['commit']}): "
+        f"{meta['cpu']}, Python {meta['python']}, aiohttp {meta['aiohttp']}, "
+        f"uvloop {meta['uvloop'] or 'not installed'}; server pinned to core {meta['server_core']}, "
+        f"load generator to core {meta['loadgen_core']}; load average {meta['loadavg_before']} before, "
+        f"{meta['loadavg_after']} after.",
+        "",
+        "Median (min-max) over repetitions; ratio = wsframe median / raw aiohttp median.",
+        "",
+        "| case | metric | better | raw aiohttp | wsframe | wsframe/raw | issue 7 target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in report["cases"]:
+        for row in case["metrics"]:
+            ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+            lines.append(
+                f"| {case['title']} | {row['label']} | {row['better']} | {_cell(row['raw'])} | "
+                f"{_cell(row['wsframe'])} | {ratio} | {_target_cell(row)} |"
+            )
+    lines += [
+        "",
+        "CPU use during each case, in fractions of one core (median): the load generator must stay below 1.0",
+        "(and below the server) for the figures to measure the server.",
+        "",
+        "| case | load generator vs raw | load generator vs wsframe | raw aiohttp server | wsframe server |",
+        "|---|---|---|---|---|",
+    ]
+    for case in report["cases"]:
+        cpu = case["cpu"]
+        cells = [
+            f"{cpu[kind][side]['median']:.2f}" if side in cpu[kind] else "-"
+            for side in ("loadgen_cpu", "server_cpu")
+            for kind in KINDS
+        ]
+        if any(cell != "-" for cell in cells):
+            lines.append(f"| {case['title']} | " + " | ".join(cells) + " |")
+    busy = [
+        case["title"]
+        for case in report["cases"]
+        for kind in KINDS
+        if case["cpu"][kind].get("loadgen_cpu", {}).get("median", 0) > 0.8
+    ]
+    if busy:
+        lines += ["", f"Warning: the load generator used over 0.8 of its core in: {', '.join(sorted(set(busy)))}."]
+    return "\n".join(lines) + "\n"
+
+
+CHARTED = {
+    ("idle_memory", "kib_per_connection"),
+    ("echo_1", "msgs_per_s"),
+    ("echo_1", "p99_ms"),
+    ("echo_100", "msgs_per_s"),
+    ("echo_100", "p99_ms"),
+    ("echo_100", "msgs_per_cpu_s"),
+    ("open_close", "per_s"),
+}
+"""(case, metric) pairs the chart shows, besides the fan-out times."""
+
+
+def render_chart(report: dict[str, Any], path: Path) -> None:
+    """Draw one panel per headline figure: raw aiohttp and wsframe medians with min-max error bars."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: list[tuple[str, list[tuple[str, dict[str, Any], str]]]] = []
+    for case in report["cases"]:
+        rows = {row["key"]: row for row in case["metrics"]}
+        for row in case["metrics"]:
+            fanout = case["id"].startswith("fanout_") and row["key"] == "ms"
+            if (case["id"], row["key"]) not in CHARTED and not fanout:
+                continue
+            bars = [("raw aiohttp", row["raw"], "#7f7f7f"), ("wsframe", row["wsframe"], "#2b6cb0")]
+            if fanout and "ms_per_id" in rows:
+                bars[1] = ("wsframe\ngroup send", row["wsframe"], "#2b6cb0")
+                bars.append(("wsframe\nsend per id", rows["ms_per_id"]["wsframe"], "#90b4e0"))
+            ratio = "" if row["ratio"] is None else f": {row['ratio']:.2f}x"
+            title = "\n".join(textwrap.wrap(case["title"], 34))
+            panels.append((f"{title}\n{row['label']} ({row['better']} is better){ratio}", bars))
+    columns = 3
+    rows_count = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(rows_count, columns, figsize=(12, 3.3 * rows_count), squeeze=False)
+    for ax, (title, bars) in zip(axes.flat, panels, strict=False):
+        medians = [summary["median"] for _, summary, _ in bars]
+        errors = [
+            [summary["median"] - summary["min"] for _, summary, _ in bars],
+            [summary["max"] - summary["median"] for _, summary, _ in bars],
+        ]
+        ax.bar([label for label, _, _ in bars], medians, yerr=errors, capsize=4, color=[c for _, _, c in bars])
+        for x, value in enumerate(medians):
+            ax.annotate(
+                _number(value),
+                (x, value),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        ax.set_title(title, fontsize=8.5)
+        ax.tick_params(labelsize=8)
+        ax.margins(y=0.2)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    meta = report["meta"]
+    fig.suptitle(
+        f"wsframe vs raw aiohttp in one run ({meta['date']}, median and min-max of {meta['repetitions']} "
+        f"repetitions; ratio = wsframe/raw)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------- main
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return f"{os.cpu_count()} x {line.split(':', 1)[1].strip()}"
+    return f"{os.cpu_count()} CPUs ({platform.machine()})"
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "wsframe"], cwd=ROOT, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _loadavg() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _raise_file_limit() -> None:
+    # The servers and load generators are children: they inherit this limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the Markdown table; write the JSON, Markdown and (full run) chart files."""
+    parser = argparse.ArgumentParser(description="Benchmark wsframe against raw aiohttp in one run.")
+    parser.add_argument("--smoke", action="store_true", help="tiny N, one repetition: checks that it runs (seconds)")
+    parser.add_argument("--repetitions", type=int, help="repetitions per framework (default 5; smoke 1)")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--chart", type=Path, help="PNG to draw (default docs/img/benchmarks.png; smoke: none)")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's loop even when uvloop is installed")
+    parser.add_argument("--config", default="{}", help="JSON overrides of the load generator's Config fields")
+    args = parser.parse_args(argv)
+
+    config = dict(SMOKE_CONFIG if args.smoke else FULL_CONFIG)
+    config.update(json.loads(args.config))
+    repetitions = args.repetitions or (1 if args.smoke else 5)
+    if repetitions < 1:
+        parser.error("--repetitions must be at least 1")
+    use_uvloop = _uvloop_available() and not args.no_uvloop
+    default_chart = None if args.smoke else ROOT / "docs" / "img" / "benchmarks.png"
+    chart = None if args.no_chart else (args.chart or default_chart)
+    cases = _cases(config["echo_connections"], config["idle_connections"], config["fanout_sizes"])
+    _raise_file_limit()
+    server_core, loadgen_core = _cores()
+    loadavg_before = _loadavg()
+    started = time.monotonic()
+    sessions: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for repetition in range(repetitions):
+        order = KINDS if repetition % 2 == 0 else KINDS[::-1]
+        for kind in order:
+            print(f"repetition {repetition + 1}/{repetitions}: {LABELS[kind]} ...", file=sys.stderr, flush=True)
+            sessions[kind].append(run_session(kind, config, use_uvloop=use_uvloop, timeout=120 if args.smoke else 600))
+    report: dict[str, Any] = {
+        "meta": {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "mode": "smoke" if args.smoke else "full",
+            "repetitions": repetitions,
+            "seconds": round(time.monotonic() - started, 1),
+            "commit": _commit(),
+            "cpu": _cpu_model(),
+            "python": platform.python_version(),
+            "aiohttp": _version("aiohttp"),
+            "wsframe": _version("wsframe"),
+            "uvloop": _version("uvloop") if use_uvloop else None,
+            "server_core": server_core,
+            "loadgen_core": loadgen_core,
+            "loadavg_before": loadavg_before,
+            "loadavg_after": _loadavg(),
+            "config": config,
+            "fanout_api": "wsframe: send_message_to_websocket() per connection; raw: ws.send_str() per connection",
+        },
+        "cases": aggregate(cases, sessions),
+    }
+    markdown = render_markdown(report)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.results_dir / "latest.md").write_text(markdown)
+    if chart is not None:
+        render_chart(report, chart)
+    sys.stdout.write(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""A minimal websocket client made for load generation, not for applications.
+
+The load generator must stay far cheaper than the servers it measures, so this
+client skips everything a general client does per message: frames are built
+once (masked with a fixed random key, which RFC 6455 allows servers no way to
+tell apart), replies are parsed by a few byte reads in ``data_received``, and
+everything runs in protocol callbacks with no task per connection or message.
+It understands only what the benchmark servers send: unfragmented text and
+binary frames, pings (answered with pongs) and close frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from typing import cast
+
+__all__ = [
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "HandshakeError",
+    "WsClient",
+    "client_frame",
+    "connect",
+    "connect_many",
+]
+
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_KEY = base64.b64encode(os.urandom(16))
+_ACCEPT = base64.b64encode(hashlib.sha1(_KEY + _GUID).digest())
+_MASK = os.urandom(4)
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+"""Lets the kernel pick the source port at connect(), so one source address serves many destinations."""
+
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds to wait for the server's 101 before giving up on a connection."""
+
+
+class HandshakeError(Exception):
+    """The server did not answer the upgrade with ``101 Switching Protocols``."""
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """Return one final, masked client frame carrying *payload*."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    masked = bytes(b ^ _MASK[i % 4] for i, b in enumerate(payload))
+    return header + _MASK + masked
+
+
+CLOSE_FRAME = client_frame(OP_CLOSE, struct.pack("!H", 1000))
+
+
+def handshake_request(host: str, port: int, path: str) -> bytes:
+    """Return the HTTP upgrade request for *path*."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+class WsClient(asyncio.Protocol):
+    """One websocket connection driven by callbacks.
+
+    ``on_message(client, opcode, payload)`` runs for every text or binary
+    frame; ``opened`` resolves after the handshake, ``closed`` when the TCP
+    connection is gone, ``close_received`` when the server's close frame arrived.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_handshaking",
+        "_request",
+        "close_received",
+        "closed",
+        "on_message",
+        "opened",
+        "sent_at",
+        "transport",
+    )
+
+    def __init__(self, request: bytes, on_message: Callable[[WsClient, int, bytes], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.on_message = on_message
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.close_received: asyncio.Future[None] = loop.create_future()
+        self._buffer = b""
+        self._handshaking = True
+        self._request = request
+        self.sent_at = 0  # free slot for the load generator: when the message in flight was sent (ns)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance() check here.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        stream.write(self._request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for future in (self.opened, self.close_received):
+            if not future.done():
+                future.set_exception(ConnectionResetError("connection lost"))
+                future.exception()  # mark as retrieved: a lost connection is reported through `closed`
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, frame: bytes) -> None:
+        """Write a prebuilt frame (see :func:`client_frame`); ignored once the connection is gone."""
+        transport = self.transport
+        if transport is not None:
+            transport.write(frame)
+
+    def close(self) -> None:
+        """Drop the TCP connection without a closing handshake."""
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        if self._handshaking:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self._buffer = data
+                return
+            head = data[:end]
+            data = data[end + 4 :]
+            self._handshaking = False
+            if not head.startswith(b"HTTP/1.1 101") or _ACCEPT not in head:
+                self.opened.set_exception(HandshakeError(head.split(b"\r\n", 1)[0].decode(errors="replace")))
+                self.close()
+                return
+            self.opened.set_result(None)
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        pos, size = 0, len(data)
+        while size - pos >= 2:
+            opcode = data[pos] & 0x0F
+            length = data[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                (length,) = struct.unpack_from("!Q", data, pos + 2)
+                start = pos + 10
+            end = start + length
+            if end > size:
+                break
+            payload = data[start:end]
+            pos = end
+            if opcode in (OP_TEXT, OP_BINARY):
+                if self.on_message is not None:
+                    self.on_message(self, opcode, payload)
+            elif opcode == OP_PING:
+                self.send(client_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE and not self.close_received.done():
+                self.close_received.set_result(None)
+        if pos < size:
+            self._buffer = data[pos:]
+
+
+async def connect(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    source: str | None = None,
+    on_message: Callable[[WsClient, int, bytes], None] | None = None,
+) -> WsClient:
+    """Open one websocket, from loopback address *source* when given; raises on a failed handshake."""
+    loop = asyncio.get_running_loop()
+    request = handshake_request(host, port, path)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source is not None:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    _, client = await loop.create_connection(lambda: WsClient(request, on_message), sock=sock)
+    try:
+        await asyncio.wait_for(asyncio.shield(client.opened), HANDSHAKE_TIMEOUT)
+    except TimeoutError:
+        client.close()
+        raise HandshakeError(f"no handshake answer from {host}:{port} within {HANDSHAKE_TIMEOUT} s") from None
+    return client
+
+
+async def connect_many(
+    host: str,
+    port: int,
+    path: str,
+    count: int,
+    *,
+    sources: Sequence[str],
+    concurrency: int = 100,
+    on_message: Callable[[WsClient, int, bytes], None] | None = None,
+) -> list[WsClient]:
+    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*."""
+    clients: list[WsClient] = []
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count:
+            index = next_index
+            next_index += 1
+            source = sources[index % len(sources)] if sources else None
+            clients.append(await connect(host, port, path, source=source, on_message=on_message))
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, count))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        for client in clients:
+            client.close()
+        raise
+    return clients
