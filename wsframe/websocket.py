@@ -165,7 +165,9 @@ class GenericWebsocket:
 
     # ----------------------------------------------------------------- hooks
 
-    async def connect(self, **path_variables: Any) -> None:
+    # `*args, **kwargs: Any` lets subclasses declare `connect(self, user_id: int)`
+    # and `receive(self, data: MyStruct)` without mypy calling it a bad override.
+    async def connect(self, *args: Any, **path_variables: Any) -> None:
         """Override to check the handshake and call :meth:`accept` (or not).
 
         Path variables arrive as keyword arguments converted by this method's
@@ -175,7 +177,7 @@ class GenericWebsocket:
         """
         await self.accept()
 
-    async def receive(self, data: str | bytes) -> None:
+    async def receive(self, data: Any) -> None:
         """Override to handle one message: ``str`` for a text frame, ``bytes`` for binary.
 
         Annotate *data* with a msgspec Struct (or a union of them, a TypedDict,
