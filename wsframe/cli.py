@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -45,19 +46,32 @@ def load_app(target: str) -> web.Application:
     return obj
 
 
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the event loop constructor for --loop, or None for asyncio's default."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("wsframe: --loop uvloop needs uvloop: pip install 'wsframe[speed]'") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     app = load_app(args.app)
-    if args.uvloop:
-        try:
-            import uvloop  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise SystemExit("wsframe: --uvloop needs uvloop: pip install 'wsframe[speed]'") from None
-        uvloop.install()
-    web.run_app(app, host=args.host, port=args.port, print=lambda msg: logging.getLogger("wsframe").info(msg))
+    loop_factory = _loop_factory(args.loop)
+    loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
+    logging.getLogger("wsframe").info("event loop: %s", type(loop).__module__.split(".")[0])
+    web.run_app(
+        app, host=args.host, port=args.port, loop=loop, print=lambda msg: logging.getLogger("wsframe").info(msg)
+    )
     return 0
 
 
@@ -84,7 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
+    run.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), or insist on one",
+    )
     run.set_defaults(func=_run)
     routes = commands.add_parser("routes", help="print the compiled url table")
     routes.add_argument("app")
