@@ -17,6 +17,18 @@ Faults: a worker that exited cleanly removed its socket, so a send to its ids
 finds no file and is dropped; one that was killed left a socket nobody
 listens on, so the connect is refused, the file removed and the send dropped
 (debug log both times). Directories of dead masters are swept at startup.
+
+Groups: membership lives only in each node's registry; nothing is written to
+disk. Every stream opens with a *hello* naming its sender, and a starting node
+lists the directory once and says hello to every node there, so each node
+knows every other live node without touching the filesystem again. A group
+send is one envelope to every other known node (a worker without members of
+the group drops it: on one machine with a few workers that is cheaper than
+keeping membership in sync). ``group_members`` asks every known node for its
+local members of the group over the same streams (a control frame answered in
+order with the acknowledgements) and adds this node's own. A node that died
+is noticed on that very query (its stream is closed by the kernel, its socket
+refuses connections), so its members drop out of presence at once.
 """
 
 from __future__ import annotations
@@ -35,8 +47,9 @@ import socket
 import stat
 import struct
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -52,12 +65,17 @@ logger = logging.getLogger("wsframe.backends.ipc")
 
 _HEADER = struct.Struct("!I")
 _MAX_FRAME = 1 << 30
+_CONTROL = 1 << 31
+"""Set in a frame header: the body is a :class:`_Control` for the backend itself, not an envelope."""
 _ACK_OK = 1
 _ACK_BAD = 0
+_ACK_REPLY = 2
+"""An acknowledgement carrying an answer: followed by a header and that many bytes."""
 _NODE_ID = re.compile(r"[0-9a-f]{8}")
 _OWNED_DIR = re.compile(r"(?:gunicorn-)?(\d+)(?:-[0-9a-f]+)?")
 _MAX_DEAD_NODES = 10_000
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
+_CONNECTION_ID_LENGTH = 32  # as wsframe.registry (not imported: it imports the backends)
 
 
 def in_gunicorn() -> bool:
@@ -140,30 +158,82 @@ class IpcBackendStats:
     """Incoming frames that did not decode, or whose delivery raised; skipped."""
 
 
+class _Control(msgspec.Struct, array_like=True, frozen=True):
+    """A request to the backend of another node: ``hello`` (I am ``node_id``) or ``members`` of ``group``."""
+
+    kind: Literal["hello", "members"]
+    node_id: str = ""
+    group: str = ""
+
+
+_control_encoder = msgspec.msgpack.Encoder()
+_control_decoder = msgspec.msgpack.Decoder(_Control)
+_members_decoder = msgspec.msgpack.Decoder(list[str])
+
+_Answer = bool | bytes | None
+"""What a peer made of a frame: taken (True), refused (False), an answer (bytes), or the stream broke (None)."""
+
+
+def _control_frame(control: _Control) -> bytes:
+    body = _control_encoder.encode(control)
+    return _HEADER.pack(len(body) | _CONTROL) + body
+
+
 class _Peer:
-    """A cached stream to another node, with the futures of unacknowledged envelopes in order."""
+    """A cached stream to another node, with the futures of unacknowledged frames in order."""
 
     def __init__(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.node_id = node_id
         self.reader = reader
         self.writer = writer
-        self.pending: collections.deque[asyncio.Future[bool | None]] = collections.deque()
+        self.pending: collections.deque[asyncio.Future[_Answer]] = collections.deque()
         self.closed = False
+        self.hello: asyncio.Future[_Answer] | None = None
         self.task = asyncio.create_task(self._read_acks(), name=f"wsframe ipc acks {node_id}")
 
+    def request(self, frame: bytes) -> asyncio.Future[_Answer]:
+        """Write *frame*; the returned future gets the peer's answer to it."""
+        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        if self.closed:
+            future.set_result(None)
+            return future
+        self.pending.append(future)
+        self.writer.write(frame)
+        return future
+
     async def _read_acks(self) -> None:
+        buffer = bytearray()
         try:
             while True:
-                acks = await self.reader.read(65536)
-                if not acks:
+                chunk = await self.reader.read(65536)
+                if not chunk:
                     return
-                for ack in acks:
+                buffer += chunk
+                offset = 0
+                while offset < len(buffer):
+                    answer: _Answer
+                    if buffer[offset] == _ACK_REPLY:
+                        if len(buffer) - offset <= _HEADER.size:
+                            break
+                        (size,) = _HEADER.unpack_from(buffer, offset + 1)
+                        if size > _MAX_FRAME:
+                            logger.warning("node %s announced a %d-byte answer; closing", self.node_id, size)
+                            return
+                        end = offset + 1 + _HEADER.size + size
+                        if len(buffer) < end:
+                            break
+                        answer = bytes(buffer[offset + 1 + _HEADER.size : end])
+                        offset = end
+                    else:
+                        answer = buffer[offset] == _ACK_OK
+                        offset += 1
                     if not self.pending:
                         logger.warning("node %s sent an acknowledgement for nothing; closing", self.node_id)
                         return
                     future = self.pending.popleft()
                     if not future.done():
-                        future.set_result(ack == _ACK_OK)
+                        future.set_result(answer)
+                del buffer[:offset]
         except OSError as exc:
             logger.debug("stream to node %s broke: %s", self.node_id, exc)
         finally:
@@ -234,6 +304,8 @@ class IpcBackend(Backend):
         self._peers: dict[str, _Peer] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._dead: set[str] = set()
+        self._nodes: set[str] = set()
+        """Other nodes believed alive: found at startup or said hello since; dropped once found dead."""
 
     # -------------------------------------------------------------- lifecycle
 
@@ -284,6 +356,29 @@ class IpcBackend(Backend):
         os.chmod(path, 0o600)
         self._delivery = asyncio.create_task(self._deliver_forever(), name=f"wsframe ipc delivery {registry.node_id}")
         logger.debug("node %s listening on %s", registry.node_id, self._socket_path)
+        await self._discover(self.directory, registry.node_id)
+
+    async def _discover(self, directory: Path, own: str) -> None:
+        """Say hello to every node in *directory*, so each knows this one before it serves anyone.
+
+        Listening comes first: of two nodes starting together, the later
+        lister sees the other's socket, and its hello tells the other.
+        """
+        names = await asyncio.get_running_loop().run_in_executor(None, _node_ids_in, directory)
+        others = [node for node in names if node != own]
+        self._nodes.update(others)
+        await asyncio.gather(*(self._greet(node) for node in others))
+
+    async def _greet(self, node_id: str) -> None:
+        try:
+            peer = await self._connect(node_id)
+            if peer is None or peer.hello is None:
+                return  # a socket nobody listens on: removed, node forgotten
+            async with asyncio.timeout(self.ack_timeout):
+                await peer.hello
+        except (BackendUnavailableError, TimeoutError) as exc:
+            # Kept as a node: a group send to it will say whether it recovered.
+            logger.warning("worker node %s did not answer our hello at startup: %s", node_id, exc or "timed out")
 
     async def on_shutdown(self) -> None:
         """Stop listening, remove this node's socket and close every stream; remove the directory if empty."""
@@ -304,6 +399,7 @@ class IpcBackend(Backend):
             peer.task.cancel()
             tasks.append(peer.task)
         self._peers.clear()
+        self._nodes.clear()
         delivery, self._delivery = self._delivery, None
         if delivery is not None:
             delivery.cancel()
@@ -344,11 +440,18 @@ class IpcBackend(Backend):
         try:
             while True:
                 header = await reader.readexactly(_HEADER.size)
-                (size,) = _HEADER.unpack(header)
+                (raw_size,) = _HEADER.unpack(header)
+                size = raw_size & ~_CONTROL
                 if size > _MAX_FRAME:
                     logger.warning("closing an IPC stream that announced a %d-byte frame", size)
                     return
                 body = await reader.readexactly(size)
+                if raw_size & _CONTROL:
+                    # Answered at once, not through the inbox, in order with the acknowledgements.
+                    writer.write(self._answer(body))
+                    if writer.transport.get_write_buffer_size() > 65536:
+                        await writer.drain()
+                    continue
                 try:
                     envelope = decode_envelope(body)
                 except (msgspec.DecodeError, TypeError) as exc:
@@ -376,6 +479,29 @@ class IpcBackend(Backend):
             if task is not None:
                 self._inbound_tasks.discard(task)
             writer.close()
+
+    def _answer(self, body: bytes) -> bytes:
+        """Carry out a control frame from another node and return the bytes that answer it."""
+        registry = self._registry
+        try:
+            control = _control_decoder.decode(body)
+        except (msgspec.DecodeError, TypeError) as exc:
+            self.stats.bad_messages += 1
+            logger.warning("skipping an IPC control frame that does not decode: %s", exc)
+            return bytes((_ACK_BAD,))
+        if registry is None:  # pragma: no cover - the server starts after the registry is set
+            return bytes((_ACK_BAD,))
+        if control.kind == "hello":
+            node_id = control.node_id
+            if _NODE_ID.fullmatch(node_id) is None or node_id == registry.node_id:
+                self.stats.bad_messages += 1
+                logger.warning("ignoring a hello from %r, which is not another node's id", node_id)
+                return bytes((_ACK_BAD,))
+            self._nodes.add(node_id)
+            self._dead.discard(node_id)
+            return bytes((_ACK_OK,))
+        members = _control_encoder.encode(list(registry.groups.get(control.group, ())))
+        return bytes((_ACK_REPLY,)) + _HEADER.pack(len(members)) + members
 
     async def _deliver_forever(self) -> None:
         inbox, registry = self._inbox, self._registry
@@ -418,16 +544,14 @@ class IpcBackend(Backend):
                 self.stats.dropped += 1
                 return
         data = encode_envelope(envelope)
-        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
-        peer.pending.append(future)
-        peer.writer.write(_HEADER.pack(len(data)) + data)
+        future = peer.request(_HEADER.pack(len(data)) + data)
         try:
             async with asyncio.timeout(self.ack_timeout):
                 await peer.writer.drain()
                 acknowledged = await future
         except TimeoutError:  # before OSError, of which it is a subclass
             raise BackendUnavailableError(
-                f"worker node {node_id} did not take the {envelope.kind} for {envelope.connection_id} within "
+                f"worker node {node_id} did not take the {envelope.kind} for {_target(envelope)} within "
                 f"{self.ack_timeout} s (its event loop is blocked or its inbox is full); it may still arrive."
             ) from None
         except OSError:
@@ -475,6 +599,10 @@ class IpcBackend(Backend):
             except OSError as exc:
                 raise BackendUnavailableError(f"cannot reach worker node {node_id} at {path}: {exc}") from exc
             peer = _Peer(node_id, reader, writer)
+            own = self._registry.node_id if self._registry is not None else ""
+            # Every stream opens by naming its sender: that is how a node
+            # that started later becomes known to the others.
+            peer.hello = peer.request(_control_frame(_Control("hello", node_id=own)))
             self._peers[node_id] = peer
             peer.task.add_done_callback(lambda _: self._forget(peer))
             return peer
@@ -487,4 +615,101 @@ class IpcBackend(Backend):
         if len(self._dead) >= _MAX_DEAD_NODES:
             self._dead.clear()
         self._dead.add(node_id)
+        self._nodes.discard(node_id)
         self._connecting.pop(node_id, None)
+
+    # ----------------------------------------------------------------- groups
+
+    async def publish_to_group(self, group: str, envelope: Envelope) -> None:
+        """Hand a group envelope to every other live node, concurrently, and wait until each has queued it.
+
+        One envelope per other node whether or not it has members (they drop
+        it): the price of keeping no shared membership state. Nodes found
+        gone are dropped and forgotten. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` before startup,
+        and once every node had its chance when one did not take it within
+        ``ack_timeout`` (the others have it).
+        """
+        self._require_started()
+        results = await asyncio.gather(
+            *(self.publish_to_node(node, envelope) for node in sorted(self._nodes)), return_exceptions=True
+        )
+        _raise_first(results)
+
+    async def group_members(self, group: str) -> set[str]:
+        """Return *group*'s members on this node and on every other live node, asked now.
+
+        A node that died answers nothing (its stream is closed or its socket
+        refuses): its members are left out at once. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` before startup
+        and when a node does not answer within ``ack_timeout``.
+        """
+        self._require_started()
+        nodes = sorted(self._nodes)
+        results = await asyncio.gather(*(self._members_of(node, group) for node in nodes), return_exceptions=True)
+        _raise_first(results)
+        members = set(self._registry.groups.get(group, ())) if self._registry is not None else set()
+        for result in results:
+            if isinstance(result, set):
+                members |= result
+        return members
+
+    async def _members_of(self, node_id: str, group: str) -> set[str]:
+        # Twice at most: a cached stream may have broken because the node
+        # died, or for a reason of its own; a fresh connect tells which.
+        for _ in range(2):
+            peer = self._peers.get(node_id)
+            if peer is None or peer.closed:
+                peer = await self._connect(node_id)
+                if peer is None:
+                    return set()
+            future = peer.request(_control_frame(_Control("members", group=group)))
+            answer: _Answer
+            try:
+                async with asyncio.timeout(self.ack_timeout):
+                    await peer.writer.drain()
+                    answer = await future
+            except TimeoutError:  # before OSError, of which it is a subclass
+                raise BackendUnavailableError(
+                    f"worker node {node_id} did not say who is in group {group!r} within {self.ack_timeout} s "
+                    "(its event loop is blocked)."
+                ) from None
+            except OSError:
+                answer = None
+            if isinstance(answer, bytes):
+                try:
+                    ids = _members_decoder.decode(answer)
+                except msgspec.DecodeError as exc:
+                    self.stats.bad_messages += 1
+                    logger.warning("node %s answered a presence query with garbage: %s", node_id, exc)
+                    return set()
+                # A node speaks only for its own connections.
+                return {i for i in ids if len(i) == _CONNECTION_ID_LENGTH and i.startswith(node_id)}
+            if answer is not None:
+                logger.warning("node %s did not understand a presence query; counted as no members", node_id)
+                return set()
+        return set()
+
+    def _require_started(self) -> None:
+        if self._server is None or self._registry is None:
+            raise BackendUnavailableError(
+                "the IPC backend is not started; start the app (its on_startup opens the worker socket) first."
+            )
+
+
+def _node_ids_in(directory: Path) -> list[str]:
+    """Node ids with a socket in *directory* (run in an executor: it reads the filesystem)."""
+    with os.scandir(directory) as entries:
+        names = [entry.name[: -len(".sock")] for entry in entries if entry.name.endswith(".sock")]
+    return [name for name in names if _NODE_ID.fullmatch(name)]
+
+
+def _target(envelope: Envelope) -> str:
+    return f"group {envelope.group!r}" if envelope.kind.startswith("group_") else envelope.connection_id
+
+
+def _raise_first(results: Iterable[object]) -> None:
+    """Re-raise the first exception among gathered *results*, after all of them finished."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

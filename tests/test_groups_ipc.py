@@ -1,0 +1,375 @@
+"""Groups across nodes over the local IPC backend: real Unix sockets, and a real process that is SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import TIMEOUT, Serve, raw_connect
+from tests.rawws import CLOSE, TEXT, Frame, RawWebsocket
+from tests.servers import ROOT, free_port, wait_for_port
+from wsframe import (
+    BackendUnavailableError,
+    GenericWebsocket,
+    close_group,
+    create_app,
+    group_members,
+    send_message_to_group,
+)
+from wsframe.backends import IpcBackend
+from wsframe.backends.base import Envelope
+from wsframe.registry import REGISTRY_KEY
+
+WsClient = TestClient[web.Request, web.Application]
+
+
+class Member(GenericWebsocket):
+    async def connect(self, group: str) -> None:
+        await self.accept()
+        await self.join_group(group)
+        await self.send(self.connection_id)
+
+    async def receive(self, data: str | bytes) -> None:
+        if data == "leave":
+            for group in self.groups:
+                await self.leave_group(group)
+            await self.send("left")
+
+
+@pytest.fixture
+def sockets_dir() -> Iterator[Path]:
+    # Short on purpose: a Unix socket path must fit in 108 bytes.
+    path = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def node(directory: Path, **options: float) -> web.Application:
+    return create_app({"ws/<group>/": Member}, backend=IpcBackend(directory, **options))  # type: ignore[arg-type]
+
+
+def backend_of(client: WsClient) -> IpcBackend:
+    backend = client.app[REGISTRY_KEY].backend
+    assert isinstance(backend, IpcBackend)
+    return backend
+
+
+async def member(client: WsClient, group: str) -> tuple[RawWebsocket, str]:
+    ws = await raw_connect(client, f"/ws/{group}/")
+    frame = await ws.read_frame(TIMEOUT)
+    assert frame is not None
+    return ws, frame.text
+
+
+async def silent(ws: RawWebsocket) -> bool:
+    """True when nothing more arrives before our own close is answered."""
+    ws.send_close(1000)
+    return [f.opcode for f in await ws.frames_until_eof(TIMEOUT, answer_close=False)] == [CLOSE]
+
+
+async def three(serve: Serve, directory: Path) -> list[WsClient]:
+    return [await serve(node(directory)) for _ in range(3)]
+
+
+def control_frame(body: bytes) -> bytes:
+    return struct.pack("!I", len(body) | 1 << 31) + body
+
+
+# ------------------------------------------------------------------ sending
+
+
+async def test_group_send_reaches_members_on_every_node_exactly_once(serve: Serve, sockets_dir: Path) -> None:
+    a, b, c = await three(serve, sockets_dir)
+    members = [await member(a, "red"), await member(b, "red"), await member(b, "red"), await member(c, "red")]
+    outsider, _ = await member(c, "blue")
+    await send_message_to_group("red", {"n": 1}, app=b.app)
+    for ws, _ in members:
+        assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b'{"n":1}')
+    for ws, _ in members:
+        assert await silent(ws)
+    assert await silent(outsider)
+
+
+async def test_group_sends_from_several_nodes_arrive_in_the_order_they_returned(
+    serve: Serve, sockets_dir: Path
+) -> None:
+    a, b, c = await three(serve, sockets_dir)
+    ws, _ = await member(c, "red")
+    for n in range(50):
+        await send_message_to_group("red", str(n), app=(a if n % 2 else b).app)
+    assert [(await ws.read_frame(TIMEOUT) or Frame(TEXT, b"")).text for _ in range(50)] == [str(n) for n in range(50)]
+
+
+async def test_exclude_works_across_nodes(serve: Serve, sockets_dir: Path) -> None:
+    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
+    sender, sender_id = await member(b, "red")
+    other, _ = await member(a, "red")
+    await send_message_to_group("red", "hi", exclude=[sender_id], app=a.app)
+    assert await other.read_frame(TIMEOUT) == Frame(TEXT, b"hi")
+    assert await silent(sender)
+
+
+async def test_member_that_left_on_another_node_gets_nothing(serve: Serve, sockets_dir: Path) -> None:
+    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
+    stayer, _ = await member(a, "red")
+    leaver, _ = await member(b, "red")
+    leaver.send_text("leave")
+    assert await leaver.read_frame(TIMEOUT) == Frame(TEXT, b"left")
+    await send_message_to_group("red", "after", app=a.app)
+    assert await stayer.read_frame(TIMEOUT) == Frame(TEXT, b"after")
+    assert await silent(leaver)
+
+
+async def test_close_group_closes_members_on_every_node(serve: Serve, sockets_dir: Path) -> None:
+    a, b, c = await three(serve, sockets_dir)
+    members = [(await member(a, "red"))[0], (await member(b, "red"))[0]]
+    outsider, _ = await member(b, "blue")
+    await close_group("red", 4001, "room closed", app=c.app)
+    for ws in members:
+        frames = await ws.frames_until_eof(TIMEOUT)
+        assert [(f.close_code, f.close_reason) for f in frames] == [(4001, "room closed")]
+    assert await silent(outsider)
+
+
+async def test_group_send_is_one_envelope_per_other_node(serve: Serve, sockets_dir: Path) -> None:
+    a, b, _ = await three(serve, sockets_dir)
+    for _ in range(4):
+        await member(b, "red")
+    before = backend_of(a).stats.sent
+    await send_message_to_group("red", "x", app=a.app)
+    assert backend_of(a).stats.sent - before == 2
+
+
+async def test_a_node_started_later_is_reached_by_group_sends_from_earlier_nodes(
+    serve: Serve, sockets_dir: Path
+) -> None:
+    early = await serve(node(sockets_dir))
+    late = await serve(node(sockets_dir))
+    ws, _ = await member(late, "red")
+    # The early node never listed the directory after startup: it knows the late one from its hello.
+    assert backend_of(early)._nodes == {late.app[REGISTRY_KEY].node_id}
+    await send_message_to_group("red", "welcome", app=early.app)
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"welcome")
+
+
+async def test_a_node_that_shut_down_is_forgotten_at_the_next_group_send(serve: Serve, sockets_dir: Path) -> None:
+    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
+    ws, _ = await member(a, "red")
+    b_id = b.app[REGISTRY_KEY].node_id
+    await b.close()
+    await send_message_to_group("red", "still here", app=a.app)
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still here")
+    assert b_id not in backend_of(a)._nodes
+    assert backend_of(a).stats.dropped == 1
+
+
+async def test_stale_socket_found_at_startup_is_removed_and_not_a_node(serve: Serve, sockets_dir: Path) -> None:
+    stale = sockets_dir / "0badc0de.sock"
+    with socket.socket(socket.AF_UNIX) as listener:  # bound, then closed without unlinking: a SIGKILLed worker
+        listener.bind(str(stale))
+    client = await serve(node(sockets_dir))
+    assert not stale.exists()
+    assert backend_of(client)._nodes == set()
+
+
+async def test_group_send_to_a_node_that_does_not_take_it_raises_after_the_others_have_it(
+    serve: Serve, sockets_dir: Path
+) -> None:
+    sender = await serve(node(sockets_dir, ack_timeout=0.2))
+    healthy = await serve(node(sockets_dir))
+    stuck_node = await serve(create_app({"ws/<group>/": Member}, backend=IpcBackend(sockets_dir, inbox_size=1)))
+    ws, _ = await member(healthy, "red")
+    release = await _block_delivery(sender, stuck_node)
+    with pytest.raises(BackendUnavailableError, match="did not take the group_send for group 'red'"):
+        await send_message_to_group("red", "to all", app=sender.app)
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"to all")
+    release.set()
+
+
+# ----------------------------------------------------------------- presence
+
+
+async def test_presence_lists_members_of_every_node_from_every_node(serve: Serve, sockets_dir: Path) -> None:
+    a, b, c = await three(serve, sockets_dir)
+    ids = {(await member(a, "red"))[1], (await member(b, "red"))[1], (await member(b, "red"))[1]}
+    await member(c, "blue")
+    for client in (a, b, c):
+        assert await group_members("red", app=client.app) == ids
+
+
+async def test_presence_of_an_unknown_group_is_empty(serve: Serve, sockets_dir: Path) -> None:
+    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
+    await member(b, "red")
+    assert await group_members("nobody-here", app=a.app) == set()
+
+
+async def test_presence_drops_members_that_left_or_disconnected_on_another_node(
+    serve: Serve, sockets_dir: Path
+) -> None:
+    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
+    leaver, _ = await member(b, "red")
+    gone, _ = await member(b, "red")
+    _, stayer_id = await member(b, "red")
+    leaver.send_text("leave")
+    assert await leaver.read_frame(TIMEOUT) == Frame(TEXT, b"left")
+    gone.abort()
+    for _ in range(100):
+        if await group_members("red", app=a.app) == {stayer_id}:
+            break
+        await asyncio.sleep(0.02)
+    assert await group_members("red", app=a.app) == {stayer_id}
+
+
+async def test_members_of_a_node_that_shut_down_leave_presence(serve: Serve, sockets_dir: Path) -> None:
+    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
+    _, a_id = await member(a, "red")
+    await member(b, "red")
+    await b.close()
+    assert await group_members("red", app=a.app) == {a_id}
+
+
+@pytest.fixture
+def process_node(sockets_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``tests.apps.groups_ipc_app`` in a process of its own, meeting the test's nodes in *sockets_dir*."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsframe", "run", "tests.apps.groups_ipc_app:app", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, "GROUPS_IPC_DIR": str(sockets_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, process)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def test_members_of_a_sigkilled_node_leave_presence_at_the_next_query(
+    serve: Serve, sockets_dir: Path, process_node: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    process, port = process_node
+    local = await serve(node(sockets_dir))
+    _, local_id = await member(local, "red")
+    ws = await RawWebsocket.connect("127.0.0.1", port, "/ws/red/", timeout=TIMEOUT)
+    hello = await ws.read_frame(TIMEOUT)
+    assert hello is not None
+    remote_id = json.loads(hello.text)["id"]
+    assert await group_members("red", app=local.app) == {local_id, remote_id}
+    process.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(process.wait, 10)
+    assert await group_members("red", app=local.app) == {local_id}
+
+
+async def test_presence_query_to_a_node_that_does_not_answer_raises_backend_unavailable(
+    serve: Serve, sockets_dir: Path
+) -> None:
+    asker = await serve(node(sockets_dir, ack_timeout=0.2))
+    stuck_node = await serve(create_app({"ws/<group>/": Member}, backend=IpcBackend(sockets_dir, inbox_size=1)))
+    release = await _block_delivery(asker, stuck_node)
+    with pytest.raises(BackendUnavailableError, match="did not say who is in group 'red'"):
+        await group_members("red", app=asker.app)
+    release.set()
+
+
+async def test_group_operations_before_startup_raise_backend_unavailable(sockets_dir: Path) -> None:
+    backend = IpcBackend(sockets_dir)
+    with pytest.raises(BackendUnavailableError, match="not started"):
+        await backend.group_members("red")
+    with pytest.raises(BackendUnavailableError, match="not started"):
+        await backend.publish_to_group("red", Envelope("group_send", "", group="red"))
+
+
+# ------------------------------------------------------------ wire protocol
+
+
+async def _open_to(client: WsClient) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    path = backend_of(client).directory / f"{client.app[REGISTRY_KEY].node_id}.sock"  # type: ignore[operator]
+    return await asyncio.open_unix_connection(str(path))
+
+
+async def test_control_frame_that_does_not_decode_is_refused_and_the_stream_keeps_working(
+    serve: Serve, sockets_dir: Path
+) -> None:
+    owner = await serve(node(sockets_dir))
+    _, member_id = await member(owner, "red")
+    reader, writer = await _open_to(owner)
+    writer.write(control_frame(b"\xc1garbage") + control_frame(msgspec.msgpack.encode(["members", "", "red"])))
+    assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT) == b"\x00"
+    assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT) == b"\x02"
+    (size,) = struct.unpack("!I", await asyncio.wait_for(reader.readexactly(4), TIMEOUT))
+    assert msgspec.msgpack.decode(await asyncio.wait_for(reader.readexactly(size), TIMEOUT)) == [member_id]
+    assert backend_of(owner).stats.bad_messages == 1
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize("claimed", ["own", "../../x", "DEADBEEF", ""])
+async def test_hello_that_does_not_name_another_node_is_refused(serve: Serve, sockets_dir: Path, claimed: str) -> None:
+    owner = await serve(node(sockets_dir))
+    if claimed == "own":
+        claimed = owner.app[REGISTRY_KEY].node_id
+    reader, writer = await _open_to(owner)
+    writer.write(control_frame(msgspec.msgpack.encode(["hello", claimed, ""])))
+    assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT) == b"\x00"
+    assert backend_of(owner)._nodes == set()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_node_answering_with_ids_of_other_nodes_is_not_believed(serve: Serve, sockets_dir: Path) -> None:
+    rogue_id = "0badc0de"
+    answer = msgspec.msgpack.encode([rogue_id + "1" * 24, "feedface" + "2" * 24])
+
+    async def rogue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                (size,) = struct.unpack("!I", await reader.readexactly(4))
+                body = msgspec.msgpack.decode(await reader.readexactly(size & ~(1 << 31)))
+                writer.write(b"\x02" + struct.pack("!I", len(answer)) + answer if body[0] == "members" else b"\x01")
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(rogue, path=str(sockets_dir / f"{rogue_id}.sock"))
+    try:
+        asker = await serve(node(sockets_dir))
+        assert await group_members("red", app=asker.app) == {rogue_id + "1" * 24}
+        await asker.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _block_delivery(sender: WsClient, owner: WsClient) -> asyncio.Event:
+    """Make *owner* stop taking envelopes (its inbox of 1 full), the way a blocked event loop would look."""
+    registry = owner.app[REGISTRY_KEY]
+    release = asyncio.Event()
+
+    async def never_finishes(envelope: Envelope) -> None:
+        await release.wait()
+
+    registry.deliver_envelope = never_finishes  # type: ignore[method-assign]
+    target = registry.node_id + "0" * 24
+    await sender.app[REGISTRY_KEY].send(target, "taken by the delivery task")
+    await sender.app[REGISTRY_KEY].send(target, "fills the inbox")
+    with pytest.raises(BackendUnavailableError):
+        await sender.app[REGISTRY_KEY].send(target, "no room: the stream is stuck behind it")
+    return release
