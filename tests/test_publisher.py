@@ -16,6 +16,8 @@ from tests.conftest import TIMEOUT, Serve, raw_connect
 from tests.rawws import BINARY, CLOSE, TEXT, Frame, RawWebsocket
 from wsframe import BackendUnavailableError, ConfigurationError, GenericWebsocket, Publisher, create_app
 from wsframe.backends import RedisBackend
+from wsframe.backends.redis import alive_key, members_key
+from wsframe.exceptions import InvalidGroupNameError
 
 WsClient = TestClient[web.Request, web.Application]
 
@@ -187,3 +189,163 @@ def test_empty_prefix_is_rejected() -> None:
 def test_timeout_must_be_positive(timeout: float) -> None:
     with pytest.raises(ConfigurationError, match="timeout"):
         Publisher(SHARED_REDIS_URL, timeout=timeout)
+
+
+# ------------------------------------------------------------------- groups
+
+
+class Member(GenericWebsocket):
+    """Joins the group in the path, then sends the client its connection id."""
+
+    async def connect(self, group: str) -> None:
+        await self.accept()
+        await self.join_group(group)
+        await self.send(self.connection_id)
+
+
+@pytest.fixture
+async def group_nodes(serve: Serve, prefix: str) -> tuple[WsClient, WsClient]:
+    def app() -> web.Application:
+        return create_app({"ws/<group>/": Member}, backend=RedisBackend(SHARED_REDIS_URL, prefix=prefix))
+
+    return await serve(app()), await serve(app())
+
+
+async def join(client: WsClient, group: str) -> tuple[RawWebsocket, str]:
+    ws = await raw_connect(client, f"/ws/{group}/")
+    frame = await ws.read_frame(TIMEOUT)
+    assert frame is not None
+    return ws, frame.text
+
+
+async def silent(ws: RawWebsocket) -> bool:
+    """True when nothing more arrives before our own close is answered."""
+    ws.send_close(1000)
+    return [f.opcode for f in await ws.frames_until_eof(TIMEOUT, answer_close=False)] == [CLOSE]
+
+
+async def test_group_send_reaches_members_on_every_node_once(
+    group_nodes: tuple[WsClient, WsClient], publisher: Publisher
+) -> None:
+    a, b = group_nodes
+    members = [await join(a, "red"), await join(b, "red"), await join(b, "red")]
+    outsider, _ = await join(a, "blue")
+    assert await in_thread(publisher.send_message_to_group, "red", {"n": 1}) == 2
+    for ws, _ in members:
+        assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b'{"n":1}')
+    for ws, _ in members:
+        assert await silent(ws)
+    assert await silent(outsider)
+
+
+async def test_group_send_skips_excluded_ids(group_nodes: tuple[WsClient, WsClient], publisher: Publisher) -> None:
+    a, b = group_nodes
+    first, first_id = await join(a, "red")
+    second, second_id = await join(b, "red")
+    third, _ = await join(b, "red")
+
+    def send() -> int:
+        return publisher.send_message_to_group("red", b"\x07", exclude={first_id, second_id})
+
+    await asyncio.to_thread(send)
+    assert await third.read_frame(TIMEOUT) == Frame(BINARY, b"\x07")
+    assert await silent(first)
+    assert await silent(second)
+
+
+async def test_group_send_with_one_excluded_id_as_a_string(
+    group_nodes: tuple[WsClient, WsClient], publisher: Publisher
+) -> None:
+    a, b = group_nodes
+    (skipped, skipped_id), (other, _) = await join(a, "red"), await join(b, "red")
+    await asyncio.to_thread(lambda: publisher.send_message_to_group("red", "hi", exclude=skipped_id))
+    assert await other.read_frame(TIMEOUT) == Frame(TEXT, b"hi")
+    assert await silent(skipped)
+
+
+def test_group_send_to_a_group_nobody_is_in_returns_zero(publisher: Publisher) -> None:
+    assert publisher.send_message_to_group("empty-room", "anyone?") == 0
+
+
+async def test_close_group_closes_members_on_every_node(
+    group_nodes: tuple[WsClient, WsClient], publisher: Publisher
+) -> None:
+    a, b = group_nodes
+    members = [(await join(a, "red"))[0], (await join(b, "red"))[0]]
+    assert await in_thread(publisher.close_group, "red", 4002, "room closed") == 2
+    for ws in members:
+        frames = await ws.frames_until_eof(TIMEOUT)
+        assert [(f.close_code, f.close_reason) for f in frames] == [(4002, "room closed")]
+
+
+async def test_group_members_lists_members_of_every_node(
+    group_nodes: tuple[WsClient, WsClient], publisher: Publisher
+) -> None:
+    a, b = group_nodes
+    ids = {(await join(a, "red"))[1], (await join(b, "red"))[1], (await join(b, "red"))[1]}
+    await join(a, "blue")
+    assert await in_thread(publisher.group_members, "red") == ids
+
+
+def test_group_members_of_an_empty_group_is_an_empty_set(publisher: Publisher) -> None:
+    assert publisher.group_members("empty-room") == set()
+
+
+def test_group_members_leaves_out_and_prunes_members_of_a_dead_node(publisher: Publisher, prefix: str) -> None:
+    # A SIGKILLed node leaves its ids in the set; its liveness key expires presence_ttl later.
+    live, dead = "c0ffee00" + "1" * 24, "deadbeef" + "2" * 24
+    client = redis.Redis.from_url(SHARED_REDIS_URL)
+    try:
+        client.sadd(members_key(prefix, "red"), live, dead)
+        client.set(alive_key(prefix, "c0ffee00"), b"1", px=10_000)
+        assert publisher.group_members("red") == {live}
+        assert client.smembers(members_key(prefix, "red")) == {live.encode()}
+    finally:
+        client.delete(members_key(prefix, "red"), alive_key(prefix, "c0ffee00"))
+        client.close()
+
+
+@pytest.mark.parametrize("group", ["", "has space", "glob*", "a" * 129, 42])
+@pytest.mark.parametrize("method", ["send_message_to_group", "close_group", "group_members"])
+def test_invalid_group_name_raises_invalid_group_name_error(publisher: Publisher, method: str, group: object) -> None:
+    call = getattr(publisher, method)
+    with pytest.raises(InvalidGroupNameError, match="invalid group name"):
+        call(group, "x") if method == "send_message_to_group" else call(group)
+
+
+@pytest.mark.parametrize("code", [999, 1005, 1006, 5000])
+def test_close_group_code_that_may_not_be_sent_raises_value_error(publisher: Publisher, code: int) -> None:
+    with pytest.raises(ValueError, match=f"{code} is not a close code"):
+        publisher.close_group("red", code)
+
+
+def test_group_data_that_cannot_be_encoded_raises_type_error(publisher: Publisher) -> None:
+    with pytest.raises(TypeError):
+        publisher.send_message_to_group("red", object())
+
+
+@pytest.mark.parametrize("exclude", [[1, 2], 42])
+def test_exclude_that_is_not_connection_ids_raises_type_error(publisher: Publisher, exclude: object) -> None:
+    with pytest.raises(TypeError):
+        publisher.send_message_to_group("red", "x", exclude=exclude)  # type: ignore[arg-type]
+
+
+def test_group_send_with_redis_down_raises_backend_unavailable(private_redis: RedisServer) -> None:
+    with Publisher(private_redis.url) as publisher:
+        private_redis.kill()
+        with pytest.raises(BackendUnavailableError, match="did not take the group_send to group 'red'"):
+            publisher.send_message_to_group("red", "x")
+
+
+def test_close_group_with_redis_down_raises_backend_unavailable(private_redis: RedisServer) -> None:
+    with Publisher(private_redis.url) as publisher:
+        private_redis.kill()
+        with pytest.raises(BackendUnavailableError, match="did not take the group_close to group 'red'"):
+            publisher.close_group("red")
+
+
+def test_group_members_with_redis_down_raises_backend_unavailable(private_redis: RedisServer) -> None:
+    with Publisher(private_redis.url) as publisher:
+        private_redis.kill()
+        with pytest.raises(BackendUnavailableError, match="did not say who is in group 'red'"):
+            publisher.group_members("red")

@@ -9,12 +9,16 @@ does, with redis-py's synchronous client, so no event loop is needed::
     with Publisher("redis://127.0.0.1:6379/0") as publisher:
         publisher.send_message_to_websocket(connection_id, {"detail": "done"})
         publisher.close_websocket_connection(connection_id, code=4000, reason="logged out")
+        publisher.send_message_to_group("room:42", {"detail": "maintenance at noon"})
+        print(len(publisher.group_members("room:42")), "people in the room")
 
 The app must run with the Redis backend on the same Redis and prefix.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Collection
 from types import TracebackType
 from typing import Any
 
@@ -25,16 +29,28 @@ from redis.retry import Retry
 
 from . import status
 from .backends.base import Envelope, encode_envelope
-from .backends.redis import DEFAULT_PREFIX, check_prefix, is_node_id, node_channel, redacted_url
+from .backends.redis import (
+    DEFAULT_PREFIX,
+    alive_key,
+    check_prefix,
+    group_channel,
+    is_node_id,
+    members_key,
+    node_channel,
+    redacted_url,
+)
 from .codec import encode_frame
 from .exceptions import BackendUnavailableError, ConfigurationError
-from .registry import CONNECTION_ID_LENGTH, NODE_ID_LENGTH
+from .registry import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, validate_group_name
 
 __all__ = ["Publisher"]
 
+_ORIGIN = "publisher"
+"""The ``origin`` of the publisher's group envelopes: not a node id, so every node delivers them."""
+
 
 class Publisher:
-    """Sends to connections of a wsframe app that uses the Redis backend, synchronously.
+    """Sends to connections and groups of a wsframe app that uses the Redis backend, synchronously.
 
     *redis* is a URL or a ``redis.Redis`` client (yours: :meth:`close` leaves
     it open). *prefix* must be the app's. Each call gives up after *timeout*
@@ -76,6 +92,75 @@ class Publisher:
             raise ValueError(f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999.")
         return self._publish(Envelope("close", connection_id, code=code, reason=reason))
 
+    def send_message_to_group(self, group: str, data: Any, *, exclude: str | Collection[str] | None = None) -> int:
+        """Send *data* to every member of *group* on every worker, except the connection ids in *exclude*.
+
+        Encoded as :meth:`GenericWebsocket.send`; one PUBLISH on the group's
+        channel, which only workers with members listen to. Returns how many
+        workers took it (0: nobody is in the group, which is not an error).
+        Raises :class:`~wsframe.exceptions.InvalidGroupNameError`,
+        ``TypeError`` when *data* cannot be encoded or *exclude* holds
+        something other than strings, and
+        :class:`~wsframe.exceptions.BackendUnavailableError` when Redis does not
+        take the message in time; nothing was sent then.
+        """
+        validate_group_name(group)
+        payload, opcode = encode_frame(data)
+        excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
+        if not all(isinstance(connection_id, str) for connection_id in excluded):
+            raise TypeError(f"exclude takes a connection id or a collection of them, got {exclude!r}")
+        envelope = Envelope(
+            "group_send",
+            "",
+            payload=payload,
+            opcode=int(opcode),
+            group=group,
+            exclude=excluded,
+            origin=_ORIGIN,
+        )
+        return self._publish_to_group(group, envelope)
+
+    def close_group(self, group: str, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> int:
+        """Close every member of *group* on every worker with *code* and *reason*.
+
+        Returns as :meth:`send_message_to_group`, without waiting for the
+        closing handshakes. Raises ``ValueError`` for a code that may not be
+        sent, and the errors of :meth:`send_message_to_group`.
+        """
+        validate_group_name(group)
+        if not status.is_valid_close_code(code):
+            raise ValueError(f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999.")
+        envelope = Envelope("group_close", "", code=code, reason=reason, group=group, origin=_ORIGIN)
+        return self._publish_to_group(group, envelope)
+
+    def group_members(self, group: str) -> set[str]:
+        """Return the ids of *group*'s members on every live worker (presence), as the app's ``group_members``.
+
+        Members of a worker whose liveness key expired (it died ``presence_ttl``
+        ago) are left out and pruned from Redis. Raises
+        :class:`~wsframe.exceptions.InvalidGroupNameError`, and
+        :class:`~wsframe.exceptions.BackendUnavailableError` when Redis does not
+        answer in time.
+        """
+        validate_group_name(group)
+        key = members_key(self.prefix, group)
+        try:
+            members = {m.decode() if isinstance(m, bytes) else str(m) for m in self._client.smembers(key)}
+            nodes = sorted({m[:NODE_ID_LENGTH] for m in members})
+            alive = self._client.mget([alive_key(self.prefix, node) for node in nodes]) if nodes else []
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not say who is in group {group!r} ({exc})."
+            ) from exc
+        dead = {node for node, flag in zip(nodes, alive, strict=True) if flag is None}
+        stale = {m for m in members if m[:NODE_ID_LENGTH] in dead}
+        if stale:
+            # As the app's backend does: ids of a node that stopped refreshing are gone for good.
+            # If Redis fails now the next look prunes them; the answer is right either way.
+            with contextlib.suppress(RedisError, OSError):
+                self._client.srem(key, *stale)
+        return members - stale
+
     def close(self) -> None:
         """Release the connections this publisher opened (a client you passed stays open)."""
         if self._owns_client:
@@ -101,6 +186,15 @@ class Publisher:
                 f"Redis at {self.url} did not take the {envelope.kind} for {connection_id} ({exc}); not sent."
             ) from exc
         return bool(receivers)
+
+    def _publish_to_group(self, group: str, envelope: Envelope) -> int:
+        try:
+            receivers = self._client.publish(group_channel(self.prefix, group), encode_envelope(envelope))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not take the {envelope.kind} to group {group!r} ({exc}); not sent."
+            ) from exc
+        return int(receivers)
 
 
 def _make_client(target: str | sync_redis.Redis, timeout: float) -> sync_redis.Redis:
