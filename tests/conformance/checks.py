@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from .rawclient import Ended, Frame, Opcode, RawWebsocket, close_frame
 
-__all__ = ["assert_echoes", "assert_closes_cleanly", "assert_fails_with"]
+__all__ = ["assert_echoes", "assert_closes_cleanly", "assert_fails_with", "assert_closes_with"]
 
 
 def assert_echoes(ws: RawWebsocket, text: str) -> None:
@@ -32,3 +34,18 @@ def assert_fails_with(
     frames, how = ws.read_until_closed()
     assert frames == [*before, close_frame(code)]
     assert how in ended
+
+
+def assert_closes_with(ws: RawWebsocket, code: int, before: tuple[Frame, ...] = ()) -> None:
+    """Check the server sends *before* then a close frame with *code*, and ends the TCP connection once we answer.
+
+    For closes the server may start as a closing handshake (waiting for our
+    close frame) or as a failure (ending TCP at once): both are accepted.
+    """
+    frames: list[Frame] = []
+    while len(frames) <= len(before) and (not frames or frames[-1].opcode != Opcode.CLOSE):
+        frames.append(ws.recv_frame())
+    assert frames == [*before, close_frame(code)]
+    with contextlib.suppress(OSError):  # it may not have waited for our answer
+        ws.send_close(code)
+    assert ws.read_until_closed()[0] == []
