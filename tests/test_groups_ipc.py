@@ -333,29 +333,67 @@ async def test_hello_that_does_not_name_another_node_is_refused(serve: Serve, so
     await writer.wait_closed()
 
 
-async def test_a_node_answering_with_ids_of_other_nodes_is_not_believed(serve: Serve, sockets_dir: Path) -> None:
-    rogue_id = "0badc0de"
-    answer = msgspec.msgpack.encode([rogue_id + "1" * 24, "feedface" + "2" * 24])
+ROGUE = "0badc0de"
 
-    async def rogue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+async def presence_from_a_hand_written_peer(serve: Serve, sockets_dir: Path, *pieces: bytes) -> tuple[set[str], int]:
+    """Ask a real node for group 'red' while a hand-written peer answers every presence query with *pieces*.
+
+    The pieces are written one at a time with a pause between, so the asker reads them in separate chunks.
+    Returns what group_members said and the asker's bad_messages count.
+    """
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 (size,) = struct.unpack("!I", await reader.readexactly(4))
                 body = msgspec.msgpack.decode(await reader.readexactly(size & ~(1 << 31)))
-                writer.write(b"\x02" + struct.pack("!I", len(answer)) + answer if body[0] == "members" else b"\x01")
+                if body[0] != "members":
+                    writer.write(b"\x01")
+                    continue
+                for piece in pieces:
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
         except asyncio.IncompleteReadError:
             pass
         finally:
             writer.close()
 
-    server = await asyncio.start_unix_server(rogue, path=str(sockets_dir / f"{rogue_id}.sock"))
+    server = await asyncio.start_unix_server(peer, path=str(sockets_dir / f"{ROGUE}.sock"))
     try:
         asker = await serve(node(sockets_dir))
-        assert await group_members("red", app=asker.app) == {rogue_id + "1" * 24}
+        members = await group_members("red", app=asker.app)
+        bad = backend_of(asker).stats.bad_messages
         await asker.close()
+        return members, bad
     finally:
         server.close()
         await server.wait_closed()
+
+
+def reply(body: bytes) -> bytes:
+    return b"\x02" + struct.pack("!I", len(body)) + body
+
+
+async def test_a_node_answering_with_ids_of_other_nodes_is_not_believed(serve: Serve, sockets_dir: Path) -> None:
+    answer = reply(msgspec.msgpack.encode([ROGUE + "1" * 24, "feedface" + "2" * 24, ROGUE]))
+    assert await presence_from_a_hand_written_peer(serve, sockets_dir, answer) == ({ROGUE + "1" * 24}, 0)
+
+
+async def test_an_answer_that_arrives_in_pieces_is_put_together(serve: Serve, sockets_dir: Path) -> None:
+    ids = [ROGUE + f"{n:024x}" for n in range(3000)]  # about 100 KiB: more than one read
+    answer = reply(msgspec.msgpack.encode(ids))
+    pieces = (answer[:1], answer[1:3], answer[3:70_000], answer[70_000:])
+    assert await presence_from_a_hand_written_peer(serve, sockets_dir, *pieces) == (set(ids), 0)
+
+
+async def test_an_answer_that_does_not_decode_counts_as_no_members(serve: Serve, sockets_dir: Path) -> None:
+    assert await presence_from_a_hand_written_peer(serve, sockets_dir, reply(b"\xc1")) == (set(), 1)
+
+
+async def test_a_peer_that_refuses_the_query_counts_as_no_members(serve: Serve, sockets_dir: Path) -> None:
+    assert await presence_from_a_hand_written_peer(serve, sockets_dir, b"\x00") == (set(), 0)
 
 
 async def _block_delivery(sender: WsClient, owner: WsClient) -> asyncio.Event:
