@@ -560,13 +560,6 @@ def test_handshake_variations_never_answer_500(
     check_unaffected(server, bystander)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=HandshakeRejected,
-    reason="wsframe.security._same_host compares yarl's URL(origin).host, which drops the IPv6 brackets "
-    "('::1:8000'), with request.host, which keeps them ('[::1]:8000'), so a page served from an IPv6 "
-    "address is refused with 403 as cross-origin.",
-)
 def test_same_origin_handshake_over_ipv6_host_is_accepted(server: LiveServer) -> None:
     host = f"[::1]:{server.port}"
     raw = handshake_request("/ws/echo/", host, headers=[("Origin", f"http://{host}")])
@@ -578,13 +571,6 @@ def test_same_origin_handshake_over_ipv6_host_is_accepted(server: LiveServer) ->
         assert_closes_cleanly(ws)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="aiohttp's ws_ext_parse() calls int() on the digits of server_max_window_bits; more than 4300 "
-    "digits raise ValueError (Python's int max_str_digits) out of WebSocketResponse.prepare(), inside "
-    "accept(), so one header makes a compression handler answer 500 and log a traceback.",
-)
 def test_huge_window_bits_in_the_extensions_header_is_refused_with_400(server: LiveServer) -> None:
     host = f"{server.host}:{server.port}"
     header = "permessage-deflate; server_max_window_bits=" + "9" * 5000
@@ -634,12 +620,6 @@ def test_typed_path_variables_convert_or_404(
     check_unaffected(server, bystander)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="wsframe.pathvars._to_int calls int() on any run of ASCII digits; past 4300 digits int() raises "
-    "ValueError (Python's max_str_digits), not _NoMatch, so the request answers 500 instead of 404.",
-)
 def test_int_path_variable_of_5000_digits_is_404(server: LiveServer, bystander: RawWebsocket) -> None:
     raw = handshake_request(f"/ws/{'9' * 5000}/room/", f"{server.host}:{server.port}")
     response = http_request(server.host, server.port, raw)
@@ -647,13 +627,6 @@ def test_int_path_variable_of_5000_digits_is_404(server: LiveServer, bystander: 
     assert response.status == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=HandshakeRejected,
-    reason="wsframe.routing compiles <room_id> to aiohttp's '{room_id}', whose default pattern [^{}/]+ is "
-    "matched against the decoded path, so a str path variable holding '{' or '}' (sent as %7B/%7D) gets "
-    "aiohttp's 404 instead of reaching connect().",
-)
 def test_str_path_variable_may_contain_braces(server: LiveServer) -> None:
     with server.connect(f"/ws/1/{quote('{room}', safe='')}/") as ws:
         assert json.loads(ws.recv_message().payload) == {"user_id": 1, "room_id": "{room}"}

@@ -36,7 +36,10 @@ class _NoMatch(Exception):
 def _to_int(value: str) -> int:
     if not _INT.fullmatch(value):
         raise _NoMatch
-    return int(value)
+    try:
+        return int(value)
+    except ValueError:  # past sys.get_int_max_str_digits() (4300): no such resource
+        raise _NoMatch from None
 
 
 def _to_float(value: str) -> float:

@@ -71,7 +71,8 @@ class Route:
         """The aiohttp patterns served: with and without the trailing slash."""
         if not self.segments:
             return ["/"]
-        body = "/" + "/".join(_VARIABLE.sub(r"{\1}", s) for s in self.segments)
+        # aiohttp's default variable pattern [^{}/]+ would 404 a segment holding a brace.
+        body = "/" + "/".join(_VARIABLE.sub(r"{\1:[^/]+}", s) for s in self.segments)
         return [body, body + "/"]
 
 

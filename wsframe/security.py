@@ -49,8 +49,12 @@ def _same_host(origin: str, request: web.Request) -> bool:
         return False
     if not url.host or url.scheme not in ("http", "https"):
         return False
-    # Host carries the port only when it is not the default one; compare like for like.
-    origin_host = url.host.lower() if url.is_default_port() else f"{url.host.lower()}:{url.port}"
+    # Host carries the port only when it is not the default one, and an IPv6
+    # address in brackets (yarl's .host drops them); compare like for like.
+    host = url.host.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    origin_host = host if url.is_default_port() else f"{host}:{url.port}"
     return origin_host == request.host.lower()
 
 

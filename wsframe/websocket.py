@@ -20,6 +20,7 @@ import binascii
 import dataclasses
 import enum
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -93,7 +94,15 @@ def _handshake_problem(request: web.Request) -> str | None:
         return "Sec-WebSocket-Key must be 16 bytes, base64-encoded."
     if not request._message.upgrade:
         return "The Connection header must include 'upgrade'."
+    extensions = request.headers.get(hdrs.SEC_WEBSOCKET_EXTENSIONS)
+    if extensions is not None and _ABSURD_NUMBER.search(extensions):
+        # permessage-deflate parameters are 8-15; aiohttp int()s whatever digits
+        # it finds, and past 4300 of them that raises out of prepare() (a 500).
+        return "Malformed Sec-WebSocket-Extensions."
     return None
+
+
+_ABSURD_NUMBER = re.compile(r"\d{4,}")
 
 
 class GenericWebsocket:
@@ -315,10 +324,13 @@ class GenericWebsocket:
         return web.WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             heartbeat=settings.heartbeat or None,
-            # aiohttp rejects a message of exactly max_msg_size bytes; ours is inclusive.
-            max_msg_size=settings.max_message_size + 1,
+            # aiohttp rejects a plain message of exactly max_msg_size bytes (its
+            # check is >=), ours is inclusive; but it checks inflated messages
+            # with >, so with compression on the limit is passed as is.
+            max_msg_size=settings.max_message_size + (0 if settings.compression else 1),
             compress=settings.compression,
             timeout=settings.close_timeout,
+            autoping=False,  # answered in _receive_loop, through the bounded buffer
             # Never let aiohttp's writer wait for drain: max_outbound_buffer bounds
             # the buffer instead, so one slow client cannot stall a sender.
             writer_limit=_NO_DRAIN,
@@ -470,6 +482,11 @@ class GenericWebsocket:
             except TimeoutError:
                 await self.close(status.WS_1000_NORMAL_CLOSURE, "Idle timeout")
                 return
+            except (ClientConnectionResetError, ConnectionResetError):
+                # aiohttp answers a close frame from inside receive(); when the
+                # peer has already gone, that write raises out of receive().
+                self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+                return
             kind = msg.type
             if kind is text or kind is binary:
                 if rate is not None:
@@ -501,6 +518,17 @@ class GenericWebsocket:
                 if self._state is not _State.OPEN:
                     return
                 continue
+            if kind is WSMsgType.PING:
+                # Pongs go through the same bounded buffer as everything else
+                # (aiohttp's autoping would queue them without limit for a
+                # client that pings and never reads).
+                try:
+                    self._write_frame(build_frame(msg.data, WSMsgType.PONG))
+                except ConnectionClosed:
+                    return
+                continue
+            if kind is WSMsgType.PONG:
+                continue  # the heartbeat already counted it as traffic
             if kind is WSMsgType.CLOSE:
                 # aiohttp has already answered with its own close frame.
                 code = msg.data or status.WS_1005_NO_STATUS_RCVD
@@ -508,7 +536,10 @@ class GenericWebsocket:
             elif kind is WSMsgType.ERROR:
                 # Oversized or malformed frame, or a failed heartbeat; aiohttp
                 # sent the matching close code (1009, 1002, 1007) if it could.
-                code = ws.close_code or status.WS_1006_ABNORMAL_CLOSURE
+                # aiohttp then reports 1006 in ws.close_code (its close() reads
+                # the errored queue); the code it sent is on the exception.
+                sent = getattr(msg.data, "code", None)
+                code = sent if isinstance(sent, int) and sent else ws.close_code or status.WS_1006_ABNORMAL_CLOSURE
                 self._mark_closed(code)
                 logger.debug("connection %s failed: %r", self.connection_id, msg.data)
             elif kind is WSMsgType.CLOSED:

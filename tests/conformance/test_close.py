@@ -166,13 +166,6 @@ def test_disconnect_receives_1006_when_the_client_drops_the_tcp_connection(serve
     assert _disconnect_code(server, connection_id) == 1006
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="After aiohttp fails a connection itself (here 1002 for a reserved opcode) it sets "
-    "WebSocketResponse.close_code to 1006, because its close() then reads the errored queue; wsframe's "
-    "_receive_loop passes ws.close_code to disconnect(), so the handler sees 1006, not the 1002 it sent.",
-)
 def test_disconnect_receives_the_code_the_server_failed_the_connection_with(server: LiveServer) -> None:
     ws, connection_id = _tracked(server)
     with ws:

@@ -119,13 +119,6 @@ def test_compressed_message_inflating_past_1_mib_closes_with_1009(server: LiveSe
         assert_fails_with(ws, 1009)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="wsframe passes max_msg_size=max_message_size + 1 to aiohttp to undo the reader's '>=' check on "
-    "plain frames, but aiohttp checks inflated messages with '>', so with compression a message of "
-    "max_message_size + 1 bytes is accepted and echoed.",
-)
 def test_compressed_message_inflating_to_1_mib_plus_one_byte_closes_with_1009(server: LiveServer) -> None:
     with server.connect("/ws/deflate/", deflate=True) as ws:
         ws.send_deflated(Opcode.BINARY, b"a" * (MIB + 1))

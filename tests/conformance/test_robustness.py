@@ -39,14 +39,6 @@ def _peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc/<pid>/status")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="aiohttp answers pings inside WebSocketResponse.receive() (autoping); when the peer is gone the "
-    "pong write raises ClientConnectionResetError out of receive(), wsframe's _receive_loop does not catch "
-    "it, so the handler dies with 'Error handling request', the registry entry is never removed and "
-    "disconnect() never runs.",
-)
 def test_client_vanishing_with_pings_queued_is_unregistered(own_server: LiveServer) -> None:
     own_server.new_log()
     with own_server.connect("/ws/echo/") as ws:
@@ -55,13 +47,6 @@ def test_client_vanishing_with_pings_queued_is_unregistered(own_server: LiveServ
     assert "Traceback" not in own_server.new_log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="wsframe gives aiohttp writer_limit=_NO_DRAIN so its own max_outbound_buffer bounds what send() "
-    "queues, but aiohttp's automatic pongs bypass that check: a client that sends pings and never reads "
-    "makes the server buffer every pong, without bound.",
-)
 def test_ping_flood_from_a_client_that_never_reads_is_bounded(own_server: LiveServer) -> None:
     peak_before = _peak_rss_mib(own_server.process.pid)
     chunk = PING * 512
