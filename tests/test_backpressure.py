@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
 from tests.rawws import RawWebsocket
-from wsframe import ConnectionClosed, GenericWebsocket, create_app, send_message_to_websocket
+from wsframe import ConnectionClosed, GenericWebsocket, create_app, send_message_to_group, send_message_to_websocket
 from wsframe.registry import REGISTRY_KEY
 
 PAYLOAD = "x" * 16 * 1024
@@ -144,4 +144,60 @@ async def test_drop_mode_counts_dropped_messages_and_keeps_the_connection(serve:
     assert connection.dropped_messages > 0
     assert connection.connection_id in app[REGISTRY_KEY].connections
     assert app[CODES] == []
+    await stalled.aclose()
+
+
+class RoomMember(GenericWebsocket):
+    async def connect(self) -> None:
+        await self.accept()
+        if "small" in self.query_params:
+            # A small kernel buffer, so that what piles up for the stalled reader
+            # piles up in wsframe's buffer (bounded) rather than the kernel's (megabytes).
+            sock = self.request.transport.get_extra_info("socket") if self.request.transport else None
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        await self.join_group("room")
+        await self.send(self.connection_id)
+
+    async def disconnect(self, code: int) -> None:
+        self.app[CODES].append(code)
+
+
+async def test_group_burst_reaches_99_readers_while_the_stalled_member_is_closed_1013(serve: Serve) -> None:
+    app = create_app({"ws/": RoomMember}, max_outbound_buffer=64 * 1024, close_timeout=0.5)
+    app[CODES] = []
+    client = await serve(app)
+    stalled = await stalled_client(int(client.server.port or 0), "/ws/?small=1")
+    readers = [await raw_connect(client, "/ws/") for _ in range(99)]
+    for ws in readers:
+        await ws.read_frame(TIMEOUT)  # its connection id
+    largest_buffer = 0
+
+    async def read_burst(ws: RawWebsocket) -> int:
+        count = 0
+        for n in range(1000):
+            frame = await ws.read_frame(TIMEOUT)
+            assert frame is not None
+            assert frame.text == f"{n:04d}" + SMALL[4:]
+            count += 1
+        return count
+
+    tasks = [asyncio.ensure_future(read_burst(ws)) for ws in readers]
+    for n in range(1000):
+        await send_message_to_group("room", f"{n:04d}" + SMALL[4:], app=app)
+        for connection in app[REGISTRY_KEY].connections.values():
+            transport = connection.request.transport
+            if transport is not None:
+                largest_buffer = max(largest_buffer, transport.get_write_buffer_size())
+        if n % 10 == 0:
+            await asyncio.sleep(0)
+    assert await asyncio.gather(*tasks) == [1000] * 99
+    for _ in range(100):
+        if app[CODES]:
+            break
+        await asyncio.sleep(0.05)
+    assert app[CODES] == [1013]
+    assert len(app[REGISTRY_KEY].groups["room"]) == 99
+    # No connection's send buffer ever held more than the bound plus one message and a close frame.
+    assert largest_buffer <= 64 * 1024 + len(SMALL) + 64
     await stalled.aclose()
