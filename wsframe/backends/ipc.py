@@ -208,6 +208,12 @@ class _Peer:
                 chunk = await self.reader.read(65536)
                 if not chunk:
                     return
+                if not buffer and _ACK_REPLY not in chunk:
+                    # The common case, kept cheap: nothing but one-byte acknowledgements.
+                    for ack in chunk:
+                        if not self._resolve(ack == _ACK_OK):
+                            return
+                    continue
                 buffer += chunk
                 offset = 0
                 while offset < len(buffer):
@@ -227,17 +233,23 @@ class _Peer:
                     else:
                         answer = buffer[offset] == _ACK_OK
                         offset += 1
-                    if not self.pending:
-                        logger.warning("node %s sent an acknowledgement for nothing; closing", self.node_id)
+                    if not self._resolve(answer):
                         return
-                    future = self.pending.popleft()
-                    if not future.done():
-                        future.set_result(answer)
                 del buffer[:offset]
         except OSError as exc:
             logger.debug("stream to node %s broke: %s", self.node_id, exc)
         finally:
             self.close()
+
+    def _resolve(self, answer: _Answer) -> bool:
+        """Hand *answer* to the oldest unanswered frame; False (after a warning) when there is none."""
+        if not self.pending:
+            logger.warning("node %s sent an acknowledgement for nothing; closing", self.node_id)
+            return False
+        future = self.pending.popleft()
+        if not future.done():
+            future.set_result(answer)
+        return True
 
     def close(self) -> None:
         if self.closed:
