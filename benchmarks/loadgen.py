@@ -243,6 +243,7 @@ async def open_close(cfg: Config) -> dict[str, float]:
     workers = [asyncio.ensure_future(worker()) for _ in range(cfg.open_close_concurrency)]
     meter = CpuMeter(cfg.server_pid)
     await asyncio.sleep(cfg.warmup_seconds)
+    _progress("open_close: measuring")
     counting = True
     meter.start()
     await asyncio.sleep(cfg.open_close_seconds)

@@ -81,6 +81,8 @@ def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int
     use_uvloop = _uvloop_available()
     if case == "echo":
         config: dict[str, Any] = {"echo_connections": [size], "echo_seconds": seconds, "warmup_seconds": 1}
+    elif case == "open_close":
+        config = {"open_close_seconds": seconds, "open_close_concurrency": size}
     else:
         # One fan-out kind (the fastest), repeated for about *seconds*.
         config = {"fanout_sizes": [size], "fanout_triggers": max(5, int(seconds / 0.15)), "fanout_via": ["fastest"]}
@@ -143,7 +145,7 @@ def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int
         log = recorder.stdout.read() if recorder is not None and recorder.stdout else "py-spy did not start"
         raise SystemExit(f"py-spy failed: {log[-2000:]}")
     results: dict[str, Any] = json.loads(stdout)["results"]
-    figures: dict[str, Any] = results[f"{case}_{size}"]
+    figures: dict[str, Any] = results["open_close" if case == "open_close" else f"{case}_{size}"]
     return figures
 
 
@@ -151,14 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     """Profile the chosen servers and print each one's summary."""
     parser = argparse.ArgumentParser(description="Profile the benchmark servers with py-spy.")
     parser.add_argument("--server", choices=["wsframe", "raw", "both"], default="both")
-    parser.add_argument("--case", choices=["echo", "fanout"], default="echo")
-    parser.add_argument("--size", type=int, help="connections (default: echo 100, fan-out 10000)")
+    parser.add_argument("--case", choices=["echo", "open_close", "fanout"], default="echo")
+    parser.add_argument(
+        "--size", type=int, help="connections (default: echo 100, open_close 16 at a time, fan-out 10000)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="about how long to sample")
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    size = args.size or (100 if args.case == "echo" else 10000)
+    size = args.size or {"echo": 100, "open_close": 16, "fanout": 10000}[args.case]
     args.results_dir.mkdir(parents=True, exist_ok=True)
     kinds = ["raw", "wsframe"] if args.server == "both" else [args.server]
     for kind in kinds:
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = profile_server(kind, case=args.case, seconds=args.seconds, size=size, rate=args.rate, output=output)
         if args.case == "echo":
             headline = f"{figures['msgs_per_s']:,.0f} round trips/s"
+        elif args.case == "open_close":
+            headline = f"{figures['per_s']:,.0f} connections opened and closed per second"
         else:
             headline = f"median {statistics.median(figures['ms']):.1f} ms until the last client received it"
         print(

@@ -177,7 +177,8 @@ def _server_command(kind: str, port: int, use_uvloop: bool) -> list[str]:
         command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     else:
         command = [sys.executable, "-m", "benchmarks.servers", "--host", "127.0.0.1", "--port", str(port)]
-    return [*command, "--uvloop"] if use_uvloop else command
+        return [*command, "--uvloop"] if use_uvloop else command
+    return [*command, "--loop", "uvloop" if use_uvloop else "asyncio"]
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -213,7 +214,11 @@ def run_session(kind: str, config: dict[str, Any], *, use_uvloop: bool, timeout:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for_port(port, server, timeout=30)
+            try:
+                _wait_for_port(port, server, timeout=30)
+            except RuntimeError as exc:
+                server_log.seek(0)
+                raise RuntimeError(f"{kind}: {exc}:\n{server_log.read().decode(errors='replace')[-3000:]}") from None
             loadgen_command = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(port)]
             loadgen_command += ["--server-pid", str(server.pid), "--config", json.dumps(config)]
             if use_uvloop:
@@ -522,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
             "config": config,
             "fanout_api": "wsframe: send_message_to_websocket() per connection; raw: ws.send_str() per connection",
         },
-        "cases": aggregate(cases, sessions),
+        # --config '{"cases": [...]}' may have run only some of them.
+        "cases": aggregate([case for case in cases if all(case.id in s for s in sessions["raw"])], sessions),
     }
     markdown = render_markdown(report)
     args.results_dir.mkdir(parents=True, exist_ok=True)
