@@ -21,6 +21,7 @@ import dataclasses
 import enum
 import logging
 import re
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -103,6 +104,24 @@ def _handshake_problem(request: web.Request) -> str | None:
 
 
 _ABSURD_NUMBER = re.compile(r"\d{4,}")
+
+
+def _utf8_size(data: str | bytes, limit: int) -> int:
+    """Size of *data* in bytes, without encoding a str that cannot exceed *limit*."""
+    if isinstance(data, bytes) or len(data) * 4 <= limit:
+        return len(data)
+    return len(data.encode())
+
+
+class _WebSocketResponse(web.WebSocketResponse):
+    """aiohttp's response, failing a connection whose compressed data is corrupt with 1007, not 1000."""
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        # receive() calls close() without a code after a non-protocol error in the
+        # reader; the only such error a peer can cause is a zlib decompression error.
+        if code == status.WS_1000_NORMAL_CLOSURE and isinstance(self.exception(), zlib.error):
+            code = status.WS_1007_INVALID_FRAME_PAYLOAD_DATA
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class GenericWebsocket:
@@ -321,15 +340,16 @@ class GenericWebsocket:
 
     def _make_response(self, subprotocol: str | None) -> web.WebSocketResponse:
         settings = self._config.settings
-        return web.WebSocketResponse(
+        return _WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             heartbeat=settings.heartbeat or None,
             # aiohttp rejects a plain message of exactly max_msg_size bytes (its
-            # check is >=), ours is inclusive; but it checks inflated messages
-            # with >, so with compression on the limit is passed as is.
-            max_msg_size=settings.max_message_size + (0 if settings.compression else 1),
+            # check is >=), ours is inclusive. It checks inflated messages with
+            # >, so one byte more slips through there: _receive_loop checks those.
+            max_msg_size=settings.max_message_size + 1,
             compress=settings.compression,
             timeout=settings.close_timeout,
+            autoclose=False,  # answered in _receive_loop: aiohttp takes 1006 and >= 5000 as valid
             autoping=False,  # answered in _receive_loop, through the bounded buffer
             # Never let aiohttp's writer wait for drain: max_outbound_buffer bounds
             # the buffer instead, so one slow client cannot stall a sender.
@@ -472,6 +492,7 @@ class GenericWebsocket:
         decode = config.decoder
         idle_timeout = config.settings.idle_timeout
         rate = config.settings.rate_limit
+        inflated_limit = config.settings.max_message_size if ws.compress else None
         if rate is not None:
             loop = asyncio.get_running_loop()
             burst = tokens = max(1.0, rate)
@@ -489,6 +510,9 @@ class GenericWebsocket:
                 return
             kind = msg.type
             if kind is text or kind is binary:
+                if inflated_limit is not None and _utf8_size(msg.data, inflated_limit) > inflated_limit:
+                    await self.close(status.WS_1009_MESSAGE_TOO_BIG)
+                    return
                 if rate is not None:
                     # Token bucket: refill at `rate` per second up to `burst`.
                     now = loop.time()
@@ -530,9 +554,12 @@ class GenericWebsocket:
             if kind is WSMsgType.PONG:
                 continue  # the heartbeat already counted it as traffic
             if kind is WSMsgType.CLOSE:
-                # aiohttp has already answered with its own close frame.
                 code = msg.data or status.WS_1005_NO_STATUS_RCVD
                 self._mark_closed(code, msg.extra or "")
+                # aiohttp's reader lets 1006 and codes >= 5000 through; RFC 6455 7.4 forbids them.
+                valid = not msg.data or status.is_valid_close_code(msg.data)
+                reply = status.WS_1000_NORMAL_CLOSURE if valid else status.WS_1002_PROTOCOL_ERROR
+                await ws.close(code=reply, drain=False)
             elif kind is WSMsgType.ERROR:
                 # Oversized or malformed frame, or a failed heartbeat; aiohttp
                 # sent the matching close code (1009, 1002, 1007) if it could.

@@ -155,13 +155,6 @@ def test_bomb_after_valid_compressed_messages_closes_with_1009_after_their_echoe
         assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="aiohttp lets zlib.error out of its reader as a plain exception; WebSocketResponse.receive() then "
-    "calls close() without a code, so a corrupt compressed payload is answered with 1000 (normal closure) "
-    "instead of failing the connection (RFC 6455 7.1.7) with 1007, which IANA names 'invalid frame payload data'.",
-)
 def test_corrupt_compressed_payload_closes_with_1007(server: LiveServer) -> None:
     with server.connect("/ws/deflate/", deflate=True) as ws:
         ws.send_frame(Opcode.BINARY, b"\xff\xff\xff\xff not deflate", rsv=RSV1)
@@ -191,14 +184,6 @@ def test_compression_bomb_with_app_wide_compression_closes_with_1009(app_deflate
     assert app_deflate_server.wait_registry_size(0) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="wsframe now gives aiohttp max_msg_size=max_message_size (no +1) when the handler has compression "
-    "on, to fix the inflated-size check; but plain frames are still checked with '>=', so on such a handler "
-    "an uncompressed message of exactly max_message_size is refused with 1009, whether or not the client "
-    "negotiated permessage-deflate.",
-)
 @pytest.mark.parametrize("negotiated", [False, True], ids=["deflate-not-negotiated", "deflate-negotiated"])
 def test_plain_message_of_exactly_1_mib_on_a_compression_handler_is_echoed(
     server: LiveServer, negotiated: bool
