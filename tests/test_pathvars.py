@@ -42,6 +42,8 @@ U = uuid.UUID("12345678-1234-5678-1234-567812345678")
         (int, "-7", -7),
         (int, "007", 7),
         (float, "1.5", 1.5),
+        (float, "-2e3", -2000.0),
+        (float, ".5", 0.5),
         (bool, "true", True),
         (bool, "False", False),
         (bool, "1", True),
@@ -58,7 +60,19 @@ def test_value_converts(annotation: Any, value: str, expected: Any) -> None:
 
 @pytest.mark.parametrize(
     ("annotation", "value"),
-    [(int, "abc"), (int, "1.5"), (int, "1e3"), (float, "x"), (bool, "yes"), (uuid.UUID, "nope"), (Color, "green")],
+    [
+        (int, "abc"),
+        (int, "1.5"),
+        (int, "1e3"),
+        (float, "x"),
+        (float, "nan"),
+        (float, "inf"),
+        (float, "1_0"),
+        (float, " 1"),
+        (bool, "yes"),
+        (uuid.UUID, "nope"),
+        (Color, "green"),
+    ],
 )
 def test_value_that_does_not_convert_gives_none(annotation: Any, value: str) -> None:
     assert convert_one(annotation, value) is None

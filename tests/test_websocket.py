@@ -134,6 +134,15 @@ async def test_accept_with_subprotocol_and_headers(serve: Serve) -> None:
     await ws.aclose()
 
 
+async def test_declined_subprotocols_are_not_logged_as_warnings(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    client = await serve(create_app({"ws/": Echo}))
+    for _ in range(3):
+        ws = await raw_connect(client, "/ws/", {"Sec-WebSocket-Protocol": "spam.v1, spam.v2"})
+        assert "sec-websocket-protocol" not in ws.headers
+        await ws.aclose()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 async def test_accept_twice_raises(serve: Serve) -> None:
     errors: list[str] = []
 

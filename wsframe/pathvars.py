@@ -42,11 +42,14 @@ def _to_int(value: str) -> int:
         raise _NoMatch from None
 
 
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _to_float(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise _NoMatch from None
+    # Python's float() also takes 'nan', 'inf', '1_0' and surrounding spaces: not numbers in a URL.
+    if not _FLOAT.fullmatch(value):
+        raise _NoMatch
+    return float(value)
 
 
 def _to_bool(value: str) -> bool:

@@ -49,6 +49,16 @@ logger = logging.getLogger("wsframe.websocket")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
+def _not_a_subprotocol_mismatch(record: logging.LogRecord) -> bool:
+    # aiohttp warns on every handshake whose offered subprotocols the server
+    # does not pick: a client could flood the log with them. Declining a
+    # subprotocol is a normal outcome (RFC 6455 4.2.2), not a warning.
+    return not (isinstance(record.msg, str) and record.msg.startswith("%s: Client protocols"))
+
+
+logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
+
 _NO_DRAIN = 1 << 62
 
 MAX_REASON_BYTES = 123
