@@ -4,10 +4,10 @@ It runs as its own process (``benchmarks.run`` pins it to a core of its own)
 and measures, besides each case's figures, its own CPU use and the server's
 over the same window, so a reader can see which side was the bottleneck::
 
-    python -m benchmarks.loadgen --port 8001 --server-pid 1234 --config '{"echo_seconds": 1}'
+    python -m benchmarks.loadgen --target raw:8001:1234 --target wsframe:8002:1235 --config '{"echo_seconds": 1}'
 
-Cases, in the order they run (a fresh server for every session, so memory is
-measured first, before any other case has grown the heap):
+Cases, in the order they run (on fresh servers, so memory is measured first,
+before any other case has grown the heap); the servers take turns case by case:
 
 ``idle_memory``  RSS of the server with N idle connections minus its RSS before, per connection.
 ``echo_<n>``     n connections each sending a 64-byte text message and waiting for the echo,
@@ -36,6 +36,7 @@ from .wsclient import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect, con
 __all__ = ["Config", "CpuMeter", "run_session", "main", "raise_file_limit", "server_rss_kib", "percentile"]
 
 ECHO_PAYLOAD = b"e" * 64
+Results = dict[str, dict[str, Any]]
 WS_PATH = "/ws/"
 FANOUT_PATH = "/fanout/"
 
@@ -384,38 +385,59 @@ def _progress(case: str) -> None:
         print(f"loadgen: {case}", file=sys.stderr, flush=True)
 
 
-async def run_session(cfg: Config) -> dict[str, Any]:
-    """Run every case once against the server at ``cfg.host:cfg.port``; return case id -> figures."""
-    results: dict[str, Any] = {}
-    _progress("warm-up")
-    await warm_up(cfg)
+async def run_session(cfg: Config, targets: list[tuple[str, int, int]], first: int = 0) -> dict[str, dict[str, Any]]:
+    """Run every case against every ``(name, port, pid)`` target; return name -> case id -> figures.
+
+    The targets take turns case by case, and which goes first alternates (starting
+    with ``targets[first % len(targets)]``), so a change in machine load between
+    cases hits every server alike and each comparison is a few seconds apart.
+    """
+    per_target = {name: dataclasses.replace(cfg, port=port, server_pid=pid) for name, port, pid in targets}
+    results: dict[str, dict[str, Any]] = {name: {} for name in per_target}
+    turn = first
+
+    def in_turn() -> list[tuple[str, Config]]:
+        nonlocal turn
+        items = list(per_target.items())
+        shift = turn % len(items)
+        turn += 1
+        return items[shift:] + items[:shift]
+
+    for name, target in in_turn():
+        _progress(f"{name}: warm-up")
+        await warm_up(target)
     if "idle_memory" in cfg.cases:
-        _progress("idle_memory")
-        results["idle_memory"] = await idle_memory(cfg)
+        for name, target in in_turn():
+            _progress(f"{name}: idle_memory")
+            results[name]["idle_memory"] = await idle_memory(target)
     if "echo" in cfg.cases:
         for connections in cfg.echo_connections:
-            _progress(f"echo_{connections}")
-            results[f"echo_{connections}"] = await echo(cfg, connections)
+            for name, target in in_turn():
+                _progress(f"{name}: echo_{connections}")
+                results[name][f"echo_{connections}"] = await echo(target, connections)
     if "open_close" in cfg.cases:
-        _progress("open_close")
-        results["open_close"] = await open_close(cfg)
+        for name, target in in_turn():
+            _progress(f"{name}: open_close")
+            results[name]["open_close"] = await open_close(target)
     if "fanout" in cfg.cases:
-        counter = _Fanout()
-        clients: list[WsClient] = []
-        try:
-            for size in sorted(cfg.fanout_sizes):
-                _progress(f"fanout_{size}")
-                results[f"fanout_{size}"] = await fanout(cfg, clients, size, counter)
-        finally:
-            await _close_all(clients, settle=0)
+        # One server at a time: 10,000 connections to each at once would need twice the file descriptors.
+        for name, target in in_turn():
+            counter = _Fanout()
+            clients: list[WsClient] = []
+            try:
+                for size in sorted(cfg.fanout_sizes):
+                    _progress(f"{name}: fanout_{size}")
+                    results[name][f"fanout_{size}"] = await fanout(target, clients, size, counter)
+            finally:
+                await _close_all(clients, settle=cfg.settle_seconds)
     return results
 
 
-def _runner_factory(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]]:
+def _runner_factory(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, Results]], Results]:
     if use_uvloop:
         import uvloop
 
-        def run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        def run(coro: Coroutine[Any, Any, Results]) -> Results:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 return runner.run(coro)
 
@@ -423,19 +445,30 @@ def _runner_factory(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, dict[str,
     return asyncio.run
 
 
+def _target(text: str) -> tuple[str, int, int]:
+    name, port, pid = text.split(":")
+    return name, int(port), int(pid)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one session and print ``{"results": ..., "uvloop": bool}`` as JSON on stdout."""
+    """Run one session and print ``{"results": {name: {case: figures}}, "uvloop": bool}`` as JSON on stdout."""
     parser = argparse.ArgumentParser(description="wsframe benchmark load generator (one session).")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--server-pid", type=int, required=True, help="pid of the server, for its memory and CPU")
+    parser.add_argument(
+        "--target",
+        type=_target,
+        action="append",
+        required=True,
+        help="NAME:PORT:PID of a server to measure (PID for its memory and CPU); repeat for several",
+    )
+    parser.add_argument("--first", type=int, default=0, help="index of the target that goes first")
     parser.add_argument("--config", default="{}", help="JSON object of Config fields")
     parser.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
     args = parser.parse_args(argv)
     cfg = Config(**json.loads(args.config))
-    cfg.host, cfg.port, cfg.server_pid = args.host, args.port, args.server_pid
+    cfg.host = args.host
     raise_file_limit(max([cfg.idle_connections, *cfg.fanout_sizes]) + 200)
-    results = _runner_factory(args.uvloop)(run_session(cfg))
+    results = _runner_factory(args.uvloop)(run_session(cfg, args.target, args.first))
     json.dump({"results": results, "uvloop": args.uvloop}, sys.stdout)
     sys.stdout.write("\n")
     return 0

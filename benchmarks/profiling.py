@@ -87,7 +87,7 @@ def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int
         # One fan-out kind (the fastest), repeated for about *seconds*.
         config = {"fanout_sizes": [size], "fanout_triggers": max(5, int(seconds / 0.15)), "fanout_via": ["fastest"]}
     config["cases"] = [case]
-    loadgen_command = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(port), "--config", json.dumps(config)]
+    loadgen_command = [sys.executable, "-m", "benchmarks.loadgen", "--config", json.dumps(config)]
     if use_uvloop:
         loadgen_command.append("--uvloop")
     with tempfile.TemporaryFile() as server_log:
@@ -97,7 +97,7 @@ def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int
         try:
             _wait_for_port(port, server, timeout=30)
             loadgen = subprocess.Popen(
-                _pinned([*loadgen_command, "--server-pid", str(server.pid)], loadgen_core),
+                _pinned([*loadgen_command, "--target", f"{kind}:{port}:{server.pid}"], loadgen_core),
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -144,7 +144,7 @@ def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int
     if recorder is None or recorder.returncode not in (0, -signal.SIGINT):
         log = recorder.stdout.read() if recorder is not None and recorder.stdout else "py-spy did not start"
         raise SystemExit(f"py-spy failed: {log[-2000:]}")
-    results: dict[str, Any] = json.loads(stdout)["results"]
+    results: dict[str, Any] = json.loads(stdout)["results"][kind]
     figures: dict[str, Any] = results["open_close" if case == "open_close" else f"{case}_{size}"]
     return figures
 

@@ -6,10 +6,11 @@
     python -m benchmarks.run --smoke    # seconds: tiny N, one repetition; checks that it runs
     python benchmarks/run.py --help
 
-Each repetition starts a fresh server process per framework (pinned to one
-core with ``taskset``) and a fresh load generator (pinned to another), runs
-every case of :mod:`benchmarks.loadgen`, and stops both. The frameworks
-alternate which goes first, so a drift in machine load hits both alike.
+Each repetition starts a fresh server process per framework (both pinned to
+one core with ``taskset``) and a fresh load generator (pinned to another),
+which runs every case of :mod:`benchmarks.loadgen` against the two servers in
+turn, case by case, alternating which goes first; so a drift in machine load
+hits both alike and each comparison is seconds apart.
 Every figure is the median over repetitions, with min-max, and the ratio
 wsframe/raw of the medians.
 
@@ -202,25 +203,39 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def run_session(kind: str, config: dict[str, Any], *, use_uvloop: bool, timeout: float) -> dict[str, Any]:
-    """Start a *kind* server and a load generator on their cores; return the load generator's results."""
+def run_repetition(
+    config: dict[str, Any], *, first: int, use_uvloop: bool, timeout: float
+) -> dict[str, dict[str, Any]]:
+    """Start both servers on the server core and one load generator on the other; return kind -> results.
+
+    The servers take turns case by case (``first`` says which starts), so each
+    comparison is seconds apart; the one not being measured sits idle.
+    """
     server_core, loadgen_core = _cores()
-    port = _free_port()
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
     with tempfile.TemporaryFile() as server_log:
-        server = subprocess.Popen(
-            _pinned(_server_command(kind, port, use_uvloop), server_core),
-            cwd=ROOT,
-            stdout=server_log,
-            stderr=subprocess.STDOUT,
-        )
         try:
-            try:
-                _wait_for_port(port, server, timeout=30)
-            except RuntimeError as exc:
-                server_log.seek(0)
-                raise RuntimeError(f"{kind}: {exc}:\n{server_log.read().decode(errors='replace')[-3000:]}") from None
-            loadgen_command = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(port)]
-            loadgen_command += ["--server-pid", str(server.pid), "--config", json.dumps(config)]
+            for kind in KINDS:
+                ports[kind] = _free_port()
+                servers[kind] = subprocess.Popen(
+                    _pinned(_server_command(kind, ports[kind], use_uvloop), server_core),
+                    cwd=ROOT,
+                    stdout=server_log,
+                    stderr=subprocess.STDOUT,
+                )
+            for kind in KINDS:
+                try:
+                    _wait_for_port(ports[kind], servers[kind], timeout=30)
+                except RuntimeError as exc:
+                    server_log.seek(0)
+                    raise RuntimeError(
+                        f"{kind}: {exc}:\n{server_log.read().decode(errors='replace')[-3000:]}"
+                    ) from None
+            loadgen_command = [sys.executable, "-m", "benchmarks.loadgen", "--config", json.dumps(config)]
+            for kind in KINDS:
+                loadgen_command += ["--target", f"{kind}:{ports[kind]}:{servers[kind].pid}"]
+            loadgen_command += ["--first", str(first)]
             if use_uvloop:
                 loadgen_command.append("--uvloop")
             done = subprocess.run(
@@ -232,16 +247,17 @@ def run_session(kind: str, config: dict[str, Any], *, use_uvloop: bool, timeout:
                 check=False,
             )
         finally:
-            _stop(server)
+            for server in servers.values():
+                _stop(server)
             server_log.seek(0)
             server_output = server_log.read().decode(errors="replace")
     if done.returncode != 0:
         raise RuntimeError(
-            f"load generator against {kind} failed ({done.returncode}):\n{done.stderr[-3000:]}\n"
+            f"load generator failed ({done.returncode}):\n{done.stderr[-3000:]}\n"
             f"server output:\n{server_output[-3000:]}"
         )
-    session: dict[str, Any] = json.loads(done.stdout)["results"]
-    return session
+    results: dict[str, dict[str, Any]] = json.loads(done.stdout)["results"]
+    return results
 
 
 # ---------------------------------------------------------------- aggregation
@@ -504,10 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     sessions: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     for repetition in range(repetitions):
-        order = KINDS if repetition % 2 == 0 else KINDS[::-1]
-        for kind in order:
-            print(f"repetition {repetition + 1}/{repetitions}: {LABELS[kind]} ...", file=sys.stderr, flush=True)
-            sessions[kind].append(run_session(kind, config, use_uvloop=use_uvloop, timeout=120 if args.smoke else 600))
+        print(f"repetition {repetition + 1}/{repetitions} ...", file=sys.stderr, flush=True)
+        results = run_repetition(config, first=repetition, use_uvloop=use_uvloop, timeout=120 if args.smoke else 900)
+        for kind in KINDS:
+            sessions[kind].append(results[kind])
     report: dict[str, Any] = {
         "meta": {
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
