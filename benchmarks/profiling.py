@@ -68,7 +68,9 @@ def summarise(collapsed: str, top: int = 25) -> str:
     return "\n".join(out) + "\n"
 
 
-def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int, output: Path) -> dict[str, Any]:
+def profile_server(
+    kind: str, *, case: str, seconds: float, size: int, rate: int, output: Path, via: str = "fastest"
+) -> dict[str, Any]:
     """Profile *kind*'s server during *case*'s measured phase; write collapsed stacks to *output*.
 
     Sampling starts when the load generator reports that measuring began, so
@@ -84,8 +86,8 @@ def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int
     elif case == "open_close":
         config = {"open_close_seconds": seconds, "open_close_concurrency": size}
     else:
-        # One fan-out kind (the fastest), repeated for about *seconds*.
-        config = {"fanout_sizes": [size], "fanout_triggers": max(5, int(seconds / 0.15)), "fanout_via": ["fastest"]}
+        # One fan-out kind (*via*: "fastest" or "id"), repeated for about *seconds*.
+        config = {"fanout_sizes": [size], "fanout_triggers": max(5, int(seconds / 0.15)), "fanout_via": [via]}
     config["cases"] = [case]
     loadgen_command = [sys.executable, "-m", "benchmarks.loadgen", "--config", json.dumps(config)]
     if use_uvloop:
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size", type=int, help="connections (default: echo 100, open_close 16 at a time, fan-out 10000)"
     )
+    parser.add_argument("--via", choices=["fastest", "id"], default="fastest", help="fan-out: group send or per id")
     parser.add_argument("--seconds", type=float, default=10.0, help="about how long to sample")
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
@@ -167,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ["raw", "wsframe"] if args.server == "both" else [args.server]
     for kind in kinds:
         output = args.results_dir / f"profile-{args.case}-{kind}.txt"
-        figures = profile_server(kind, case=args.case, seconds=args.seconds, size=size, rate=args.rate, output=output)
+        figures = profile_server(
+            kind, case=args.case, seconds=args.seconds, size=size, rate=args.rate, output=output, via=args.via
+        )
         if args.case == "echo":
             headline = f"{figures['msgs_per_s']:,.0f} round trips/s"
         elif args.case == "open_close":
             headline = f"{figures['per_s']:,.0f} connections opened and closed per second"
         else:
-            headline = f"median {statistics.median(figures['ms']):.1f} ms until the last client received it"
+            times = figures["ms" if args.via == "fastest" else "ms_per_id"]
+            headline = f"median {statistics.median(times):.1f} ms until the last client received it"
         print(
             f"=== {kind}, {args.case} with {size} connections under py-spy: {headline}, "
             f"server CPU {figures['server_cpu']:.2f}; stacks in {output}"
