@@ -425,17 +425,9 @@ def render_chart(report: dict[str, Any], path: Path) -> None:
             [summary["median"] - summary["min"] for _, summary, _ in bars],
             [summary["max"] - summary["median"] for _, summary, _ in bars],
         ]
-        ax.bar([label for label, _, _ in bars], medians, yerr=errors, capsize=4, color=[c for _, _, c in bars])
-        for x, value in enumerate(medians):
-            ax.annotate(
-                _number(value),
-                (x, value),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
+        # The median goes in the tick label, clear of the min-max error bar.
+        labels = [f"{label}\n{_number(value)}" for (label, _, _), value in zip(bars, medians, strict=True)]
+        ax.bar(labels, medians, yerr=errors, capsize=4, color=[c for _, _, c in bars])
         ax.set_title(title, fontsize=8.5)
         ax.tick_params(labelsize=8)
         ax.margins(y=0.2)
