@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType
 
 from samples.book.urls import urls as book_urls
@@ -75,3 +77,48 @@ async def test_chat_rejects_a_malformed_message_with_1007(serve: Serve) -> None:
         1007,
         "Invalid message: Object missing required field `text`",
     )
+
+
+async def test_cluster_sample_delivers_a_tick_to_listeners_on_every_worker() -> None:
+    import contextlib
+    import secrets
+
+    from tests.apps.redis_server import SHARED_REDIS_URL, require_shared_redis
+    from wsframe.testing import WebsocketTestCluster
+
+    require_shared_redis()
+    channel = f"test-{secrets.token_hex(4)}"
+    cluster = WebsocketTestCluster(
+        "samples.cluster.app:app",
+        workers=2,
+        env={"WSFRAME_REDIS": SHARED_REDIS_URL},
+        gunicorn_args=["-c", "samples/cluster/gunicorn.conf.py"],  # the recipe's settings load and apply
+        timeout=5.0,
+    )
+    async with cluster, contextlib.AsyncExitStack() as stack:
+        # Until both workers answer, the first one to boot takes every connection.
+        answered: set[int] = set()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+            for _ in range(300):
+                async with fresh.get(f"{cluster.url}/health/") as response:
+                    answered.add((await response.json())["worker"])
+                if len(answered) == 2:
+                    break
+                await asyncio.sleep(0.05)
+        listeners = []
+        workers: set[int] = set()
+        for _ in range(40):  # until the kernel has put listeners on both workers
+            listener = await stack.enter_async_context(cluster.connect(f"/ws/ticker/{channel}/"))
+            welcome = await listener.receive_json()
+            listeners.append(listener)
+            workers.add(welcome["worker"])
+            if len(workers) == 2 and len(listeners) >= 4:
+                break
+        assert len(workers) == 2
+        response = await cluster.post(f"/publish/{channel}/", json={"price": 42})
+        assert (await response.json())["listeners"] == len(listeners)
+        for listener in listeners:
+            tick = await listener.receive_json()
+            assert (tick["type"], tick["tick"]) == ("tick", {"price": 42})
+        bad = await cluster.post(f"/publish/{channel}/", data=b"[1, 2]")
+        assert bad.status == 400
