@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -204,11 +205,20 @@ class Member(GenericWebsocket):
 
 
 @pytest.fixture
-async def group_nodes(serve: Serve, prefix: str) -> tuple[WsClient, WsClient]:
+async def group_nodes(serve: Serve, prefix: str) -> AsyncIterator[tuple[WsClient, WsClient]]:
     def app() -> web.Application:
         return create_app({"ws/<group>/": Member}, backend=RedisBackend(SHARED_REDIS_URL, prefix=prefix))
 
-    return await serve(app()), await serve(app())
+    yield await serve(app()), await serve(app())
+    # Let every member's leave reach Redis before the nodes stop: a leave still running when
+    # the backend closes its connection pool opens a connection that nobody closes.
+    for ws in RawWebsocket.opened:
+        ws.abort()
+    async with aioredis.Redis.from_url(SHARED_REDIS_URL) as client:
+        for _ in range(100):
+            if not [key async for key in client.scan_iter(match=f"{prefix}members:*")]:
+                break
+            await asyncio.sleep(0.02)
 
 
 async def join(client: WsClient, group: str) -> tuple[RawWebsocket, str]:
