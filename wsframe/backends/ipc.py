@@ -610,6 +610,10 @@ class IpcBackend(Backend):
                 ) from None
             except OSError as exc:
                 raise BackendUnavailableError(f"cannot reach worker node {node_id} at {path}: {exc}") from exc
+            if self._server is None:
+                # Shut down while connecting: a stream cached now would outlive the backend.
+                writer.close()
+                return None
             peer = _Peer(node_id, reader, writer)
             own = self._registry.node_id if self._registry is not None else ""
             # Every stream opens by naming its sender: that is how a node
