@@ -170,12 +170,13 @@ async def test_group_members_agrees_with_who_is_connected_from_every_worker(
     answered_by: set[int] = set()
     # A new TCP connection per request, so the kernel spreads the requests over the workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
-        for _ in range(30):
+        for _ in range(300):  # the kernel may hand many fresh connections in a row to one idle worker
             seen, pid = await members_seen(fresh, cluster, "red")
             assert seen == expected
             answered_by.add(pid)
             if len(answered_by) >= 2:
                 break
+            await asyncio.sleep(0.01)
     assert len(answered_by) >= 2
 
 

@@ -39,6 +39,8 @@ logger = logging.getLogger("wsframe.registry")
 
 NODE_ID_LENGTH = 8
 CONNECTION_ID_LENGTH = 32
+FINISH_SECONDS = 2.0
+"""How long shutdown waits, after the drain, for handlers to finish disconnect()."""
 
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_.:@=+-]{1,128}")
 
@@ -100,7 +102,10 @@ class Registry:
         """Close every connection with *code* within *drain_seconds*, then stop the backend.
 
         Connections that have not finished their closing handshake by then are
-        dropped at the TCP level, so shutdown never waits longer than *timeout*.
+        dropped at the TCP level. Then their handlers get up to
+        ``FINISH_SECONDS`` more to leave their groups and run ``disconnect()``
+        (which may use the backend), so shutdown waits at most
+        ``drain_seconds + FINISH_SECONDS``.
         """
         connections = list(self.connections.values())
         if connections:
@@ -111,6 +116,11 @@ class Registry:
                 task.cancel()
             for connection in connections:
                 connection._abort()
+            finishing = [c._finished for c in connections if not c._finished.done()]
+            if finishing:
+                _, unfinished = await asyncio.wait(finishing, timeout=FINISH_SECONDS)
+                if unfinished:
+                    logger.warning("%d handler(s) still in disconnect() at shutdown", len(unfinished))
         await self.backend.on_shutdown()
 
     async def send(self, connection_id: str, data: Any) -> None:

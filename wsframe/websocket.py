@@ -200,6 +200,9 @@ class GenericWebsocket:
         self._closing_done: asyncio.Future[None] | None = None
         self._disconnected = False
         self._groups: set[str] = set()
+        # Done when the handler has left the registry and its groups and run
+        # disconnect(): what app shutdown waits for before stopping the backend.
+        self._finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # ----------------------------------------------------------------- hooks
 
@@ -592,14 +595,18 @@ class GenericWebsocket:
     async def _finish(self) -> web.StreamResponse:
         self._registry.discard(self.connection_id)
         self._state = _State.CLOSED
-        if self._groups:
-            await self._registry.leave_all_groups(self)
-        if not self._disconnected:
-            self._disconnected = True
-            try:
-                await self.disconnect(self._close_code or status.WS_1006_ABNORMAL_CLOSURE)
-            except Exception:
-                logger.exception("%s.disconnect() failed", type(self).__qualname__)
+        try:
+            if self._groups:
+                await self._registry.leave_all_groups(self)
+            if not self._disconnected:
+                self._disconnected = True
+                try:
+                    await self.disconnect(self._close_code or status.WS_1006_ABNORMAL_CLOSURE)
+                except Exception:
+                    logger.exception("%s.disconnect() failed", type(self).__qualname__)
+        finally:
+            if not self._finished.done():
+                self._finished.set_result(None)
         ws = self._ws
         if ws is None:  # pragma: no cover - _finish only runs after accept
             raise RuntimeError("internal error: connection finished without a response")

@@ -84,9 +84,11 @@ class Backend(abc.ABC):
     # cluster-wide member list. The defaults suit a single process.
 
     async def publish_to_group(self, group: str, envelope: Envelope) -> None:  # noqa: B027 - optional hook
-        """Hand a group envelope to every other node with members of *group* (one publish, not one per node).
+        """Hand a group envelope to the other nodes that may have members of *group*.
 
-        Raises BackendUnavailableError quickly when the transport is down.
+        Redis publishes once on the group's channel, which only nodes with
+        members subscribe to; IPC writes it to every other live worker on the
+        machine. Raises BackendUnavailableError quickly when the transport is down.
         """
 
     async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:  # noqa: B027
