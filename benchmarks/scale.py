@@ -448,8 +448,10 @@ def _pin(core: int | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def gunicorn(workers: int, backend: str, heartbeat: float | None, core: int | None, gc_log: Path) -> Iterator[Server]:
-    """``gunicorn -w workers`` serving ``benchmarks.scale_app``; stopped with SIGTERM (SIGKILL after 30 s).
+def gunicorn(
+    workers: int, backend: str, heartbeat: float | None, core: int | None, gc_log: Path, gc_freeze: float | None
+) -> Iterator[Server]:
+    """``gunicorn -w workers`` serving ``benchmarks.scale_app``; stopped with SIGTERM (SIGKILL after 45 s).
 
     Each worker writes its garbage-collection log into *gc_log* when it stops.
     """
@@ -462,9 +464,10 @@ def gunicorn(workers: int, backend: str, heartbeat: float | None, core: int | No
         worker_class = "aiohttp.GunicornWebWorker"
     args = [*_pin(core), sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", worker_class]
     args += ["-b", f"127.0.0.1:{port}", "--backlog", "4096", "--no-control-socket", "--log-level", "warning"]
-    args += ["--graceful-timeout", "10", "--timeout", "120"]
+    args += ["--graceful-timeout", "30", "--timeout", "120"]
     env = {**os.environ, "SCALE_BACKEND": backend, "SCALE_HEARTBEAT": "" if heartbeat is None else str(heartbeat)}
     env["SCALE_GC_LOG"] = str(gc_log)
+    env["SCALE_GC_FREEZE"] = "" if gc_freeze is None else str(gc_freeze)
     process = subprocess.Popen([*args, "benchmarks.scale_app:make_app"], cwd=ROOT, env=env)
     server = Server(process, port)
     try:
@@ -484,7 +487,7 @@ def gunicorn(workers: int, backend: str, heartbeat: float | None, core: int | No
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(30)
+            process.wait(45)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -628,11 +631,13 @@ async def run_size(
     pin: bool,
     run_index: int,
     args_profile: Path | None = None,
+    gc_freeze: float | None = None,
 ) -> dict[str, Any]:
     """Measure one N on a fresh server; returns the result row (see the module docstring)."""
     server_core, loadgen_core = (0, 1) if pin else (None, None)
     workers = max(2, math.ceil(n / PER_PROCESS))
     result: dict[str, Any] = {"n": n, "backend": backend_name, "workers": workers, "pinned": pin}
+    result["gc_freeze_every_s"] = gc_freeze
     gc_log = Path(tempfile.mkdtemp(prefix="scale-gc-"))
     windows: dict[str, tuple[float, float]] = {}
     with contextlib.ExitStack() as stack:
@@ -640,7 +645,7 @@ async def run_size(
         # Runs once gunicorn has stopped (exit callbacks run last-in, first-out): its workers wrote their GC logs.
         stack.callback(lambda: result.update(_gc_summary(list(gc_log.glob("*.json")), windows)))
         backend = stack.enter_context(redis_server()) if backend_name == "redis" else ""
-        server = stack.enter_context(gunicorn(workers, backend, heartbeat, server_core, gc_log))
+        server = stack.enter_context(gunicorn(workers, backend, heartbeat, server_core, gc_log, gc_freeze))
         await _warm_up(server.port, loadgen_core, run_index)
         await asyncio.sleep(1.0)
         rss_0, tcp_0 = server.rss(), _tcp_kernel_bytes()
@@ -731,6 +736,8 @@ COLUMNS = [
     ("n", "N"),
     ("backend", "backend"),
     ("workers", "workers"),
+    ("pinned", "pinned"),
+    ("gc_freeze_every_s", "gc.freeze every s"),
     ("opened", "opened"),
     ("open_seconds", "open s"),
     ("opens_per_s", "opens/s"),
@@ -745,6 +752,10 @@ COLUMNS = [
     ("last_received_ms", "last ms"),
     ("delivered_exactly_once", "got exactly 1"),
     ("server_cpu_delivery_s", "server CPU s (delivery)"),
+    ("server_cpu_per_s_holding", "server cores busy holding N idle"),
+    ("gc_full_count_hold", "full GCs while holding"),
+    ("gc_longest_ms_hold", "longest GC ms (hold)"),
+    ("gc_full_s_delivery", "full GC s in delivery"),
     ("loadgen_cpu_open_s", "loadgen CPU s (open)"),
     ("loadgen_cpu_delivery_s", "loadgen CPU s (delivery)"),
 ]
@@ -756,14 +767,18 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "# Scale: N open websockets, one group message to all",
         "",
         f"Command: `{meta['command']}`; {meta['when']}; heartbeat {meta['heartbeat']}; "
-        f"hold {meta['hold']} s; {'server on core 0, load generators on core 1' if meta['pin'] else 'unpinned'}.",
+        f"hold {meta['hold']} s; pinned: server on core 0, load generators on core 1 (taskset).",
         "",
         "| " + " | ".join(title for _, title in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     for row in results:
         lines.append("| " + " | ".join(str(row.get(key, "")) for key, _ in COLUMNS) + " |")
-    lines += ["", "Times are from the POST that triggers `send_message_to_group` to each client's receipt."]
+    lines += [
+        "",
+        "Times are from the POST that triggers `send_message_to_group` to each client's receipt. GC figures are "
+        "wall-clock seconds inside generation-2 collections, summed over the workers that wrote a GC log.",
+    ]
     for row in results:
         if row.get("connect_errors_retried") or not row.get("ok", False):
             lines.append(
@@ -788,6 +803,7 @@ async def drive(args: argparse.Namespace) -> list[dict[str, Any]]:
                         heartbeat=args.heartbeat,
                         pin=args.pin,
                         run_index=run_index,
+                        gc_freeze=args.gc_freeze,
                         args_profile=args.profile.with_suffix(f".{backend}.{n}.txt") if args.profile else None,
                     ),
                     args.hold + 420,
@@ -812,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server/loadgen to cores")
     parser.add_argument("--smoke", action="store_true", help="N=200, 1 s heartbeat, 2.5 s hold: checks that it runs")
     parser.add_argument("--profile", type=Path, help="py-spy the server during delivery into PROFILE.<backend>.<n>.txt")
+    parser.add_argument("--gc-freeze", type=float, help="server workers call gc.freeze() every this many seconds")
+    parser.add_argument("--append", action="store_true", help="add the rows to those already in scale.json")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -834,10 +852,15 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.time() - started, 1),
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
+    if args.append and (args.results_dir / "scale.json").exists():
+        with contextlib.suppress(ValueError, KeyError):
+            earlier = json.loads((args.results_dir / "scale.json").read_text())
+            results = earlier["results"] + results
+            meta["command"] = f"{earlier['meta']['command']}, then {meta['command']}"
     (args.results_dir / "scale.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     (args.results_dir / "scale.md").write_text(markdown(results, meta))
     print(markdown(results, meta))
-    return 0 if all(row.get("ok") for row in results) else 1
+    return 0 if all(row.get("ok") for row in results[-len(args.n) * len(args.backend) :]) else 1
 
 
 if __name__ == "__main__":

@@ -12,11 +12,16 @@ gunicorn); ``SCALE_HEARTBEAT`` is the heartbeat in seconds (empty: wsframe's
 default, 25 s); ``SCALE_GC_LOG`` is a directory where each worker writes, at
 shutdown, ``<pid>.json``: every garbage collection of generation 1 and 2 as
 ``[start, seconds, generation]`` (``time.monotonic()``) and the total time spent in
-generation-0 collections.
+generation-0 collections. ``SCALE_GC_FREEZE`` (seconds, empty: off) makes each
+worker call ``gc.freeze()`` that often, moving every object alive then out of
+the collector's reach: long-lived connection objects are no longer traversed by
+full collections (a tuning experiment, not a default).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -98,4 +103,23 @@ async def make_app() -> web.Application:
             log.write(gc_directory)
 
         app.on_cleanup.append(write_gc_log)
+    freeze_every = os.environ.get("SCALE_GC_FREEZE", "")
+    if freeze_every:
+        app.cleanup_ctx.append(_freezer(float(freeze_every)))
     return app
+
+
+def _freezer(seconds: float) -> Any:
+    async def freeze_periodically(app: web.Application) -> Any:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                gc.freeze()
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return freeze_periodically
