@@ -745,7 +745,6 @@ COLUMNS = [
     ("server_rss_0_mb", "RSS 0 (MB)"),
     ("server_rss_n_mb", "RSS N (MB)"),
     ("server_bytes_per_connection", "server B/conn"),
-    ("kernel_tcp_bytes_per_connection_both_ends", "kernel TCP B/conn"),
     ("send_call_ms", "send call ms"),
     ("median_received_ms", "median ms"),
     ("p99_received_ms", "p99 ms"),
@@ -763,10 +762,11 @@ COLUMNS = [
 
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The results as a Markdown table (one row per N and backend) with how they were measured."""
+    command = meta["command"] if "`" in meta["command"] else f"`{meta['command']}`"
     lines = [
         "# Scale: N open websockets, one group message to all",
         "",
-        f"Command: `{meta['command']}`; {meta['when']}; heartbeat {meta['heartbeat']}; "
+        f"Command: {command}; {meta['when']}; heartbeat {meta['heartbeat']}; "
         f"hold {meta['hold']} s; pinned: server on core 0, load generators on core 1 (taskset).",
         "",
         "| " + " | ".join(title for _, title in COLUMNS) + " |",
@@ -782,8 +782,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for row in results:
         if row.get("connect_errors_retried") or not row.get("ok", False):
             lines.append(
-                f"- N={row['n']} {row['backend']}: ok={row.get('ok')}, connect errors retried "
-                f"{row.get('connect_errors_retried')}, failed {row.get('failed')}, error {row.get('error', '')}"
+                f"- N={row['n']} {row['backend']} (gc.freeze {row.get('gc_freeze_every_s')}): ok={row.get('ok')}, "
+                f"connect errors retried {row.get('connect_errors_retried')}, never opened {row.get('failed')}, "
+                f"closed after the upgrade, before the send {row.get('lost_while_holding')}, got no message "
+                f"{row.get('delivered_none')}, more than one {row.get('delivered_more')}"
+                + (f", error {row['error']}" if "error" in row else "")
             )
     return "\n".join(lines) + "\n"
 
