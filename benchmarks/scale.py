@@ -33,9 +33,14 @@ Server processes run on core 0 and load generators on core 1 (``taskset``;
 
 Run::
 
-    python -m benchmarks.scale                      # N = 10,000 then 100,000 (about 3 minutes)
+    python -m benchmarks.scale                      # N = 10,000 then 100,000 (about 4 minutes)
     python -m benchmarks.scale --n 50000 --backend redis
+    python -m benchmarks.scale --n 100000 --gc-freeze 5   # workers call gc.freeze() every 5 s
+    python -m benchmarks.scale --n 100000 --profile /tmp/scale  # py-spy the server during the delivery
     python -m benchmarks.scale --smoke              # N = 200, 1 s heartbeat: checks that it runs
+
+Each worker logs its generation-1/2 garbage collections (``gc.callbacks``); the
+row reports the collections and the longest pause in each phase (open, hold, delivery).
 
 Writes ``benchmarks/results/scale.json`` and ``scale.md`` (``--results-dir`` to change).
 Every wait is bounded; a run that cannot open every connection reports how
