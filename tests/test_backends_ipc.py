@@ -404,3 +404,18 @@ def test_memory_backend_under_gunicorn_logs_a_warning_saying_what_to_do(
 def test_options_must_be_positive(option: str, sockets_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match=option):
         IpcBackend(sockets_dir, **{option: 0})  # type: ignore[arg-type]
+
+
+def test_listening_socket_appears_only_once_it_accepts_connections(tmp_path: Path) -> None:
+    from wsframe.backends.ipc import _listening_socket
+
+    path = tmp_path / "0123abcd.sock"
+    listener = _listening_socket(path)
+    try:
+        # No temporary name is left behind, and the final name answers at once.
+        assert [p.name for p in tmp_path.iterdir()] == ["0123abcd.sock"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
+            peer.connect(str(path))
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    finally:
+        listener.close()

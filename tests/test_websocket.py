@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
 from tests.rawws import BINARY, CLOSE, TEXT, Frame, HandshakeRejected
@@ -604,3 +604,49 @@ async def test_peer_that_does_not_answer_pings_is_dropped(serve: Serve, caplog: 
         assert codes == [1006]
         kinds = [(await ws.receive(timeout=TIMEOUT)).type for _ in range(3)]
     assert kinds[-1] in (WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+async def test_client_leaving_during_the_handshake_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    gate = asyncio.Event()
+    outcomes: list[str] = []
+
+    class Slow(GenericWebsocket):
+        async def connect(self) -> None:
+            await gate.wait()
+            try:
+                await self.accept()
+            except ConnectionClosed as exc:
+                outcomes.append(f"closed {exc.code}")
+                raise
+
+    app = create_app({"ws/": Slow})
+    # A runner as web.run_app makes it: aiohttp's TestServer cancels handlers whose client left,
+    # which production servers do not (handler_cancellation is off by default).
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()  # gone before the server accepts
+        writer.close()
+        await asyncio.sleep(0.05)
+        gate.set()
+        for _ in range(100):
+            if outcomes:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await runner.cleanup()
+    assert outcomes == ["closed 1006"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    from wsframe.registry import REGISTRY_KEY
+
+    assert app[REGISTRY_KEY].connections == {}

@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
-from .exceptions import ApplicationNotFoundError, BackendUnavailableError, ConnectionClosed, InvalidGroupNameError
+from .exceptions import ApplicationNotFoundError, ConnectionClosed, InvalidGroupNameError
 
 if TYPE_CHECKING:
     from .websocket import GenericWebsocket
@@ -201,9 +201,11 @@ class Registry:
             self._forget_member(connection, group)
             try:
                 await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
-            except BackendUnavailableError as exc:
-                # Presence heals by itself: the backend's entry expires with this node's heartbeat.
-                logger.warning("could not record that %s left %r: %s", connection.connection_id, group, exc)
+            except Exception as exc:
+                # Best effort (it runs on every disconnect, shutdown included, where
+                # redis-py can fail in odd ways): presence heals by itself, as the
+                # backend's entry expires with this node's liveness.
+                logger.warning("could not record that %s left %r: %r", connection.connection_id, group, exc)
 
     def _forget_member(self, connection: GenericWebsocket, group: str) -> bool:
         members = self.groups.get(group)

@@ -263,7 +263,13 @@ class GenericWebsocket:
         ws = self._make_response(subprotocol)
         if headers:
             ws.headers.update(headers)
-        await ws.prepare(self.request)
+        try:
+            await ws.prepare(self.request)
+        except (ClientConnectionResetError, ConnectionResetError):
+            # The client left mid-handshake: routine on busy servers, not a crash.
+            self._state = _State.CLOSED
+            self._close_code = status.WS_1006_ABNORMAL_CLOSURE
+            raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
         self._ws = ws
         self._state = _State.OPEN
         self._registry.add(self)
@@ -457,6 +463,12 @@ class GenericWebsocket:
                 )
                 return _json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
             return await self._connect_failed()
+        except ConnectionClosed:
+            if self._ws is None:
+                logger.debug("client of %s left during the handshake", type(self).__qualname__)
+                return _json_error(status.HTTP_400_BAD_REQUEST, "The client closed the connection.")
+            # A send in connect() lost a race with a close: not a crash.
+            return await self._after_connect()
         except Exception:
             return await self._connect_failed()
         return await self._after_connect()
@@ -494,7 +506,11 @@ class GenericWebsocket:
     async def _close_before_accept(self) -> web.StreamResponse:
         code, reason = self._close_code or status.WS_1000_NORMAL_CLOSURE, self._close_reason
         ws = self._make_response(None)
-        await ws.prepare(self.request)
+        try:
+            await ws.prepare(self.request)
+        except (ClientConnectionResetError, ConnectionResetError):
+            logger.debug("client of %s left before its close frame", type(self).__qualname__)
+            return ws
         await ws.close(code=code, message=truncate_reason(reason))
         return ws
 

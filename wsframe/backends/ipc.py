@@ -357,7 +357,7 @@ class IpcBackend(Backend):
         self._inbox = asyncio.Queue(maxsize=self.inbox_size)
         for attempt in range(3):
             try:
-                self._server = await asyncio.start_unix_server(self._serve_peer, path=str(path))
+                listener = _listening_socket(path)
                 break
             except FileNotFoundError:
                 # The last worker of the previous generation removed the then
@@ -365,7 +365,7 @@ class IpcBackend(Backend):
                 if attempt == 2:
                     raise
                 self.directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(path, 0o600)
+        self._server = await asyncio.start_unix_server(self._serve_peer, sock=listener)
         self._delivery = asyncio.create_task(self._deliver_forever(), name=f"wsframe ipc delivery {registry.node_id}")
         logger.debug("node %s listening on %s", registry.node_id, self._socket_path)
         await self._discover(self.directory, registry.node_id)
@@ -711,6 +711,31 @@ class IpcBackend(Backend):
             raise BackendUnavailableError(
                 "the IPC backend is not started; start the app (its on_startup opens the worker socket) first."
             )
+
+
+def _listening_socket(path: Path) -> socket.socket:
+    """Return a Unix socket already listening at *path*, which appears only once it listens.
+
+    Bound and listening under a temporary name first, then renamed into place
+    (atomic): a worker that finds ``<node>.sock`` can always connect to it. A
+    socket bound at its final name would be visible before listen(), and a
+    peer starting at that moment would get ECONNREFUSED, take the socket for
+    a dead worker's and unlink it.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(temporary))
+        os.chmod(temporary, 0o600)
+        sock.listen(1024)
+        os.rename(temporary, path)
+    except BaseException:
+        sock.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def _node_ids_in(directory: Path) -> list[str]:
