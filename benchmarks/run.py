@@ -436,9 +436,26 @@ def render_chart(report: dict[str, Any], path: Path) -> None:
         # The median goes in the tick label, clear of the min-max error bar.
         labels = [f"{label}\n{_number(value)}" for (label, _, _), value in zip(bars, medians, strict=True)]
         ax.bar(labels, medians, yerr=errors, capsize=4, color=[c for _, _, c in bars])
+        # One outlier (another process took the core for a moment) must not flatten the panel:
+        # the axis stops at 2.5x the largest median and says when a range goes past it.
+        top = max(summary["max"] for _, summary, _ in bars)
+        limit = 2.5 * max(medians)
+        if top > limit:
+            ax.set_ylim(0, limit)
+            ax.text(
+                0.99,
+                0.97,
+                f"ranges cut at {_number(limit)}",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7,
+                color="#555555",
+            )
         ax.set_title(title, fontsize=8.5)
         ax.tick_params(labelsize=8)
-        ax.margins(y=0.2)
+        if top <= limit:
+            ax.margins(y=0.2)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     meta = report["meta"]
