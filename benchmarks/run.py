@@ -342,7 +342,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Run {meta['date']} ({meta['mode']}, {meta['repetitions']} repetition(s), commit {meta['commit']}): "
         f"{meta['cpu']}, Python {meta['python']}, aiohttp {meta['aiohttp']}, "
-        f"uvloop {meta['uvloop'] or 'not installed'}; server pinned to core {meta['server_core']}, "
+        f"uvloop {meta['uvloop'] or 'off (asyncio loop)'}; server pinned to core {meta['server_core']}, "
         f"load generator to core {meta['loadgen_core']}; load average {meta['loadavg_before']} before, "
         f"{meta['loadavg_after']} after.",
         "",
