@@ -131,9 +131,10 @@ async def join(session: aiohttp.ClientSession, cluster: Cluster, group: str) -> 
 async def join_across_workers(session: aiohttp.ClientSession, cluster: Cluster, group: str, count: int) -> list[Member]:
     """Join *count* members at once (a burst spreads over the workers), more until every worker has some."""
     members = list(await asyncio.gather(*(join(session, cluster, group) for _ in range(count))))
-    for _ in range(10):
+    for _ in range(40):  # the kernel may keep handing bursts to the same two idle workers for a while
         if len({m.pid for m in members}) == WORKERS:
             return members
+        await asyncio.sleep(0.02)
         members += await asyncio.gather(*(join(session, cluster, group) for _ in range(count)))
     raise AssertionError(f"gunicorn put every connection on workers { ({m.pid for m in members}) }")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -12,23 +12,13 @@ from . import status
 from .backends import resolve_backend
 from .backends.base import Backend
 from .config import SETTINGS_KEY, Settings
-from .registry import REGISTRY_KEY, Registry, current_app, started_apps
+from .registry import REGISTRY_KEY, Registry, started_apps
 from .routing import Route, compile_urls
 from .security import Auth, OriginPolicy, Permission
 
 __all__ = ["create_app", "ROUTES_KEY"]
 
 ROUTES_KEY = web.AppKey("wsframe_routes", list[Route])
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def _current_app_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # Lets send_message_to_websocket() find its app inside any request handler,
-    # and in tasks those handlers start (tasks copy the context).
-    current_app.set(request.app)
-    return await handler(request)
 
 
 def create_app(
@@ -88,7 +78,10 @@ def create_app(
             "permissions": permissions,
         }
     )
-    app = web.Application(middlewares=[_current_app_middleware, *middlewares], **app_options)
+    # No middleware of our own: a middleware's frame would stay suspended for the
+    # whole life of every websocket. The handlers routing.py mounts set the
+    # current app themselves (see registry.current_app).
+    app = web.Application(middlewares=list(middlewares), **app_options)
     registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry

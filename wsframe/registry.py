@@ -78,6 +78,11 @@ class Registry:
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
         self.connections: dict[str, GenericWebsocket] = {}
         self.groups: dict[str, dict[str, GenericWebsocket]] = {}
+        # A backend that keeps no membership (one process) is not awaited on
+        # every join and leave: those run for every connection of a chat app.
+        self._tracks_members = (
+            type(backend).group_joined is not Backend.group_joined or type(backend).group_left is not Backend.group_left
+        )
         """Local members of each group with at least one member here."""
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -116,7 +121,7 @@ class Registry:
                 task.cancel()
             for connection in connections:
                 connection._abort()
-            finishing = [c._finished for c in connections if not c._finished.done()]
+            finishing = [c._finished for c in connections if c._finished is not None and not c._finished.done()]
             if finishing:
                 _, unfinished = await asyncio.wait(finishing, timeout=FINISH_SECONDS)
                 if unfinished:
@@ -128,7 +133,13 @@ class Registry:
         payload, opcode = encode_frame(data)
         connection = self.connections.get(connection_id)
         if connection is not None:
-            await self._send_local(connection, payload, opcode)
+            if connection._compressed:
+                await self._send_local(connection, payload, opcode)
+                return
+            try:  # the common case, without an await per layer
+                connection._write_frame(build_frame(payload, opcode))
+            except ConnectionClosed as exc:
+                logger.debug("connection %s closed before delivery: %s", connection_id, exc)
             return
         node_id = self._remote_node(connection_id)
         if node_id is not None:
@@ -182,7 +193,11 @@ class Registry:
             return
         first_here = not members
         members[connection_id] = connection
+        if connection._groups is None:
+            connection._groups = set()
         connection._groups.add(group)
+        if not self._tracks_members:
+            return
         try:
             await self.backend.group_joined(group, connection_id, first_here=first_here)
         except BaseException:
@@ -192,13 +207,15 @@ class Registry:
     async def leave_group(self, connection: GenericWebsocket, group: str) -> None:
         """Remove *connection* from *group*; not a member is not an error."""
         validate_group_name(group)
-        if self._forget_member(connection, group):
+        if self._forget_member(connection, group) and self._tracks_members:
             await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
 
     async def leave_all_groups(self, connection: GenericWebsocket) -> None:
         """Remove *connection* from every group (on disconnect); backend errors are logged, not raised."""
-        for group in list(connection._groups):
+        for group in list(connection._groups or ()):
             self._forget_member(connection, group)
+            if not self._tracks_members:
+                continue
             try:
                 await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
             except Exception as exc:
@@ -209,7 +226,8 @@ class Registry:
 
     def _forget_member(self, connection: GenericWebsocket, group: str) -> bool:
         members = self.groups.get(group)
-        connection._groups.discard(group)
+        if connection._groups is not None:
+            connection._groups.discard(group)
         if members is None or members.pop(connection.connection_id, None) is None:
             return False
         if not members:
@@ -258,9 +276,9 @@ class Registry:
         frame = build_frame(payload, opcode)
         compressed: list[GenericWebsocket] = []
         for connection_id, connection in list(members.items()):
-            if connection_id in excluded:
+            if excluded and connection_id in excluded:
                 continue
-            if connection._config.settings.compression:
+            if connection._compressed:
                 compressed.append(connection)
                 continue
             try:  # noqa: SIM105 - try/except is free in 3.11; a context manager per member is not

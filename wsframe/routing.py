@@ -18,6 +18,7 @@ variables at the same position, whatever the order of the table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from .config import Settings
 from .exceptions import ConfigurationError
 from .limits import ConnectionLimiter
 from .pathvars import PathConverters
+from .registry import current_app
 from .websocket import GenericWebsocket, HandlerConfig, make_route_handler
 
 __all__ = ["Route", "compile_urls", "flatten_urls"]
@@ -181,10 +183,25 @@ def compile_urls(
             handler = make_route_handler(target, config)
             for path in route.aiohttp_paths():
                 router.add_route("*", path, handler)
-        elif _is_view(target):
-            for path in route.aiohttp_paths():
-                router.add_view(path, target)
         else:
+            handler = _with_current_app(target)
             for path in route.aiohttp_paths():
-                router.add_route("*", path, target)
+                router.add_route("*", path, handler)
     return routes
+
+
+def _with_current_app(target: Any) -> Any:
+    """Wrap an HTTP handler or View so that send_message_to_websocket() inside it finds its app.
+
+    Only the table's handlers are wrapped (a middleware would also sit on
+    every websocket's stack for its whole life). Handlers added to the router
+    directly fall back to the one app running in the process.
+    """
+
+    @functools.wraps(target)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        current_app.set(request.app)
+        response: web.StreamResponse = await target(request)
+        return response
+
+    return handler

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import hdrs, web
+from aiohttp_session import STORAGE_KEY, get_session
 from yarl import URL
 
 from .exceptions import AuthenticationFailed, ConfigurationError, PermissionDenied
@@ -100,10 +101,6 @@ async def load_session(request: web.Request) -> Mapping[str, Any] | None:
     on the response, and a websocket's response (the 101) has been sent
     before any handler code could change the session.
     """
-    try:
-        from aiohttp_session import STORAGE_KEY, get_session
-    except ImportError:  # pragma: no cover - aiohttp-session is a dependency
-        return None
     if request.get(STORAGE_KEY) is None:
         return None
     session = await get_session(request)

@@ -36,7 +36,7 @@ from .exceptions import AuthenticationFailed, ConnectionClosed, PermissionDenied
 from .limits import ConnectionLimiter
 from .messages import MessageDecoder, decoder_for, describe_error
 from .pathvars import PathConverters
-from .registry import REGISTRY_KEY, get_registry
+from .registry import REGISTRY_KEY, current_app, get_registry
 from .security import Auth, OriginPolicy, Permission, authenticate, load_session, origin_allowed
 
 __all__ = [
@@ -77,6 +77,10 @@ class _State(enum.Enum):
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
+
+
+# Module globals: one lookup instead of two on the per-message path.
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = _State.CONNECTING, _State.OPEN, _State.CLOSING, _State.CLOSED
 
 
 def truncate_reason(reason: str) -> bytes:
@@ -173,14 +177,25 @@ class GenericWebsocket:
     """The application serving this connection."""
     connection_id: str
     """32 hex characters: unguessable, and says which process owns the connection."""
-    headers: CIMultiDictProxy[str]
-    """The handshake's headers, case-insensitive."""
-    query_params: dict[str, str]
-    """The handshake's query string; for a repeated name the last value wins."""
-    cookies: Mapping[str, str]
-    """The handshake's cookies."""
     path_variables: dict[str, Any]
     """The path variables, converted by ``connect()``'s type hints."""
+
+    # Per-connection state that most connections never need lives in class
+    # defaults until first use: every byte here is multiplied by the number of
+    # open connections.
+    _ws: web.WebSocketResponse | None = None
+    _transport: asyncio.Transport | None = None
+    _close_code: int | None = None
+    _close_reason: str = ""
+    _closing_done: asyncio.Future[None] | None = None
+    _disconnected: bool = False
+    _groups: set[str] | None = None
+    _query_params: dict[str, str] | None = None
+    _finished: asyncio.Future[None] | None = None
+    _handshake_expiry: asyncio.TimerHandle | None = None
+    _handshake_expired: bool = False
+    _compressed: bool = False
+    """Whether permessage-deflate was negotiated: frames then go through aiohttp's writer."""
 
     def __init__(self, request: web.Request, path_variables: dict[str, Any], config: HandlerConfig) -> None:
         self._config = config
@@ -188,21 +203,27 @@ class GenericWebsocket:
         self.app = request.app
         self._registry = request.app[REGISTRY_KEY]
         self.connection_id = self._registry.new_connection_id()
-        self.headers = request.headers
-        # Last value wins for a repeated name (DESIGN.md); dict(MultiDict) would keep the first.
-        self.query_params = {key: value for key, value in request.query.items()}
-        self.cookies = request.cookies
         self.path_variables = path_variables
-        self._ws: web.WebSocketResponse | None = None
-        self._state = _State.CONNECTING
-        self._close_code: int | None = None
-        self._close_reason = ""
-        self._closing_done: asyncio.Future[None] | None = None
-        self._disconnected = False
-        self._groups: set[str] = set()
-        # Done when the handler has left the registry and its groups and run
-        # disconnect(): what app shutdown waits for before stopping the backend.
-        self._finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._state = _CONNECTING
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The handshake's headers, case-insensitive."""
+        return self.request.headers
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """The handshake's query string; for a repeated name the last value wins."""
+        params = self._query_params
+        if params is None:
+            # Last value wins (DESIGN.md); dict(MultiDict) would keep the first.
+            params = self._query_params = {key: value for key, value in self.request.query.items()}
+        return params
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """The handshake's cookies."""
+        return self.request.cookies
 
     # ----------------------------------------------------------------- hooks
 
@@ -256,8 +277,8 @@ class GenericWebsocket:
         Raises :class:`ConnectionClosed` after :meth:`close`, and
         :class:`~wsframe.exceptions.WsframeError` when called twice.
         """
-        if self._state is not _State.CONNECTING:
-            if self._ws is not None and self._state is _State.OPEN:
+        if self._state is not _CONNECTING:
+            if self._ws is not None and self._state is _OPEN:
                 raise WsframeError("accept() was already called for this connection")
             raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
         ws = self._make_response(subprotocol)
@@ -267,11 +288,17 @@ class GenericWebsocket:
             await ws.prepare(self.request)
         except (ClientConnectionResetError, ConnectionResetError):
             # The client left mid-handshake: routine on busy servers, not a crash.
-            self._state = _State.CLOSED
+            self._state = _CLOSED
             self._close_code = status.WS_1006_ABNORMAL_CLOSURE
             raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
         self._ws = ws
-        self._state = _State.OPEN
+        self._transport = self.request.transport
+        if ws.compress:
+            self._compressed = True
+        # Done when the handler has left the registry and its groups and run
+        # disconnect(): what app shutdown waits for before stopping the backend.
+        self._finished = asyncio.get_running_loop().create_future()
+        self._state = _OPEN
         self._registry.add(self)
         self._end_handshake_timer()
 
@@ -285,7 +312,10 @@ class GenericWebsocket:
         On cancellation the frame may or may not have been written.
         """
         payload, opcode = encode_frame(data)
-        await self._send_frame(payload, opcode)
+        if self._compressed:
+            await self._send_compressed(payload, opcode)
+        else:
+            self._write_frame(build_frame(payload, opcode))
 
     async def close(self, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection with *code* and *reason* (cut to 123 bytes).
@@ -302,16 +332,16 @@ class GenericWebsocket:
                 f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999 "
                 "(4000-4999 are for applications)."
             )
-        if self._state is _State.CONNECTING:
+        if self._state is _CONNECTING:
             # Remember it; the handler completes the handshake after connect()
             # returns and closes with this code.
-            self._state = _State.CLOSING
+            self._state = _CLOSING
             self._close_code, self._close_reason = code, reason
             self._end_handshake_timer()
             return
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             return
-        self._state = _State.CLOSING
+        self._state = _CLOSING
         self._close_code, self._close_reason = code, reason
         done = self._closing_done = asyncio.get_running_loop().create_future()
         try:
@@ -319,13 +349,13 @@ class GenericWebsocket:
             if ws is not None:
                 await ws.close(code=code, message=truncate_reason(reason))
         finally:
-            self._state = _State.CLOSED
+            self._state = _CLOSED
             done.set_result(None)
 
     @property
     def groups(self) -> frozenset[str]:
         """The groups this connection is a member of."""
-        return frozenset(self._groups)
+        return frozenset(self._groups or ())
 
     async def join_group(self, group: str) -> None:
         """Add this connection to *group*: it then receives every group send, on any worker.
@@ -337,8 +367,8 @@ class GenericWebsocket:
         :class:`~wsframe.exceptions.BackendUnavailableError` when the backend
         is down (the connection is then not a member).
         """
-        if self._state is not _State.OPEN:
-            if self._state is _State.CONNECTING:
+        if self._state is not _OPEN:
+            if self._state is _CONNECTING:
                 raise WsframeError("Call accept() before join_group(): only open connections can be members.")
             raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
         await self._registry.join_group(self, group)
@@ -349,13 +379,17 @@ class GenericWebsocket:
 
     # -------------------------------------------------------------- internal
 
-    _handshake_timer: asyncio.Timeout | None = None
-
     def _end_handshake_timer(self) -> None:
         # The handshake timeout bounds only the time until accept() or close():
         # after that connect() may run as long as it likes.
-        if self._handshake_timer is not None:
-            self._handshake_timer.reschedule(None)
+        expiry = self._handshake_expiry
+        if expiry is not None:
+            expiry.cancel()
+            self._handshake_expiry = None
+
+    def _expire_handshake(self, task: asyncio.Task[Any]) -> None:
+        self._handshake_expired = True
+        task.cancel()
 
     def _make_response(self, subprotocol: str | None) -> web.WebSocketResponse:
         settings = self._config.settings
@@ -379,7 +413,7 @@ class GenericWebsocket:
     """Messages dropped because this client read too slowly (``slow_consumer='drop'``)."""
 
     async def _send_frame(self, payload: bytes, opcode: WSMsgType) -> None:
-        if self._config.settings.compression:
+        if self._compressed:
             await self._send_compressed(payload, opcode)
         else:
             self._write_frame(build_frame(payload, opcode))
@@ -399,18 +433,23 @@ class GenericWebsocket:
 
     def _write_frame(self, frame: bytes) -> None:
         """Queue a ready-made frame without waiting: the bounded buffer replaces flow control."""
-        if self._writable():
-            transport = self.request.transport
-            if transport is not None:
-                transport.write(frame)
+        transport = self._transport
+        # The common case in one test; _writable() sorts out every other one.
+        if (
+            self._state is _OPEN
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= self._config.outbound_limit
+        ) or self._writable():
+            transport.write(frame)  # type: ignore[union-attr]  # _writable() checked it
 
     def _writable(self) -> bool:
         """Return True when a frame may be queued now; raise or drop (False) otherwise."""
-        if self._state is not _State.OPEN:
-            if self._state is _State.CONNECTING:
+        if self._state is not _OPEN:
+            if self._state is _CONNECTING:
                 raise WsframeError("Call accept() before send(): the handshake is not complete.")
             raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
-        transport = self.request.transport
+        transport = self._transport
         if transport is None or transport.is_closing():
             # The peer went away and the receive loop has not noticed yet.
             self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
@@ -427,7 +466,7 @@ class GenericWebsocket:
 
     def _close_slow_consumer(self, transport: asyncio.Transport) -> None:
         logger.info("closing slow consumer %s with 1013: its send buffer is full", self.connection_id)
-        self._state = _State.CLOSING
+        self._state = _CLOSING
         self._close_code, self._close_reason = status.WS_1013_TRY_AGAIN_LATER, _SLOW_CONSUMER
         # The close frame joins the queue: a client that was only slow still
         # reads the code. One that never reads is cut off after close_timeout.
@@ -438,58 +477,63 @@ class GenericWebsocket:
     def _mark_closed(self, code: int, reason: str = "") -> None:
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
-        if self._state is not _State.CLOSING:
-            self._state = _State.CLOSED
+        if self._state is not _CLOSING:
+            self._state = _CLOSED
 
     def _abort(self) -> None:
         """Drop the TCP connection now (shutdown after the drain time ran out)."""
         transport = self.request.transport
-        if self._state is not _State.CLOSED and transport is not None:
+        if self._state is not _CLOSED and transport is not None:
             transport.abort()
         self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
 
     async def _serve(self) -> web.StreamResponse:
-        """Run the whole connection: connect, receive loop, disconnect."""
+        """Run the whole connection: connect, receive loop, disconnect.
+
+        One coroutine frame for the connection's whole life (with the receive
+        loop below it): each suspended frame costs memory per open connection.
+        """
+        # The handshake timeout as a plain timer handle: asyncio.timeout() costs
+        # several times more per connection, and this runs for every one.
+        task = asyncio.current_task()
+        if task is not None:
+            self._handshake_expiry = asyncio.get_running_loop().call_later(
+                self._config.settings.handshake_timeout, self._expire_handshake, task
+            )
         try:
-            async with asyncio.timeout(self._config.settings.handshake_timeout) as timer:
-                self._handshake_timer = timer
-                await self.connect(**self.path_variables)
-        except TimeoutError:
-            if self._ws is None and timer.expired():
-                logger.warning(
-                    "%s.connect() neither accepted nor closed within %s s",
-                    type(self).__qualname__,
-                    self._config.settings.handshake_timeout,
-                )
-                return _json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
-            return await self._connect_failed()
+            await self.connect(**self.path_variables)
+        except asyncio.CancelledError:
+            if not self._handshake_expired or self._ws is not None:
+                raise
+            task.uncancel()  # type: ignore[union-attr]  # set above whenever the timer could fire
+            logger.warning(
+                "%s.connect() neither accepted nor closed within %s s",
+                type(self).__qualname__,
+                self._config.settings.handshake_timeout,
+            )
+            return _json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
         except ConnectionClosed:
             if self._ws is None:
                 logger.debug("client of %s left during the handshake", type(self).__qualname__)
                 return _json_error(status.HTTP_400_BAD_REQUEST, "The client closed the connection.")
-            # A send in connect() lost a race with a close: not a crash.
-            return await self._after_connect()
+            # A send in connect() lost a race with a close: not a crash; carry on below.
         except Exception:
-            return await self._connect_failed()
-        return await self._after_connect()
+            if self._ws is None:
+                logger.exception("%s.connect() failed before accept", type(self).__qualname__)
+                return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            logger.exception("%s.connect() failed", type(self).__qualname__)
+            await self._close_after_error()
+        finally:
+            self._end_handshake_timer()
 
-    async def _connect_failed(self) -> web.StreamResponse:
-        if self._ws is None:
-            logger.exception("%s.connect() failed before accept", type(self).__qualname__)
-            return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
-        logger.exception("%s.connect() failed", type(self).__qualname__)
-        await self._close_after_error()
-        return await self._finish()
-
-    async def _after_connect(self) -> web.StreamResponse:
-        if self._ws is None:
-            if self._state is _State.CLOSING:
+        ws = self._ws
+        if ws is None:
+            if self._state is _CLOSING:
                 return await self._close_before_accept()
             return _json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
-
         try:
-            if self._state is _State.OPEN:
-                await self._receive_loop(self._ws)
+            if self._state is _OPEN:
+                await self._receive_loop(ws)
             if self._closing_done is not None and not self._closing_done.done():
                 # close() is running in another task; let it finish so that
                 # disconnect() sees the code that was actually sent.
@@ -568,7 +612,7 @@ class GenericWebsocket:
                     logger.exception("%s.receive() failed; closing with 1011", type(self).__qualname__)
                     await self._close_after_error()
                     return
-                if self._state is not _State.OPEN:
+                if self._state is not _OPEN:
                     return
                 continue
             if kind is WSMsgType.PING:
@@ -605,12 +649,12 @@ class GenericWebsocket:
             return
 
     async def _close_after_error(self) -> None:
-        if self._state is _State.OPEN:
+        if self._state is _OPEN:
             await self.close(status.WS_1011_INTERNAL_ERROR, "Internal server error")
 
     async def _finish(self) -> web.StreamResponse:
         self._registry.discard(self.connection_id)
-        self._state = _State.CLOSED
+        self._state = _CLOSED
         try:
             if self._groups:
                 await self._registry.leave_all_groups(self)
@@ -621,8 +665,9 @@ class GenericWebsocket:
                 except Exception:
                     logger.exception("%s.disconnect() failed", type(self).__qualname__)
         finally:
-            if not self._finished.done():
-                self._finished.set_result(None)
+            finished = self._finished
+            if finished is not None and not finished.done():
+                finished.set_result(None)
         ws = self._ws
         if ws is None:  # pragma: no cover - _finish only runs after accept
             raise RuntimeError("internal error: connection finished without a response")
@@ -637,6 +682,8 @@ class HandlerConfig:
     converters: PathConverters
     decoder: MessageDecoder | None
     limiter: ConnectionLimiter
+    outbound_limit: int = 0
+    """settings.max_outbound_buffer, one attribute away on the per-frame path."""
 
     @classmethod
     def build(
@@ -654,7 +701,7 @@ class HandlerConfig:
         if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
             # The class has limits of its own: count its connections apart from the app's.
             limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
-        return cls(settings, converters, decoder_for(handler.receive, where), limiter)
+        return cls(settings, converters, decoder_for(handler.receive, where), limiter, settings.max_outbound_buffer)
 
 
 _OVERRIDABLE = (
@@ -690,6 +737,7 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
     needs_auth = auth is not None or bool(permissions)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        current_app.set(request.app)
         if request.headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
             return _json_error(
                 status.HTTP_426_UPGRADE_REQUIRED,
