@@ -650,3 +650,32 @@ async def test_client_leaving_during_the_handshake_is_not_logged_as_an_error(cap
     from wsframe.registry import REGISTRY_KEY
 
     assert app[REGISTRY_KEY].connections == {}
+
+
+async def test_a_flooding_client_does_not_keep_the_server_to_itself(serve: Serve) -> None:
+    handled: list[str] = []
+
+    class Recorder(GenericWebsocket):
+        async def receive(self, data: str | bytes) -> None:
+            assert isinstance(data, str)
+            handled.append(data)
+
+    client = await serve(create_app({"ws/": Recorder}))
+    flooder = await raw_connect(client, "/ws/")
+    quiet = await raw_connect(client, "/ws/")
+    flood = 5000
+    # One write each: the server's read buffer fills with thousands of frames at once.
+    flooder.writer.write(b"".join(_masked_text(f"{n:05d}") for n in range(flood)))
+    quiet.writer.write(_masked_text("quiet"))
+    for _ in range(500):
+        if len(handled) == flood + 1:
+            break
+        await asyncio.sleep(0.01)
+    assert len(handled) == flood + 1
+    # Served in turn, not after the flooder's whole backlog.
+    assert handled.index("quiet") < flood // 2
+
+
+def _masked_text(text: str) -> bytes:
+    payload = text.encode()
+    return bytes((0x81, 0x80 | len(payload))) + b"\x00\x00\x00\x00" + payload  # mask key 0: payload as is

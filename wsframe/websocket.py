@@ -61,6 +61,9 @@ logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
 
 _NO_DRAIN = 1 << 62
 
+_FAIR_SHARE = 16
+"""Messages one connection handles in a row before letting the others run."""
+
 MAX_REASON_BYTES = 123
 """A close frame's reason must fit in 123 bytes (RFC 6455 section 5.5)."""
 
@@ -570,6 +573,7 @@ class GenericWebsocket:
             loop = asyncio.get_running_loop()
             burst = tokens = max(1.0, rate)
             last = loop.time()
+        in_a_row = 0
         while True:
             try:
                 msg = await ws.receive(idle_timeout)
@@ -614,6 +618,13 @@ class GenericWebsocket:
                     return
                 if self._state is not _OPEN:
                     return
+                in_a_row += 1
+                if in_a_row == _FAIR_SHARE:
+                    # ws.receive() does not suspend while frames are buffered, so a
+                    # client that floods would keep the loop to itself for a whole
+                    # read buffer (a thousand messages) while everyone else waits.
+                    in_a_row = 0
+                    await asyncio.sleep(0)
                 continue
             if kind is WSMsgType.PING:
                 # Pongs go through the same bounded buffer as everything else
