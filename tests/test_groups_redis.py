@@ -161,3 +161,20 @@ def _backend(client: WsClient) -> RedisBackend:
     backend = client.app[REGISTRY_KEY].backend
     assert isinstance(backend, RedisBackend)
     return backend
+
+
+async def test_members_of_a_node_that_shut_down_leave_presence_at_once(serve: Serve, prefix: str) -> None:
+    from aiohttp.test_utils import TestServer
+
+    a = await serve(node(prefix))
+    _, a_id = await member(a, "red")
+    b = TestServer(node(prefix))
+    await b.start_server()
+    clients = [await RawWebsocket.connect("127.0.0.1", int(b.port or 0), "/ws/red/") for _ in range(3)]
+    for ws in clients:
+        await ws.read_frame(TIMEOUT)
+    assert len(await group_members("red", app=a.app)) == 4
+    readers = [asyncio.ensure_future(ws.frames_until_eof(TIMEOUT)) for ws in clients]
+    await b.close()  # graceful: 1001 to its clients, its liveness key deleted
+    await asyncio.gather(*readers)
+    assert await group_members("red", app=a.app) == {a_id}

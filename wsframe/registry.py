@@ -85,6 +85,7 @@ class Registry:
         )
         """Local members of each group with at least one member here."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._shutting_down = False
 
     def new_connection_id(self) -> str:
         """Return a fresh id owned by this node."""
@@ -101,6 +102,7 @@ class Registry:
     async def on_startup(self) -> None:
         """Draw this process's node id and start the backend."""
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
+        self._shutting_down = False
         await self.backend.on_startup(self)
 
     async def on_shutdown(self, code: int, reason: str, drain_seconds: float) -> None:
@@ -112,6 +114,10 @@ class Registry:
         (which may use the backend), so shutdown waits at most
         ``drain_seconds + FINISH_SECONDS``.
         """
+        # From here on, members leave their groups locally only: the backend
+        # drops this whole node from presence when it stops (Redis deletes the
+        # node's liveness key), instead of one round trip per connection.
+        self._shutting_down = True
         connections = list(self.connections.values())
         if connections:
             logger.info("closing %d websocket connection(s) with %d", len(connections), code)
@@ -214,7 +220,7 @@ class Registry:
         """Remove *connection* from every group (on disconnect); backend errors are logged, not raised."""
         for group in list(connection._groups or ()):
             self._forget_member(connection, group)
-            if not self._tracks_members:
+            if not self._tracks_members or self._shutting_down:
                 continue
             try:
                 await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
@@ -222,7 +228,9 @@ class Registry:
                 # Best effort (it runs on every disconnect, shutdown included, where
                 # redis-py can fail in odd ways): presence heals by itself, as the
                 # backend's entry expires with this node's liveness.
-                logger.warning("could not record that %s left %r: %r", connection.connection_id, group, exc)
+                # Debug level: during an outage every disconnect would log it, and
+                # the backend already logs the outage itself once.
+                logger.debug("could not record that %s left %r: %r", connection.connection_id, group, exc)
 
     def _forget_member(self, connection: GenericWebsocket, group: str) -> bool:
         members = self.groups.get(group)
