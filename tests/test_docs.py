@@ -34,6 +34,7 @@ USER_INI = """\
 [pytest]
 asyncio_mode = auto
 asyncio_default_fixture_loop_scope = function
+pythonpath = .
 filterwarnings = error
 """
 """The configuration the testing page tells users to add (plus ``filterwarnings = error``)."""

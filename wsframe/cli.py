@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
 import logging
 import os
@@ -69,9 +70,16 @@ def _run(args: argparse.Namespace) -> int:
     loop_factory = _loop_factory(args.loop)
     loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
     logging.getLogger("wsframe").info("event loop: %s", type(loop).__module__.split(".")[0])
-    web.run_app(
-        app, host=args.host, port=args.port, loop=loop, print=lambda msg: logging.getLogger("wsframe").info(msg)
-    )
+    try:
+        web.run_app(
+            app, host=args.host, port=args.port, loop=loop, print=lambda msg: logging.getLogger("wsframe").info(msg)
+        )
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise SystemExit(
+                f"wsframe: cannot listen on {args.host}:{args.port}: {exc.strerror}. Pick another --port."
+            ) from None
+        raise
     return 0
 
 

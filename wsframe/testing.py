@@ -982,7 +982,9 @@ def _make_fixture() -> Any:
 
         @pytest.fixture(name="ws_client")
         def missing() -> WsClientFactory:
-            raise MissingDependencyError("The ws_client fixture needs pytest-aiohttp: pip install 'wsframe[test]'")
+            raise MissingDependencyError(
+                "The ws_client fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
+            )
 
         return missing
     return pytest_asyncio.fixture(_ws_client, name="ws_client")
@@ -996,7 +998,9 @@ def _make_cluster_fixture() -> Any:
 
         @pytest.fixture(name="ws_cluster")
         def missing() -> WsClusterFactory:
-            raise MissingDependencyError("The ws_cluster fixture needs pytest-aiohttp: pip install 'wsframe[test]'")
+            raise MissingDependencyError(
+                "The ws_cluster fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
+            )
 
         return missing
     return pytest_asyncio.fixture(_ws_cluster, name="ws_cluster")

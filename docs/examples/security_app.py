@@ -33,7 +33,7 @@ class UploadWebsocket(GenericWebsocket):
     rate_limit = 2  # messages per second per connection (1008 past it)
     idle_timeout = 60  # close with 1000 after a minute of silence
 
-    async def receive(self, data: bytes):
+    async def receive(self, data: str | bytes):  # text frames arrive as str, binary as bytes
         await self.send(len(data))
 
 

@@ -1,4 +1,4 @@
-"""The seed page's url table, plus a page at / to try it from a browser."""
+"""The url table from Panther's websocket page, plus a page at / to try it from a browser."""
 
 from pathlib import Path
 

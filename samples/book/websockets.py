@@ -1,4 +1,4 @@
-"""The seed page's handler, unchanged apart from the import."""
+"""The handler from Panther's websocket page, unchanged apart from the import."""
 
 from wsframe.websocket import GenericWebsocket
 
