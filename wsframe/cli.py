@@ -52,7 +52,7 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     if choice == "asyncio":
         return None
     try:
-        import uvloop
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # the optional speed extra
     except ImportError:
         if choice == "uvloop":
             raise SystemExit("wsframe: --loop uvloop needs uvloop: pip install 'wsframe[speed]'") from None
