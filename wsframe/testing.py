@@ -25,6 +25,7 @@ context manager.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import dataclasses
@@ -38,7 +39,7 @@ import tempfile
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Self
 
 import msgspec
 from aiohttp import (
@@ -481,7 +482,73 @@ class _Connect:
             await self._connection.close()
 
 
-class WebsocketTestClient:
+class _Served(abc.ABC):
+    """What the test client and the test cluster share: a started server to connect and send requests to."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start serving; does nothing when started."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close every connection and stop serving."""
+
+    @abc.abstractmethod
+    async def request(self, method: str, path: str, **kwargs: Any) -> ClientResponse:
+        """Make an HTTP request to the server (starting it if needed)."""
+
+    @abc.abstractmethod
+    async def _open(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None,
+        subprotocols: tuple[str, ...],
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> WebsocketTestConnection: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def connect(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        subprotocols: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> _Connect:
+        """Open a websocket to *path*, as ``async with client.connect('/ws/book/') as ws:``.
+
+        Leaving the block closes the connection with 1000 if it is still open;
+        on a cluster the kernel picks the worker. Raises
+        :class:`HandshakeRejectedError` with the HTTP status when the server
+        refuses the handshake (403, 404, ...), :class:`HandlerError` when
+        ``connect()`` raised before accepting (HTTP 500; a cluster, whose
+        handlers run in other processes, reports it as a rejection), and
+        ``TimeoutError`` when the handshake takes longer than *timeout*.
+        """
+        return _Connect(self._open, path, {"headers": headers, "subprotocols": tuple(subprotocols), "timeout": timeout})
+
+    async def get(self, path: str, **kwargs: Any) -> ClientResponse:
+        """``GET`` *path*; see :meth:`request`."""
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> ClientResponse:
+        """``POST`` *path* (``json=...`` for a JSON body); see :meth:`request`."""
+        return await self.request("POST", path, **kwargs)
+
+
+class WebsocketTestClient(_Served):
     """Serves *app* on a free loopback port and opens websocket connections to it.
 
     The server starts at the first :meth:`connect` or request (running the
@@ -571,36 +638,6 @@ class WebsocketTestClient:
             self._capture.errors.clear()
             raise error
 
-    async def __aenter__(self) -> WebsocketTestClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def connect(
-        self,
-        path: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        subprotocols: Iterable[str] = (),
-        timeout: float | None = None,
-    ) -> _Connect:
-        """Open a websocket to *path*, as ``async with client.connect('/ws/book/') as ws:``.
-
-        Leaving the block closes the connection with 1000 if it is still open.
-        Raises :class:`HandshakeRejectedError` with the HTTP status when the
-        server refuses the handshake (403, 404, ...), :class:`HandlerError`
-        when ``connect()`` raised before accepting (HTTP 500), and
-        ``TimeoutError`` when the handshake takes longer than *timeout*.
-        """
-        return _Connect(self._open, path, {"headers": headers, "subprotocols": tuple(subprotocols), "timeout": timeout})
-
     async def request(self, method: str, path: str, **kwargs: Any) -> ClientResponse:
         """Make an HTTP request to the app (starting it if needed); *kwargs* as aiohttp's ``request``.
 
@@ -608,14 +645,6 @@ class WebsocketTestClient:
         """
         await self.start()
         return await self.http.request(method, _absolute(path), **kwargs)
-
-    async def get(self, path: str, **kwargs: Any) -> ClientResponse:
-        """``GET`` *path*; see :meth:`request`."""
-        return await self.request("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> ClientResponse:
-        """``POST`` *path* (``json=...`` for a JSON body); see :meth:`request`."""
-        return await self.request("POST", path, **kwargs)
 
     async def _open(
         self,
@@ -659,7 +688,7 @@ def _absolute(path: str) -> str:
 # ------------------------------------------------------------ real cluster
 
 
-class WebsocketTestCluster:
+class WebsocketTestCluster(_Served):
     """Runs *app* (``module:attribute``) under real gunicorn with *workers* aiohttp workers.
 
     For integration tests of what one process cannot show: sends between
@@ -803,33 +832,6 @@ class WebsocketTestCluster:
             start = log.index("Traceback (most recent call last)")
             raise WsframeError(f"a worker logged an error:\n{log[max(0, start - 300) : start + 3000]}")
 
-    async def __aenter__(self) -> WebsocketTestCluster:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def connect(
-        self,
-        path: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        subprotocols: Iterable[str] = (),
-        timeout: float | None = None,
-    ) -> _Connect:
-        """Open a websocket to *path* on whichever worker the kernel picks; see :meth:`WebsocketTestClient.connect`.
-
-        Raises :class:`HandshakeRejectedError` with the HTTP status when the
-        server refuses the handshake, ``TimeoutError`` past *timeout*.
-        """
-        return _Connect(self._open, path, {"headers": headers, "subprotocols": tuple(subprotocols), "timeout": timeout})
-
     async def request(self, method: str, path: str, **kwargs: Any) -> ClientResponse:
         """Make an HTTP request to the cluster (starting it if needed); *kwargs* as aiohttp's ``request``.
 
@@ -842,14 +844,6 @@ class WebsocketTestCluster:
         response = await self._session.request(method, self.url + _absolute(path), **kwargs)
         await response.read()
         return response
-
-    async def get(self, path: str, **kwargs: Any) -> ClientResponse:
-        """``GET`` *path*; see :meth:`request`."""
-        return await self.request("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> ClientResponse:
-        """``POST`` *path* (``json=...`` for a JSON body); see :meth:`request`."""
-        return await self.request("POST", path, **kwargs)
 
     async def _open(
         self,
