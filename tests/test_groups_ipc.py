@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import msgspec
@@ -245,11 +245,11 @@ async def test_members_of_a_node_that_shut_down_leave_presence(serve: Serve, soc
 
 @pytest.fixture
 def process_node(sockets_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``tests.apps.groups_ipc_app`` in a process of its own, meeting the test's nodes in *sockets_dir*."""
+    """``tests.apps.groups_app`` in a process of its own, meeting the test's nodes in *sockets_dir*."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "wsframe", "run", "tests.apps.groups_ipc_app:app", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, "GROUPS_IPC_DIR": str(sockets_dir)},
+        [sys.executable, "-m", "wsframe", "run", "tests.apps.groups_app:app", "--port", str(port)],
+        cwd=ROOT, env={**_without_redis(os.environ), "GROUPS_IPC_DIR": str(sockets_dir)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -411,3 +411,8 @@ async def _block_delivery(sender: WsClient, owner: WsClient) -> asyncio.Event:
     with pytest.raises(BackendUnavailableError):
         await sender.app[REGISTRY_KEY].send(target, "no room: the stream is stuck behind it")
     return release
+
+
+def _without_redis(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus GROUPS_REDIS, which would put tests.apps.groups_app on Redis."""
+    return {key: value for key, value in environ.items() if key != "GROUPS_REDIS"}

@@ -29,7 +29,7 @@ WORKERS = 3
 
 
 class Cluster:
-    """A gunicorn master with 3 workers serving ``tests.apps.groups_ipc_app`` on the default (IPC) backend."""
+    """A gunicorn master with 3 workers serving ``tests.apps.groups_app`` on the default (IPC) backend."""
 
     def __init__(self, log: Path, *, preload: bool) -> None:
         self.port = free_port()
@@ -37,11 +37,12 @@ class Cluster:
         self.log = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("GROUPS_IPC_DIR", None)
+        env.pop("GROUPS_REDIS", None)
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "-k", "aiohttp.GunicornWebWorker",
                  "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5", "--no-control-socket",
-                 *(["--preload"] if preload else []), "tests.apps.groups_ipc_app:app"],
+                 *(["--preload"] if preload else []), "tests.apps.groups_app:app"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_for_port(self.port, self.process)

@@ -1,10 +1,15 @@
-"""The app the groups functional tests run under gunicorn with the Redis backend.
+"""The groups app the functional tests run, on whichever backend the environment picks.
 
-``GROUPS_REDIS`` is the Redis URL, ``GROUPS_PREFIX`` the key prefix and
-``GROUPS_PRESENCE_TTL`` the presence TTL in seconds.
+- ``GROUPS_REDIS`` set: the Redis backend at that URL, with ``GROUPS_PREFIX`` as the key
+  prefix and ``GROUPS_PRESENCE_TTL`` the presence TTL in seconds;
+- else ``GROUPS_IPC_DIR`` set: the IPC backend, nodes meeting in that directory;
+- else the default backend (IPC under gunicorn).
+
+Routes:
 
 - ``ws/<group>/``: joins the group, then sends ``{"id", "pid"}``; the text ``leave`` leaves it.
 - ``POST send/<group>/``: sends the request body to the group.
+- ``POST close/<group>/``: closes the group with 4001 and the request body as the reason.
 - ``GET members/<group>/``: ``{"members": [...], "pid"}``.
 """
 
@@ -14,8 +19,8 @@ import os
 
 from aiohttp import web
 
-from wsframe import GenericWebsocket, create_app, group_members, send_message_to_group
-from wsframe.backends import RedisBackend
+from wsframe import GenericWebsocket, close_group, create_app, group_members, send_message_to_group
+from wsframe.backends import Backend, RedisBackend
 
 __all__ = ["app"]
 
@@ -38,16 +43,30 @@ async def send(request: web.Request) -> web.Response:
     return web.json_response({"pid": os.getpid()})
 
 
+async def close(request: web.Request) -> web.Response:
+    await close_group(request.match_info["group"], 4001, await request.text())
+    return web.json_response({"pid": os.getpid()})
+
+
 async def members(request: web.Request) -> web.Response:
     ids = await group_members(request.match_info["group"])
     return web.json_response({"members": sorted(ids), "pid": os.getpid()})
 
 
-backend = RedisBackend(
-    os.environ.get("GROUPS_REDIS", "redis://127.0.0.1:6379/0"),
-    prefix=os.environ.get("GROUPS_PREFIX", "wsframe-groups-test:"),
-    presence_ttl=float(os.environ.get("GROUPS_PRESENCE_TTL", "15")),
-)
+def _backend() -> Backend | str | None:
+    if url := os.environ.get("GROUPS_REDIS"):
+        return RedisBackend(
+            url,
+            prefix=os.environ.get("GROUPS_PREFIX", "wsframe-groups-test:"),
+            presence_ttl=float(os.environ.get("GROUPS_PRESENCE_TTL", "15")),
+        )
+    if directory := os.environ.get("GROUPS_IPC_DIR"):
+        return f"ipc://{directory}"
+    return None
+
+
 app = create_app(
-    {"ws/<group>/": Member, "send/<group>/": send, "members/<group>/": members}, backend=backend, heartbeat=0
+    {"ws/<group>/": Member, "send/<group>/": send, "close/<group>/": close, "members/<group>/": members},
+    backend=_backend(),
+    heartbeat=0,
 )
