@@ -1,0 +1,313 @@
+"""The backend contract: what every backend does for the registry, run against each of them.
+
+Fixtures say which backends a test is for:
+
+- ``cluster``: every backend. Redis and IPC give three nodes (apps on real ports) that
+  reach each other; memory is one process, so it gives one node and the same assertions
+  hold for it with nothing to cross.
+- ``shared_cluster``: only the backends whose nodes reach each other (Redis, IPC), for
+  what needs a second node: a send, close or shutdown on one node seen from another.
+- ``outage``: Redis and IPC with the transport down (a private redis-server killed; an
+  IPC node that stops taking envelopes).
+
+Redis is the real server on 127.0.0.1:6379 (each test under a prefix of its own; the tests
+fail, never skip, when it is not running); IPC uses real Unix sockets in a fresh directory.
+Backend-specific behaviour (reconnection, presence TTL, socket races, wire protocol) is
+tested in ``test_backends_redis``, ``test_backends_ipc``, ``test_groups_redis`` and
+``test_groups_ipc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.apps.redis_server import SHARED_REDIS_URL, own_redis
+from tests.conftest import TIMEOUT, Serve
+from tests.nodes import WsClient, block_delivery, connect, member, node_app, redis_prefix, silent, sockets_dir
+from tests.rawws import BINARY, CLOSE, TEXT, Frame
+from wsframe import BackendUnavailableError, close_group, group_members, send_message_to_group
+from wsframe.backends import Backend, IpcBackend, MemoryBackend, RedisBackend
+from wsframe.backends.base import Envelope
+from wsframe.registry import REGISTRY_KEY, Registry
+
+BACKENDS = ["memory", "redis", "ipc"]
+SHARED = ["redis", "ipc"]
+"""The backends whose nodes reach each other."""
+
+
+@contextlib.contextmanager
+def meeting_place(kind: str) -> Iterator[str]:
+    """Where the nodes of one test meet: a Redis prefix of their own, or a fresh socket directory."""
+    if kind == "redis":
+        yield redis_prefix()
+    elif kind == "ipc":
+        with sockets_dir() as directory:
+            yield str(directory)
+    else:
+        yield ""
+
+
+def new_backend(kind: str, place: str) -> Backend:
+    if kind == "redis":
+        return RedisBackend(SHARED_REDIS_URL, prefix=place)
+    if kind == "ipc":
+        return IpcBackend(place)
+    return MemoryBackend()
+
+
+@dataclass
+class Cluster:
+    """Nodes on one backend, started with the test's ``serve`` fixture."""
+
+    kind: str
+    nodes: list[WsClient]
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(kind: str, serve: Serve) -> AsyncIterator[Cluster]:
+    with meeting_place(kind) as place:
+        count = 1 if kind == "memory" else 3
+        cluster = Cluster(kind, [await serve(node_app(new_backend(kind, place))) for _ in range(count)])
+        try:
+            yield cluster
+        finally:
+            for node in cluster.nodes:  # before the directory goes
+                await node.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def cluster(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[Cluster]:
+    """Every backend: three nodes that reach each other, or memory's one."""
+    async with running_cluster(request.param, serve) as started:
+        yield started
+
+
+@pytest.fixture(params=SHARED)
+async def shared_cluster(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[Cluster]:
+    """Three nodes on a backend whose nodes reach each other."""
+    async with running_cluster(request.param, serve) as started:
+        yield started
+
+
+def delivered(node: WsClient) -> int:
+    """Envelopes *node*'s backend received from other nodes and handed to its registry."""
+    backend = node.app[REGISTRY_KEY].backend
+    assert isinstance(backend, RedisBackend | IpcBackend)
+    return backend.stats.delivered
+
+
+# ------------------------------------------------------------------ by id
+
+
+@pytest.mark.parametrize(
+    ("data", "frame"),
+    [
+        ("hello from the other node", Frame(TEXT, b"hello from the other node")),
+        (b"\x00\xffraw", Frame(BINARY, b"\x00\xffraw")),
+    ],
+    ids=["text", "bytes"],
+)
+async def test_send_to_a_connection_on_another_node_arrives_once_as_sent(
+    shared_cluster: Cluster, data: str | bytes, frame: Frame
+) -> None:
+    sender, owner, bystander = shared_cluster.nodes
+    ws, connection_id = await connect(owner)
+    await sender.app[REGISTRY_KEY].send(connection_id, data)
+    assert await ws.read_frame(TIMEOUT) == frame
+    assert await silent(ws)
+    assert [delivered(node) for node in (sender, owner, bystander)] == [0, 1, 0]
+
+
+async def test_close_by_id_on_another_node_reaches_the_connection_with_code_and_reason(
+    shared_cluster: Cluster,
+) -> None:
+    sender, owner, _ = shared_cluster.nodes
+    ws, connection_id = await connect(owner)
+    await sender.app[REGISTRY_KEY].close(connection_id, 4010, "moved elsewhere")
+    frame = await ws.read_frame(TIMEOUT)
+    assert frame is not None
+    assert (frame.opcode, frame.close_code, frame.close_reason) == (CLOSE, 4010, "moved elsewhere")
+
+
+async def test_sends_and_closes_to_unknown_nodes_and_connections_are_not_errors(cluster: Cluster) -> None:
+    sender, owner = cluster.nodes[0], cluster.nodes[-1]
+    ws, connection_id = await connect(owner)
+    registry = sender.app[REGISTRY_KEY]
+    unknown = [
+        "deadbeef" + "0" * 24,  # a node nobody runs
+        owner.app[REGISTRY_KEY].node_id + "0" * 24,  # a live node, a connection it never had
+        "not an id",
+    ]
+    for unknown_id in unknown:
+        await registry.send(unknown_id, "to nobody")
+        await registry.close(unknown_id, 4000, "nobody")
+    await registry.send(connection_id, "to somebody")
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"to somebody")
+
+
+# ------------------------------------------------------------------ groups
+
+
+async def test_group_send_reaches_every_member_on_every_node_exactly_once(cluster: Cluster) -> None:
+    members = [await member(node, "red") for node in cluster.nodes for _ in range(2)]
+    outsiders = [(await member(node, "blue"))[0] for node in cluster.nodes]
+    # The first node has members too: it delivers to them itself, and not again when its publish comes back.
+    await send_message_to_group("red", {"n": 1}, app=cluster.nodes[0].app)
+    for ws, _ in members:
+        assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b'{"n":1}')
+    for ws, _ in members:
+        assert await silent(ws)
+    for ws in outsiders:
+        assert await silent(ws)
+
+
+async def test_group_send_skips_the_excluded_members_on_every_node(cluster: Cluster) -> None:
+    excluded = [await member(node, "red") for node in cluster.nodes]
+    included = [(await member(node, "red"))[0] for node in cluster.nodes]
+    await send_message_to_group("red", "hi", exclude={cid for _, cid in excluded}, app=cluster.nodes[-1].app)
+    for ws in included:
+        assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"hi")
+    for ws, _ in excluded:
+        assert await silent(ws)
+
+
+async def test_close_group_closes_members_on_every_node_with_code_and_reason(cluster: Cluster) -> None:
+    members = [(await member(node, "red"))[0] for node in cluster.nodes]
+    outsider, _ = await member(cluster.nodes[0], "blue")
+    await close_group("red", 4001, "room closed", app=cluster.nodes[-1].app)
+    for ws in members:
+        frames = await ws.frames_until_eof(TIMEOUT)
+        assert [(f.close_code, f.close_reason) for f in frames] == [(4001, "room closed")]
+    assert await silent(outsider)
+
+
+async def test_group_members_is_the_same_from_every_node(cluster: Cluster) -> None:
+    ids = {(await member(node, "red"))[1] for node in cluster.nodes for _ in range(2)}
+    await member(cluster.nodes[0], "blue")
+    for node in cluster.nodes:
+        assert await group_members("red", app=node.app) == ids
+
+
+async def test_group_members_of_a_group_nobody_joined_is_empty(cluster: Cluster) -> None:
+    await member(cluster.nodes[-1], "red")
+    for node in cluster.nodes:
+        assert await group_members("nobody-here", app=node.app) == set()
+
+
+async def test_member_that_left_gets_no_group_sends_and_leaves_presence_everywhere(cluster: Cluster) -> None:
+    stayer, stayer_id = await member(cluster.nodes[0], "red")
+    leaver, _ = await member(cluster.nodes[-1], "red")
+    leaver.send_text("leave")
+    assert await leaver.read_frame(TIMEOUT) == Frame(TEXT, b"left")
+    for node in cluster.nodes:
+        assert await group_members("red", app=node.app) == {stayer_id}
+    await send_message_to_group("red", "after", app=cluster.nodes[0].app)
+    assert await stayer.read_frame(TIMEOUT) == Frame(TEXT, b"after")
+    assert await silent(leaver)
+
+
+async def eventually_members(node: WsClient, group: str, expected: set[str]) -> set[str]:
+    """group_members from *node* once it equals *expected*, or what it says after a while (a leave is not awaited)."""
+    for _ in range(100):
+        seen = await group_members(group, app=node.app)
+        if seen == expected:
+            break
+        await asyncio.sleep(0.02)
+    return seen
+
+
+async def test_member_that_disconnected_leaves_presence_everywhere(cluster: Cluster) -> None:
+    _, stayer_id = await member(cluster.nodes[0], "red")
+    gone, _ = await member(cluster.nodes[-1], "red")
+    gone.abort()
+    for node in cluster.nodes:
+        assert await eventually_members(node, "red", {stayer_id}) == {stayer_id}
+
+
+async def test_members_of_a_node_that_shut_down_leave_presence_on_the_others(shared_cluster: Cluster) -> None:
+    first, leaving, third = shared_cluster.nodes
+    _, first_id = await member(first, "red")
+    clients = [(await member(leaving, "red"))[0] for _ in range(3)]
+    assert len(await group_members("red", app=third.app)) == 4
+    readers = [asyncio.ensure_future(ws.frames_until_eof(TIMEOUT)) for ws in clients]  # answer the 1001 close
+    await leaving.close()
+    await asyncio.gather(*readers)
+    assert await group_members("red", app=first.app) == {first_id}
+    assert await group_members("red", app=third.app) == {first_id}
+
+
+# ---------------------------------------------------------- backend down
+
+
+@dataclass
+class Outage:
+    """A node whose backend cannot carry anything to *owner* right now."""
+
+    sender: WsClient
+    connection_id: str
+    """A connection on the owner node, member of group ``red``."""
+    names: str
+    """What the error must name: the Redis URL, or the IPC node that does not answer."""
+
+
+@pytest.fixture(params=SHARED)
+async def outage(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[Outage]:
+    if request.param == "redis":
+        with own_redis() as redis:
+            sender, owner = [await serve(node_app(RedisBackend(redis.url, prefix="p:"))) for _ in range(2)]
+            _, connection_id = await member(owner, "red")
+            redis.kill()
+            backend = sender.app[REGISTRY_KEY].backend
+            assert isinstance(backend, RedisBackend)
+            for _ in range(int(10 / 0.02)):  # until the listener has noticed
+                if backend._down_since is not None:
+                    break
+                await asyncio.sleep(0.02)
+            yield Outage(sender, connection_id, f"Redis at {redis.url}")
+            for node in (sender, owner):
+                await node.close()
+        return
+    with sockets_dir() as directory:
+        sender = await serve(node_app(IpcBackend(directory, ack_timeout=0.2)))
+        owner = await serve(node_app(IpcBackend(directory, inbox_size=1)))
+        _, connection_id = await member(owner, "red")
+        release = await block_delivery(sender, owner)
+        yield Outage(sender, connection_id, f"worker node {owner.app[REGISTRY_KEY].node_id}")
+        release.set()
+        for node in (sender, owner):
+            await node.close()
+
+
+OPERATIONS: dict[str, Callable[[Registry, str], Awaitable[Any]]] = {
+    "send": lambda registry, connection_id: registry.send(connection_id, "lost"),
+    "close": lambda registry, connection_id: registry.close(connection_id, 4000, "lost"),
+    "group-send": lambda registry, _: registry.send_group("red", "lost"),
+    "group-members": lambda registry, _: registry.group_members("red"),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_operations_while_the_backend_is_down_raise_backend_unavailable_naming_what_is_down(
+    outage: Outage, operation: str
+) -> None:
+    with pytest.raises(BackendUnavailableError) as caught:
+        await OPERATIONS[operation](outage.sender.app[REGISTRY_KEY], outage.connection_id)
+    assert outage.names in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", SHARED)
+async def test_a_backend_that_is_not_started_raises_backend_unavailable_saying_so(kind: str) -> None:
+    with meeting_place(kind) as place:
+        backend = new_backend(kind, place)
+        with pytest.raises(BackendUnavailableError, match="not started"):
+            await backend.publish_to_node("deadbeef", Envelope("send", "deadbeef" + "0" * 24))
+        with pytest.raises(BackendUnavailableError, match="not started"):
+            await backend.publish_to_group("red", Envelope("group_send", "", group="red"))
+        with pytest.raises(BackendUnavailableError, match="not started"):
+            await backend.group_members("red")
