@@ -26,7 +26,7 @@ from tests.apps.redis_server import require_shared_redis
 from tests.conftest import TIMEOUT, raw_connect
 from tests.rawws import CLOSE, RawWebsocket
 from wsframe import BackendUnavailableError, GenericWebsocket, create_app
-from wsframe.backends import Backend
+from wsframe.backends import Backend, RedisBackend
 from wsframe.backends.base import Envelope
 from wsframe.registry import REGISTRY_KEY
 
@@ -38,9 +38,10 @@ __all__ = [
     "connect",
     "member",
     "silent",
-    "sockets_dir",
+    "socket_directory",
     "redis_prefix",
     "block_delivery",
+    "wait_until_down",
 ]
 
 WsClient = TestClient[web.Request, web.Application]
@@ -94,7 +95,7 @@ async def silent(ws: RawWebsocket) -> bool:
 
 
 @contextlib.contextmanager
-def sockets_dir() -> Iterator[Path]:
+def socket_directory() -> Iterator[Path]:
     """A fresh directory for IPC nodes to meet in, removed afterwards."""
     # Short on purpose: a Unix socket path must fit in 108 bytes.
     path = Path(tempfile.mkdtemp(prefix="wsf-", dir="/tmp"))
@@ -129,3 +130,14 @@ async def block_delivery(sender: WsClient, owner: WsClient) -> asyncio.Event:
     with pytest.raises(BackendUnavailableError):
         await sender.app[REGISTRY_KEY].send(target, "no room: the stream is stuck behind it")
     return release
+
+
+async def wait_until_down(node: WsClient) -> None:
+    """Return once the Redis listener of *node* has noticed that Redis is gone (fail after 10 s)."""
+    backend = node.app[REGISTRY_KEY].backend
+    assert isinstance(backend, RedisBackend)
+    for _ in range(int(10 / 0.02)):
+        if backend._down_since is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the Redis listener did not notice the outage within 10 s")

@@ -1,20 +1,13 @@
 """The backend contract: what every backend does for the registry, run against each of them.
 
-Fixtures say which backends a test is for:
-
-- ``cluster``: every backend. Redis and IPC give three nodes (apps on real ports) that
-  reach each other; memory is one process, so it gives one node and the same assertions
-  hold for it with nothing to cross.
-- ``shared_cluster``: only the backends whose nodes reach each other (Redis, IPC), for
-  what needs a second node: a send, close or shutdown on one node seen from another.
-- ``outage``: Redis and IPC with the transport down (a private redis-server killed; an
-  IPC node that stops taking envelopes).
-
-Redis is the real server on 127.0.0.1:6379 (each test under a prefix of its own; the tests
-fail, never skip, when it is not running); IPC uses real Unix sockets in a fresh directory.
-Backend-specific behaviour (reconnection, presence TTL, socket races, wire protocol) is
-tested in ``test_backends_redis``, ``test_backends_ipc``, ``test_groups_redis`` and
-``test_groups_ipc``.
+The fixture a test takes says which backends it is for: ``nodes`` gives every backend, as
+three nodes (apps on real ports) that reach each other, or memory's single node, for which
+the same assertions hold with nothing to cross; ``shared_nodes`` gives three nodes of the
+backends that reach other nodes (Redis, IPC), for what needs a second node; ``outage`` gives
+those two with the transport down. Redis is the real server on 127.0.0.1:6379 under a prefix
+per test (missing, the tests fail saying how to start it); IPC uses real Unix sockets in a
+fresh directory. What only one backend does is tested in its own ``test_backends_*`` and
+``test_groups_*`` module.
 """
 
 from __future__ import annotations
@@ -29,11 +22,23 @@ import pytest
 
 from tests.apps.redis_server import SHARED_REDIS_URL, own_redis
 from tests.conftest import TIMEOUT, Serve
-from tests.nodes import WsClient, block_delivery, connect, member, node_app, redis_prefix, silent, sockets_dir
+from tests.nodes import (
+    WsClient,
+    block_delivery,
+    connect,
+    member,
+    node_app,
+    redis_prefix,
+    silent,
+    socket_directory,
+    wait_until_down,
+)
 from tests.rawws import BINARY, CLOSE, TEXT, Frame
 from wsframe import BackendUnavailableError, close_group, group_members, send_message_to_group
 from wsframe.backends import Backend, IpcBackend, MemoryBackend, RedisBackend
 from wsframe.backends.base import Envelope
+from wsframe.backends.ipc import IpcBackendStats
+from wsframe.backends.redis import RedisBackendStats
 from wsframe.registry import REGISTRY_KEY, Registry
 
 BACKENDS = ["memory", "redis", "ipc"]
@@ -42,64 +47,48 @@ SHARED = ["redis", "ipc"]
 
 
 @contextlib.contextmanager
-def meeting_place(kind: str) -> Iterator[str]:
-    """Where the nodes of one test meet: a Redis prefix of their own, or a fresh socket directory."""
+def backends(kind: str) -> Iterator[Callable[[], Backend]]:
+    """Make backends of *kind* that meet: under a Redis prefix of their own, or in a fresh socket directory."""
     if kind == "redis":
-        yield redis_prefix()
+        prefix = redis_prefix()
+        yield lambda: RedisBackend(SHARED_REDIS_URL, prefix=prefix)
     elif kind == "ipc":
-        with sockets_dir() as directory:
-            yield str(directory)
+        with socket_directory() as directory:
+            yield lambda: IpcBackend(directory)
     else:
-        yield ""
-
-
-def new_backend(kind: str, place: str) -> Backend:
-    if kind == "redis":
-        return RedisBackend(SHARED_REDIS_URL, prefix=place)
-    if kind == "ipc":
-        return IpcBackend(place)
-    return MemoryBackend()
-
-
-@dataclass
-class Cluster:
-    """Nodes on one backend, started with the test's ``serve`` fixture."""
-
-    kind: str
-    nodes: list[WsClient]
+        yield MemoryBackend
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(kind: str, serve: Serve) -> AsyncIterator[Cluster]:
-    with meeting_place(kind) as place:
-        count = 1 if kind == "memory" else 3
-        cluster = Cluster(kind, [await serve(node_app(new_backend(kind, place))) for _ in range(count)])
+async def running_nodes(kind: str, serve: Serve) -> AsyncIterator[list[WsClient]]:
+    with backends(kind) as new_backend:
+        nodes = [await serve(node_app(new_backend())) for _ in range(1 if kind == "memory" else 3)]
         try:
-            yield cluster
+            yield nodes
         finally:
-            for node in cluster.nodes:  # before the directory goes
+            for node in nodes:  # before the directory goes
                 await node.close()
 
 
 @pytest.fixture(params=BACKENDS)
-async def cluster(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[Cluster]:
+async def nodes(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[list[WsClient]]:
     """Every backend: three nodes that reach each other, or memory's one."""
-    async with running_cluster(request.param, serve) as started:
+    async with running_nodes(request.param, serve) as started:
         yield started
 
 
 @pytest.fixture(params=SHARED)
-async def shared_cluster(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[Cluster]:
-    """Three nodes on a backend whose nodes reach each other."""
-    async with running_cluster(request.param, serve) as started:
+async def shared_nodes(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[list[WsClient]]:
+    """Three nodes of a backend whose nodes reach each other."""
+    async with running_nodes(request.param, serve) as started:
         yield started
 
 
-def delivered(node: WsClient) -> int:
-    """Envelopes *node*'s backend received from other nodes and handed to its registry."""
+def stats(node: WsClient) -> RedisBackendStats | IpcBackendStats:
+    """The counters of *node*'s backend: both count ``delivered`` and ``bad_messages`` alike."""
     backend = node.app[REGISTRY_KEY].backend
     assert isinstance(backend, RedisBackend | IpcBackend)
-    return backend.stats.delivered
+    return backend.stats
 
 
 # ------------------------------------------------------------------ by id
@@ -114,20 +103,54 @@ def delivered(node: WsClient) -> int:
     ids=["text", "bytes"],
 )
 async def test_send_to_a_connection_on_another_node_arrives_once_as_sent(
-    shared_cluster: Cluster, data: str | bytes, frame: Frame
+    shared_nodes: list[WsClient], data: str | bytes, frame: Frame
 ) -> None:
-    sender, owner, bystander = shared_cluster.nodes
+    sender, owner, bystander = shared_nodes
     ws, connection_id = await connect(owner)
     await sender.app[REGISTRY_KEY].send(connection_id, data)
     assert await ws.read_frame(TIMEOUT) == frame
     assert await silent(ws)
-    assert [delivered(node) for node in (sender, owner, bystander)] == [0, 1, 0]
+    assert [stats(node).delivered for node in (sender, owner, bystander)] == [0, 1, 0]
+
+
+async def test_sends_that_returned_one_after_another_arrive_in_that_order_whichever_node_sent_them(
+    shared_nodes: list[WsClient],
+) -> None:
+    first, second, owner = shared_nodes
+    ws, connection_id = await connect(owner)
+    for n in range(100):
+        await (first if n % 2 else second).app[REGISTRY_KEY].send(connection_id, {"n": n})
+    received = [(await ws.read_frame(TIMEOUT) or Frame(TEXT, b"")).text for _ in range(100)]
+    assert received == [f'{{"n":{n}}}' for n in range(100)]
+
+
+async def test_a_delivery_that_raises_is_counted_and_skipped_and_the_next_one_arrives(
+    shared_nodes: list[WsClient],
+) -> None:
+    sender, owner, _ = shared_nodes
+    ws, connection_id = await connect(owner)
+    registry = owner.app[REGISTRY_KEY]
+    original = registry.deliver_envelope
+    calls = 0
+
+    async def fail_once(envelope: Envelope) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("delivery blew up")
+        await original(envelope)
+
+    registry.deliver_envelope = fail_once  # type: ignore[method-assign]
+    await sender.app[REGISTRY_KEY].send(connection_id, "first")
+    await sender.app[REGISTRY_KEY].send(connection_id, "second")
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"second")
+    assert stats(owner).bad_messages == 1
 
 
 async def test_close_by_id_on_another_node_reaches_the_connection_with_code_and_reason(
-    shared_cluster: Cluster,
+    shared_nodes: list[WsClient],
 ) -> None:
-    sender, owner, _ = shared_cluster.nodes
+    sender, owner, _ = shared_nodes
     ws, connection_id = await connect(owner)
     await sender.app[REGISTRY_KEY].close(connection_id, 4010, "moved elsewhere")
     frame = await ws.read_frame(TIMEOUT)
@@ -135,8 +158,8 @@ async def test_close_by_id_on_another_node_reaches_the_connection_with_code_and_
     assert (frame.opcode, frame.close_code, frame.close_reason) == (CLOSE, 4010, "moved elsewhere")
 
 
-async def test_sends_and_closes_to_unknown_nodes_and_connections_are_not_errors(cluster: Cluster) -> None:
-    sender, owner = cluster.nodes[0], cluster.nodes[-1]
+async def test_sends_and_closes_to_unknown_nodes_and_connections_are_not_errors(nodes: list[WsClient]) -> None:
+    sender, owner = nodes[0], nodes[-1]
     ws, connection_id = await connect(owner)
     registry = sender.app[REGISTRY_KEY]
     unknown = [
@@ -154,11 +177,11 @@ async def test_sends_and_closes_to_unknown_nodes_and_connections_are_not_errors(
 # ------------------------------------------------------------------ groups
 
 
-async def test_group_send_reaches_every_member_on_every_node_exactly_once(cluster: Cluster) -> None:
-    members = [await member(node, "red") for node in cluster.nodes for _ in range(2)]
-    outsiders = [(await member(node, "blue"))[0] for node in cluster.nodes]
+async def test_group_send_reaches_every_member_on_every_node_exactly_once(nodes: list[WsClient]) -> None:
+    members = [await member(node, "red") for node in nodes for _ in range(2)]
+    outsiders = [(await member(node, "blue"))[0] for node in nodes]
     # The first node has members too: it delivers to them itself, and not again when its publish comes back.
-    await send_message_to_group("red", {"n": 1}, app=cluster.nodes[0].app)
+    await send_message_to_group("red", {"n": 1}, app=nodes[0].app)
     for ws, _ in members:
         assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b'{"n":1}')
     for ws, _ in members:
@@ -167,47 +190,57 @@ async def test_group_send_reaches_every_member_on_every_node_exactly_once(cluste
         assert await silent(ws)
 
 
-async def test_group_send_skips_the_excluded_members_on_every_node(cluster: Cluster) -> None:
-    excluded = [await member(node, "red") for node in cluster.nodes]
-    included = [(await member(node, "red"))[0] for node in cluster.nodes]
-    await send_message_to_group("red", "hi", exclude={cid for _, cid in excluded}, app=cluster.nodes[-1].app)
+async def test_group_sends_that_returned_one_after_another_arrive_in_that_order_whichever_node_sent_them(
+    shared_nodes: list[WsClient],
+) -> None:
+    first, second, third = shared_nodes
+    ws, _ = await member(third, "red")
+    for n in range(50):
+        await send_message_to_group("red", str(n), app=(first if n % 2 else second).app)
+    assert [(await ws.read_frame(TIMEOUT) or Frame(TEXT, b"")).text for _ in range(50)] == [str(n) for n in range(50)]
+
+
+async def test_group_send_skips_the_excluded_members_on_every_node(nodes: list[WsClient]) -> None:
+    excluded = [await member(node, "red") for node in nodes]
+    included = [(await member(node, "red"))[0] for node in nodes]
+    await send_message_to_group("red", "hi", exclude={cid for _, cid in excluded}, app=nodes[-1].app)
     for ws in included:
         assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"hi")
     for ws, _ in excluded:
         assert await silent(ws)
 
 
-async def test_close_group_closes_members_on_every_node_with_code_and_reason(cluster: Cluster) -> None:
-    members = [(await member(node, "red"))[0] for node in cluster.nodes]
-    outsider, _ = await member(cluster.nodes[0], "blue")
-    await close_group("red", 4001, "room closed", app=cluster.nodes[-1].app)
+async def test_close_group_closes_members_on_every_node_with_code_and_reason(nodes: list[WsClient]) -> None:
+    members = [(await member(node, "red"))[0] for node in nodes]
+    outsider, _ = await member(nodes[0], "blue")
+    await close_group("red", 4001, "room closed", app=nodes[-1].app)
     for ws in members:
         frames = await ws.frames_until_eof(TIMEOUT)
         assert [(f.close_code, f.close_reason) for f in frames] == [(4001, "room closed")]
     assert await silent(outsider)
 
 
-async def test_group_members_is_the_same_from_every_node(cluster: Cluster) -> None:
-    ids = {(await member(node, "red"))[1] for node in cluster.nodes for _ in range(2)}
-    await member(cluster.nodes[0], "blue")
-    for node in cluster.nodes:
+async def test_group_members_is_the_same_from_every_node(nodes: list[WsClient]) -> None:
+    ids = {(await member(node, "red"))[1] for node in nodes for _ in range(2)}
+    await member(nodes[0], "blue")
+    for node in nodes:
         assert await group_members("red", app=node.app) == ids
 
 
-async def test_group_members_of_a_group_nobody_joined_is_empty(cluster: Cluster) -> None:
-    await member(cluster.nodes[-1], "red")
-    for node in cluster.nodes:
+async def test_group_members_of_a_group_nobody_joined_is_empty(nodes: list[WsClient]) -> None:
+    await member(nodes[-1], "red")
+    for node in nodes:
         assert await group_members("nobody-here", app=node.app) == set()
 
 
-async def test_member_that_left_gets_no_group_sends_and_leaves_presence_everywhere(cluster: Cluster) -> None:
-    stayer, stayer_id = await member(cluster.nodes[0], "red")
-    leaver, _ = await member(cluster.nodes[-1], "red")
+async def test_member_that_left_gets_no_group_sends_and_leaves_presence_everywhere(nodes: list[WsClient]) -> None:
+    stayer, stayer_id = await member(nodes[0], "red")
+    leaver, _ = await member(nodes[-1], "red")
     leaver.send_text("leave")
     assert await leaver.read_frame(TIMEOUT) == Frame(TEXT, b"left")
-    for node in cluster.nodes:
+    for node in nodes:
         assert await group_members("red", app=node.app) == {stayer_id}
-    await send_message_to_group("red", "after", app=cluster.nodes[0].app)
+    await send_message_to_group("red", "after", app=nodes[0].app)
     assert await stayer.read_frame(TIMEOUT) == Frame(TEXT, b"after")
     assert await silent(leaver)
 
@@ -222,16 +255,16 @@ async def eventually_members(node: WsClient, group: str, expected: set[str]) -> 
     return seen
 
 
-async def test_member_that_disconnected_leaves_presence_everywhere(cluster: Cluster) -> None:
-    _, stayer_id = await member(cluster.nodes[0], "red")
-    gone, _ = await member(cluster.nodes[-1], "red")
+async def test_member_that_disconnected_leaves_presence_everywhere(nodes: list[WsClient]) -> None:
+    _, stayer_id = await member(nodes[0], "red")
+    gone, _ = await member(nodes[-1], "red")
     gone.abort()
-    for node in cluster.nodes:
+    for node in nodes:
         assert await eventually_members(node, "red", {stayer_id}) == {stayer_id}
 
 
-async def test_members_of_a_node_that_shut_down_leave_presence_on_the_others(shared_cluster: Cluster) -> None:
-    first, leaving, third = shared_cluster.nodes
+async def test_members_of_a_node_that_shut_down_leave_presence_on_the_others(shared_nodes: list[WsClient]) -> None:
+    first, leaving, third = shared_nodes
     _, first_id = await member(first, "red")
     clients = [(await member(leaving, "red"))[0] for _ in range(3)]
     assert len(await group_members("red", app=third.app)) == 4
@@ -263,22 +296,17 @@ async def outage(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[
             sender, owner = [await serve(node_app(RedisBackend(redis.url, prefix="p:"))) for _ in range(2)]
             _, connection_id = await member(owner, "red")
             redis.kill()
-            backend = sender.app[REGISTRY_KEY].backend
-            assert isinstance(backend, RedisBackend)
-            for _ in range(int(10 / 0.02)):  # until the listener has noticed
-                if backend._down_since is not None:
-                    break
-                await asyncio.sleep(0.02)
-            yield Outage(sender, connection_id, f"Redis at {redis.url}")
+            await wait_until_down(sender)
+            yield Outage(sender, connection_id, f"Redis at {redis.url} has been unreachable")
             for node in (sender, owner):
                 await node.close()
         return
-    with sockets_dir() as directory:
+    with socket_directory() as directory:
         sender = await serve(node_app(IpcBackend(directory, ack_timeout=0.2)))
         owner = await serve(node_app(IpcBackend(directory, inbox_size=1)))
         _, connection_id = await member(owner, "red")
         release = await block_delivery(sender, owner)
-        yield Outage(sender, connection_id, f"worker node {owner.app[REGISTRY_KEY].node_id}")
+        yield Outage(sender, connection_id, f"worker node {owner.app[REGISTRY_KEY].node_id} did not")
         release.set()
         for node in (sender, owner):
             await node.close()
@@ -303,8 +331,8 @@ async def test_operations_while_the_backend_is_down_raise_backend_unavailable_na
 
 @pytest.mark.parametrize("kind", SHARED)
 async def test_a_backend_that_is_not_started_raises_backend_unavailable_saying_so(kind: str) -> None:
-    with meeting_place(kind) as place:
-        backend = new_backend(kind, place)
+    with backends(kind) as new_backend:
+        backend = new_backend()
         with pytest.raises(BackendUnavailableError, match="not started"):
             await backend.publish_to_node("deadbeef", Envelope("send", "deadbeef" + "0" * 24))
         with pytest.raises(BackendUnavailableError, match="not started"):

@@ -1,4 +1,5 @@
-"""The local IPC backend: nodes in one machine talking over real Unix sockets."""
+"""The local IPC backend beyond the contract (test_backends_contract): ordering, dead nodes, bad
+input, socket files and directories, and backend selection. Real Unix sockets."""
 
 from __future__ import annotations
 
@@ -10,39 +11,26 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import BINARY, CLOSE, TEXT, Frame, RawWebsocket
-from wsframe import BackendUnavailableError, ConfigurationError, GenericWebsocket, create_app
+from tests.conftest import TIMEOUT, Serve
+from tests.nodes import Announce, WsClient, connect, node_app, socket_directory
+from tests.rawws import TEXT, Frame
+from wsframe import ConfigurationError, create_app
 from wsframe.backends import IpcBackend, MemoryBackend, RedisBackend, backend_from_url, resolve_backend
 from wsframe.backends.base import Envelope, encode_envelope
 from wsframe.backends.ipc import runtime_base
 from wsframe.registry import REGISTRY_KEY, Registry
 
-WsClient = TestClient[web.Request, web.Application]
-
-
-class Announce(GenericWebsocket):
-    """Sends the client its connection id."""
-
-    async def connect(self) -> None:
-        await self.accept()
-        await self.send(self.connection_id)
-
 
 @pytest.fixture
 def sockets_dir() -> Iterator[Path]:
-    # Short on purpose: a Unix socket path must fit in 108 bytes.
-    path = Path(tempfile.mkdtemp(prefix="wsf-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with socket_directory() as path:
+        yield path
 
 
 @pytest.fixture
@@ -55,8 +43,8 @@ def under_gunicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVER_SOFTWARE", "gunicorn/27.0.1")
 
 
-def node_app(directory: Path, **options: float) -> web.Application:
-    return create_app({"ws/": Announce}, backend=IpcBackend(directory, **options))  # type: ignore[arg-type]
+def ipc_node(directory: Path, **options: float) -> web.Application:
+    return node_app(IpcBackend(directory, **options))  # type: ignore[arg-type]
 
 
 def backend_of(client: WsClient) -> IpcBackend:
@@ -65,16 +53,9 @@ def backend_of(client: WsClient) -> IpcBackend:
     return backend
 
 
-async def connect(client: WsClient) -> tuple[RawWebsocket, str]:
-    ws = await raw_connect(client, "/ws/")
-    frame = await ws.read_frame(TIMEOUT)
-    assert frame is not None
-    return ws, frame.text
-
-
 @pytest.fixture
 async def two_nodes(serve: Serve, sockets_dir: Path) -> tuple[WsClient, WsClient]:
-    return await serve(node_app(sockets_dir)), await serve(node_app(sockets_dir))
+    return await serve(ipc_node(sockets_dir)), await serve(ipc_node(sockets_dir))
 
 
 def raw_frame(data: bytes) -> bytes:
@@ -82,41 +63,6 @@ def raw_frame(data: bytes) -> bytes:
 
 
 # ------------------------------------------------------------------ delivery
-
-
-async def test_text_send_reaches_a_connection_owned_by_another_node(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    await sender.app[REGISTRY_KEY].send(connection_id, "hello, neighbour")
-    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"hello, neighbour")
-    assert (backend_of(sender).stats.sent, backend_of(owner).stats.delivered) == (1, 1)
-
-
-async def test_bytes_send_arrives_as_a_binary_frame(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    await sender.app[REGISTRY_KEY].send(connection_id, bytearray(b"\x00\x01\xff"))
-    assert await ws.read_frame(TIMEOUT) == Frame(BINARY, b"\x00\x01\xff")
-
-
-async def test_close_by_id_on_another_node_delivers_code_and_reason(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    await sender.app[REGISTRY_KEY].close(connection_id, 4321, "bye from next door")
-    frame = await ws.read_frame(TIMEOUT)
-    assert frame is not None
-    assert (frame.opcode, frame.close_code, frame.close_reason) == (CLOSE, 4321, "bye from next door")
-
-
-async def test_sends_alternating_between_two_senders_arrive_in_the_order_they_returned(
-    serve: Serve, sockets_dir: Path
-) -> None:
-    first, second, owner = [await serve(node_app(sockets_dir)) for _ in range(3)]
-    ws, connection_id = await connect(owner)
-    for n in range(100):
-        await (first if n % 2 else second).app[REGISTRY_KEY].send(connection_id, str(n))
-    received = [(await ws.read_frame(TIMEOUT) or Frame(TEXT, b"")).text for _ in range(100)]
-    assert received == [str(n) for n in range(100)]
 
 
 async def test_concurrent_sends_to_many_connections_each_arrive_once(two_nodes: tuple[WsClient, WsClient]) -> None:
@@ -134,7 +80,7 @@ async def test_concurrent_sends_to_many_connections_each_arrive_once(two_nodes: 
 
 
 async def test_send_to_a_node_without_a_socket_is_dropped_quietly(serve: Serve, sockets_dir: Path) -> None:
-    client = await serve(node_app(sockets_dir))
+    client = await serve(ipc_node(sockets_dir))
     await client.app[REGISTRY_KEY].send("0badc0de" + "0" * 24, "anyone?")
     assert backend_of(client).stats.dropped == 1
 
@@ -142,7 +88,7 @@ async def test_send_to_a_node_without_a_socket_is_dropped_quietly(serve: Serve, 
 async def test_stale_socket_of_a_killed_worker_is_removed_and_the_send_dropped(
     serve: Serve, sockets_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await serve(node_app(sockets_dir))
+    client = await serve(ipc_node(sockets_dir))
     stale = sockets_dir / "0badc0de.sock"
     with socket.socket(socket.AF_UNIX) as listener:  # bound, then closed without unlinking: a SIGKILLed worker
         listener.bind(str(stale))
@@ -154,8 +100,8 @@ async def test_stale_socket_of_a_killed_worker_is_removed_and_the_send_dropped(
 
 
 async def test_send_to_a_node_that_shut_down_after_we_connected_is_dropped(serve: Serve, sockets_dir: Path) -> None:
-    sender = await serve(node_app(sockets_dir))
-    owner = await serve(node_app(sockets_dir))
+    sender = await serve(ipc_node(sockets_dir))
+    owner = await serve(ipc_node(sockets_dir))
     ws, connection_id = await connect(owner)
     await sender.app[REGISTRY_KEY].send(connection_id, "while alive")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"while alive")
@@ -168,7 +114,7 @@ async def test_send_to_a_node_that_shut_down_after_we_connected_is_dropped(serve
 async def test_id_whose_node_part_is_a_path_is_dropped_without_touching_the_filesystem(
     serve: Serve, sockets_dir: Path
 ) -> None:
-    client = await serve(node_app(sockets_dir))
+    client = await serve(ipc_node(sockets_dir))
     (sockets_dir.parent / "x.sock").unlink(missing_ok=True)
     await client.app[REGISTRY_KEY].send("../x.so" + "0" * 25, "escape")
     assert backend_of(client).stats.dropped == 0
@@ -209,56 +155,11 @@ async def test_frame_announcing_more_than_a_gigabyte_closes_only_that_stream(
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"others unaffected")
 
 
-async def test_one_failing_delivery_does_not_stop_delivery(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    registry = owner.app[REGISTRY_KEY]
-    original = registry.deliver_envelope
-    calls = 0
-
-    async def fail_once(envelope: Envelope) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("delivery blew up")
-        await original(envelope)
-
-    registry.deliver_envelope = fail_once  # type: ignore[method-assign]
-    await sender.app[REGISTRY_KEY].send(connection_id, "first")
-    await sender.app[REGISTRY_KEY].send(connection_id, "second")
-    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"second")
-    assert backend_of(owner).stats.bad_messages == 1
-
-
-async def test_owner_that_stops_taking_envelopes_makes_the_send_raise(serve: Serve, sockets_dir: Path) -> None:
-    sender = await serve(node_app(sockets_dir, ack_timeout=0.2))
-    owner = await serve(create_app({"ws/": Announce}, backend=IpcBackend(sockets_dir, inbox_size=1)))
-    registry = owner.app[REGISTRY_KEY]
-    stuck = asyncio.Event()
-
-    async def never_finishes(envelope: Envelope) -> None:
-        await stuck.wait()
-
-    registry.deliver_envelope = never_finishes  # type: ignore[method-assign]
-    target = registry.node_id + "0" * 24
-    await sender.app[REGISTRY_KEY].send(target, "taken by the delivery task")
-    await sender.app[REGISTRY_KEY].send(target, "fills the inbox")
-    with pytest.raises(BackendUnavailableError, match="did not take the send"):
-        await sender.app[REGISTRY_KEY].send(target, "no room")
-    stuck.set()
-
-
-async def test_send_before_startup_raises_backend_unavailable(sockets_dir: Path) -> None:
-    backend = IpcBackend(sockets_dir)
-    with pytest.raises(BackendUnavailableError, match="not started"):
-        await backend.publish_to_node("deadbeef", Envelope("send", "deadbeef" + "0" * 24))
-
-
 # --------------------------------------------------------- files and folders
 
 
 async def test_shutdown_removes_the_node_socket(serve: Serve, sockets_dir: Path) -> None:
-    client = await serve(node_app(sockets_dir))
+    client = await serve(ipc_node(sockets_dir))
     path = sockets_dir / f"{client.app[REGISTRY_KEY].node_id}.sock"
     assert path.exists()
     await client.close()
@@ -266,7 +167,7 @@ async def test_shutdown_removes_the_node_socket(serve: Serve, sockets_dir: Path)
 
 
 async def test_the_node_socket_is_private_to_this_user(serve: Serve, sockets_dir: Path) -> None:
-    client = await serve(node_app(sockets_dir))
+    client = await serve(ipc_node(sockets_dir))
     path = sockets_dir / f"{client.app[REGISTRY_KEY].node_id}.sock"
     assert path.stat().st_mode & 0o777 == 0o600
 

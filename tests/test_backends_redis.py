@@ -1,43 +1,33 @@
-"""The Redis backend: targeted delivery between nodes, outages, bad input. Real redis-server only."""
+"""The Redis backend beyond the contract (test_backends_contract): ordering, prefixes, bad input,
+outages and reconnection, startup and configuration. Real redis-server only."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer, own_redis, require_shared_redis
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import BINARY, CLOSE, TEXT, Frame, RawWebsocket
-from wsframe import BackendUnavailableError, ConfigurationError, GenericWebsocket, create_app
+from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer, own_redis
+from tests.conftest import TIMEOUT, Serve
+from tests.nodes import Announce, WsClient, connect, node_app, redis_prefix, wait_until_down
+from tests.rawws import TEXT, Frame
+from tests.servers import free_port
+from wsframe import BackendUnavailableError, ConfigurationError, create_app
 from wsframe.backends import RedisBackend, resolve_backend
 from wsframe.backends.base import Envelope, encode_envelope
 from wsframe.backends.redis import node_channel, redacted_url
 from wsframe.registry import REGISTRY_KEY, Registry
 
-WsClient = TestClient[web.Request, web.Application]
-
-
-class Announce(GenericWebsocket):
-    """Sends the client its connection id."""
-
-    async def connect(self) -> None:
-        await self.accept()
-        await self.send(self.connection_id)
-
 
 @pytest.fixture
 def prefix() -> str:
     """A prefix of our own, so tests sharing the Redis on 6379 never hear each other."""
-    require_shared_redis()
-    return f"wsframe-test-{secrets.token_hex(4)}:"
+    return redis_prefix()
 
 
 @pytest.fixture
@@ -46,21 +36,14 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
 
 
-def node_app(url: str, prefix: str, **options: float) -> web.Application:
-    return create_app({"ws/": Announce}, backend=RedisBackend(url, prefix=prefix, **options))
+def redis_node(url: str, prefix: str, **options: float) -> web.Application:
+    return node_app(RedisBackend(url, prefix=prefix, **options))
 
 
 def backend_of(client: WsClient) -> RedisBackend:
     backend = client.app[REGISTRY_KEY].backend
     assert isinstance(backend, RedisBackend)
     return backend
-
-
-async def connect(client: WsClient) -> tuple[RawWebsocket, str]:
-    ws = await raw_connect(client, "/ws/")
-    frame = await ws.read_frame(TIMEOUT)
-    assert frame is not None
-    return ws, frame.text
 
 
 async def wait_until_up(backend: RedisBackend) -> None:
@@ -71,66 +54,16 @@ async def wait_until_up(backend: RedisBackend) -> None:
     raise AssertionError("the Redis listener did not reconnect within 10 s")
 
 
-async def wait_until_down(backend: RedisBackend) -> None:
-    for _ in range(int(10 / 0.02)):
-        if backend._down_since is not None:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the Redis listener did not notice the outage within 10 s")
-
-
 @pytest.fixture
-async def two_nodes(serve: Serve, prefix: str) -> AsyncIterator[tuple[WsClient, WsClient]]:
-    return await serve(node_app(SHARED_REDIS_URL, prefix)), await serve(node_app(SHARED_REDIS_URL, prefix))
+async def two_nodes(serve: Serve, prefix: str) -> tuple[WsClient, WsClient]:
+    return await serve(redis_node(SHARED_REDIS_URL, prefix)), await serve(redis_node(SHARED_REDIS_URL, prefix))
 
 
 # ------------------------------------------------------------------ delivery
 
 
-async def test_text_send_reaches_a_connection_owned_by_another_node(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    await sender.app[REGISTRY_KEY].send(connection_id, "hello from the other node")
-    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"hello from the other node")
-    assert backend_of(sender).stats.published == 1
-    assert backend_of(owner).stats.delivered == 1
-
-
-async def test_bytes_send_arrives_as_a_binary_frame(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    await sender.app[REGISTRY_KEY].send(connection_id, b"\x00\xffraw")
-    assert await ws.read_frame(TIMEOUT) == Frame(BINARY, b"\x00\xffraw")
-
-
-async def test_sends_from_one_sender_arrive_in_order(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    for n in range(200):
-        await sender.app[REGISTRY_KEY].send(connection_id, {"n": n})
-    received = [msgspec.json.decode((await ws.read_frame(TIMEOUT) or Frame(TEXT, b"")).payload) for _ in range(200)]
-    assert received == [{"n": n} for n in range(200)]
-
-
-async def test_close_by_id_on_another_node_delivers_code_and_reason(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    await sender.app[REGISTRY_KEY].close(connection_id, 4010, "moved elsewhere")
-    frame = await ws.read_frame(TIMEOUT)
-    assert frame is not None
-    assert (frame.opcode, frame.close_code, frame.close_reason) == (CLOSE, 4010, "moved elsewhere")
-
-
-async def test_send_reaches_only_the_owning_node(serve: Serve, prefix: str) -> None:
-    nodes = [await serve(node_app(SHARED_REDIS_URL, prefix)) for _ in range(3)]
-    ws, connection_id = await connect(nodes[1])
-    await nodes[0].app[REGISTRY_KEY].send(connection_id, "only you")
-    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"only you")
-    assert [backend_of(node).stats.delivered for node in nodes] == [0, 1, 0]
-
-
 async def test_same_process_send_works_while_redis_is_down(serve: Serve, private_redis: RedisServer) -> None:
-    client = await serve(node_app(private_redis.url, "p:"))
+    client = await serve(redis_node(private_redis.url, "p:"))
     ws, connection_id = await connect(client)
     private_redis.kill()
     await client.app[REGISTRY_KEY].send(connection_id, "no bus hop")
@@ -142,7 +75,7 @@ async def test_same_process_send_works_while_redis_is_down(serve: Serve, private
 
 
 async def test_the_node_channel_lives_under_the_prefix(serve: Serve, prefix: str) -> None:
-    client = await serve(node_app(SHARED_REDIS_URL, prefix))
+    client = await serve(redis_node(SHARED_REDIS_URL, prefix))
     redis = aioredis.Redis.from_url(SHARED_REDIS_URL)
     try:
         channels = await redis.pubsub_channels(f"{prefix}*")
@@ -152,8 +85,8 @@ async def test_the_node_channel_lives_under_the_prefix(serve: Serve, prefix: str
 
 
 async def test_apps_with_different_prefixes_do_not_reach_each_other(serve: Serve, prefix: str) -> None:
-    sender = await serve(node_app(SHARED_REDIS_URL, prefix + "a:"))
-    owner = await serve(node_app(SHARED_REDIS_URL, prefix + "b:"))
+    sender = await serve(redis_node(SHARED_REDIS_URL, prefix + "a:"))
+    owner = await serve(redis_node(SHARED_REDIS_URL, prefix + "b:"))
     _ws, connection_id = await connect(owner)
     await sender.app[REGISTRY_KEY].send(connection_id, "wrong app")
     assert backend_of(sender).stats.unrouted == 1
@@ -194,14 +127,14 @@ async def test_envelope_for_a_connection_that_is_gone_is_dropped(two_nodes: tupl
 
 
 async def test_send_to_a_node_nobody_listens_for_is_dropped_and_counted(serve: Serve, prefix: str) -> None:
-    client = await serve(node_app(SHARED_REDIS_URL, prefix))
+    client = await serve(redis_node(SHARED_REDIS_URL, prefix))
     await client.app[REGISTRY_KEY].send("deadbeef" + "0" * 24, "anyone?")
     stats = backend_of(client).stats
     assert (stats.published, stats.unrouted, stats.possibly_lost) == (1, 1, 1)
 
 
 async def test_id_whose_node_part_is_not_hex_is_dropped_without_publishing(serve: Serve, prefix: str) -> None:
-    client = await serve(node_app(SHARED_REDIS_URL, prefix))
+    client = await serve(redis_node(SHARED_REDIS_URL, prefix))
     await client.app[REGISTRY_KEY].send("../../x" + "0" * 25, "anyone?")
     assert backend_of(client).stats.published == 0
 
@@ -209,34 +142,25 @@ async def test_id_whose_node_part_is_not_hex_is_dropped_without_publishing(serve
 # ------------------------------------------------------------------- outages
 
 
-async def test_publish_while_redis_is_down_raises_backend_unavailable(serve: Serve, private_redis: RedisServer) -> None:
-    client = await serve(node_app(private_redis.url, "p:"))
-    private_redis.kill()
-    await wait_until_down(backend_of(client))
-    with pytest.raises(BackendUnavailableError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 has been unreachable"):
-        await client.app[REGISTRY_KEY].send("deadbeef" + "0" * 24, "lost")
-    assert backend_of(client).stats.publish_failures == 1
-
-
 async def test_publish_to_a_hung_redis_raises_backend_unavailable_instead_of_hanging(
     serve: Serve, private_redis: RedisServer
 ) -> None:
-    client = await serve(node_app(private_redis.url, "p:", operation_timeout=0.3))
+    client = await serve(redis_node(private_redis.url, "p:", operation_timeout=0.3))
     private_redis.pause()
     with pytest.raises(BackendUnavailableError, match="did not take the send"):
         await client.app[REGISTRY_KEY].send("deadbeef" + "0" * 24, "stuck")
 
 
 async def test_listener_notices_a_silent_redis_through_pings(serve: Serve, private_redis: RedisServer) -> None:
-    client = await serve(node_app(private_redis.url, "p:", health_check_interval=0.1, operation_timeout=0.2))
+    client = await serve(redis_node(private_redis.url, "p:", health_check_interval=0.1, operation_timeout=0.2))
     private_redis.pause()
-    await wait_until_down(backend_of(client))
+    await wait_until_down(client)
     assert backend_of(client).stats.outages == 1
 
 
 async def test_an_idle_listener_whose_pings_are_answered_stays_up(serve: Serve, prefix: str) -> None:
-    sender = await serve(node_app(SHARED_REDIS_URL, prefix))
-    owner = await serve(node_app(SHARED_REDIS_URL, prefix, health_check_interval=0.05))
+    sender = await serve(redis_node(SHARED_REDIS_URL, prefix))
+    owner = await serve(redis_node(SHARED_REDIS_URL, prefix, health_check_interval=0.05))
     ws, connection_id = await connect(owner)
     await asyncio.sleep(0.5)  # ten idle intervals, each ended by a PING
     await sender.app[REGISTRY_KEY].send(connection_id, "still subscribed")
@@ -247,11 +171,11 @@ async def test_an_idle_listener_whose_pings_are_answered_stays_up(serve: Serve, 
 async def test_listener_resubscribes_after_a_redis_restart_and_delivery_resumes(
     serve: Serve, private_redis: RedisServer
 ) -> None:
-    sender = await serve(node_app(private_redis.url, "p:"))
-    owner = await serve(node_app(private_redis.url, "p:"))
+    sender = await serve(redis_node(private_redis.url, "p:"))
+    owner = await serve(redis_node(private_redis.url, "p:"))
     ws, connection_id = await connect(owner)
     private_redis.kill()
-    await wait_until_down(backend_of(owner))
+    await wait_until_down(owner)
     private_redis.start()
     await wait_until_up(backend_of(owner))
     await wait_until_up(backend_of(sender))
@@ -262,10 +186,10 @@ async def test_listener_resubscribes_after_a_redis_restart_and_delivery_resumes(
 async def test_outage_is_logged_once_with_its_duration(
     serve: Serve, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await serve(node_app(private_redis.url, "p:", max_backoff=0.05))
+    client = await serve(redis_node(private_redis.url, "p:", max_backoff=0.05))
     caplog.set_level(logging.WARNING, logger="wsframe.backends.redis")
     private_redis.kill()
-    await wait_until_down(backend_of(client))
+    await wait_until_down(client)
     await asyncio.sleep(0.5)  # several reconnect attempts fail meanwhile
     private_redis.start()
     await wait_until_up(backend_of(client))
@@ -280,42 +204,19 @@ async def test_outage_is_logged_once_with_its_duration(
 async def test_failed_publishes_during_an_outage_are_counted_as_possibly_lost(
     serve: Serve, private_redis: RedisServer
 ) -> None:
-    client = await serve(node_app(private_redis.url, "p:"))
+    client = await serve(redis_node(private_redis.url, "p:"))
     private_redis.kill()
-    await wait_until_down(backend_of(client))
+    await wait_until_down(client)
     for _ in range(3):
-        with pytest.raises(BackendUnavailableError):
+        with pytest.raises(BackendUnavailableError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 has been unreachable"):
             await client.app[REGISTRY_KEY].send("deadbeef" + "0" * 24, "lost")
     assert backend_of(client).stats.possibly_lost == 3
-
-
-async def test_one_failing_delivery_does_not_stop_the_listener(two_nodes: tuple[WsClient, WsClient]) -> None:
-    sender, owner = two_nodes
-    ws, connection_id = await connect(owner)
-    registry = owner.app[REGISTRY_KEY]
-    original = registry.deliver_envelope
-    calls = 0
-
-    async def fail_once(envelope: Envelope) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("delivery blew up")
-        await original(envelope)
-
-    registry.deliver_envelope = fail_once  # type: ignore[method-assign]
-    await sender.app[REGISTRY_KEY].send(connection_id, "first")
-    await sender.app[REGISTRY_KEY].send(connection_id, "second")
-    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"second")
-    assert backend_of(owner).stats.bad_messages == 1
 
 
 # ------------------------------------------------------------------- startup
 
 
 async def test_unreachable_redis_at_startup_raises_naming_the_url() -> None:
-    from tests.servers import free_port
-
     url = f"redis://127.0.0.1:{free_port()}/3"
     backend = RedisBackend(url)
     with pytest.raises(BackendUnavailableError, match=rf"Redis at {url} is unreachable at startup"):
@@ -323,8 +224,6 @@ async def test_unreachable_redis_at_startup_raises_naming_the_url() -> None:
 
 
 async def test_password_in_the_url_is_not_shown_in_errors() -> None:
-    from tests.servers import free_port
-
     backend = RedisBackend(f"redis://user:s3cret@127.0.0.1:{free_port()}/0")
     with pytest.raises(BackendUnavailableError) as caught:
         await backend.on_startup(Registry(backend))
@@ -336,17 +235,11 @@ def test_redacted_url_keeps_a_url_without_password() -> None:
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
-async def test_send_before_startup_raises_backend_unavailable() -> None:
-    backend = RedisBackend(SHARED_REDIS_URL)
-    with pytest.raises(BackendUnavailableError, match="not started"):
-        await backend.publish_to_node("deadbeef", Envelope("send", "deadbeef" + "0" * 24))
-
-
 async def test_a_client_you_pass_is_used_and_left_open(serve: Serve, prefix: str) -> None:
     redis = aioredis.Redis.from_url(SHARED_REDIS_URL)
     try:
-        sender = await serve(create_app({"ws/": Announce}, backend=RedisBackend(redis, prefix=prefix)))
-        owner = await serve(node_app(SHARED_REDIS_URL, prefix))
+        sender = await serve(node_app(RedisBackend(redis, prefix=prefix)))
+        owner = await serve(redis_node(SHARED_REDIS_URL, prefix))
         ws, connection_id = await connect(owner)
         await sender.app[REGISTRY_KEY].send(connection_id, "via your client")
         assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"via your client")

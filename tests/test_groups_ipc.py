@@ -1,85 +1,46 @@
-"""Groups across nodes over the local IPC backend: real Unix sockets, and a real process that is SIGKILLed."""
+"""Groups on IPC beyond the contract (test_backends_contract): ordering, one envelope per node, nodes
+that start late, stop or are SIGKILLed (a real process), and the wire protocol. Real Unix sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import msgspec
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import CLOSE, TEXT, Frame, RawWebsocket
+from tests.conftest import TIMEOUT, Serve
+from tests.nodes import WsClient, block_delivery, member, node_app, socket_directory
+from tests.rawws import TEXT, Frame, RawWebsocket
 from tests.servers import ROOT, free_port, wait_for_port
-from wsframe import (
-    BackendUnavailableError,
-    GenericWebsocket,
-    close_group,
-    create_app,
-    group_members,
-    send_message_to_group,
-)
+from wsframe import BackendUnavailableError, group_members, send_message_to_group
 from wsframe.backends import IpcBackend
-from wsframe.backends.base import Envelope
 from wsframe.registry import REGISTRY_KEY
-
-WsClient = TestClient[web.Request, web.Application]
-
-
-class Member(GenericWebsocket):
-    async def connect(self, group: str) -> None:
-        await self.accept()
-        await self.join_group(group)
-        await self.send(self.connection_id)
-
-    async def receive(self, data: str | bytes) -> None:
-        if data == "leave":
-            for group in self.groups:
-                await self.leave_group(group)
-            await self.send("left")
 
 
 @pytest.fixture
 def sockets_dir() -> Iterator[Path]:
-    # Short on purpose: a Unix socket path must fit in 108 bytes.
-    path = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with socket_directory() as path:
+        yield path
 
 
 def node(directory: Path, **options: float) -> web.Application:
-    return create_app({"ws/<group>/": Member}, backend=IpcBackend(directory, **options))  # type: ignore[arg-type]
+    return node_app(IpcBackend(directory, **options))  # type: ignore[arg-type]
 
 
 def backend_of(client: WsClient) -> IpcBackend:
     backend = client.app[REGISTRY_KEY].backend
     assert isinstance(backend, IpcBackend)
     return backend
-
-
-async def member(client: WsClient, group: str) -> tuple[RawWebsocket, str]:
-    ws = await raw_connect(client, f"/ws/{group}/")
-    frame = await ws.read_frame(TIMEOUT)
-    assert frame is not None
-    return ws, frame.text
-
-
-async def silent(ws: RawWebsocket) -> bool:
-    """True when nothing more arrives before our own close is answered."""
-    ws.send_close(1000)
-    return [f.opcode for f in await ws.frames_until_eof(TIMEOUT, answer_close=False)] == [CLOSE]
 
 
 async def three(serve: Serve, directory: Path) -> list[WsClient]:
@@ -91,59 +52,6 @@ def control_frame(body: bytes) -> bytes:
 
 
 # ------------------------------------------------------------------ sending
-
-
-async def test_group_send_reaches_members_on_every_node_exactly_once(serve: Serve, sockets_dir: Path) -> None:
-    a, b, c = await three(serve, sockets_dir)
-    members = [await member(a, "red"), await member(b, "red"), await member(b, "red"), await member(c, "red")]
-    outsider, _ = await member(c, "blue")
-    await send_message_to_group("red", {"n": 1}, app=b.app)
-    for ws, _ in members:
-        assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b'{"n":1}')
-    for ws, _ in members:
-        assert await silent(ws)
-    assert await silent(outsider)
-
-
-async def test_group_sends_from_several_nodes_arrive_in_the_order_they_returned(
-    serve: Serve, sockets_dir: Path
-) -> None:
-    a, b, c = await three(serve, sockets_dir)
-    ws, _ = await member(c, "red")
-    for n in range(50):
-        await send_message_to_group("red", str(n), app=(a if n % 2 else b).app)
-    assert [(await ws.read_frame(TIMEOUT) or Frame(TEXT, b"")).text for _ in range(50)] == [str(n) for n in range(50)]
-
-
-async def test_exclude_works_across_nodes(serve: Serve, sockets_dir: Path) -> None:
-    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
-    sender, sender_id = await member(b, "red")
-    other, _ = await member(a, "red")
-    await send_message_to_group("red", "hi", exclude=[sender_id], app=a.app)
-    assert await other.read_frame(TIMEOUT) == Frame(TEXT, b"hi")
-    assert await silent(sender)
-
-
-async def test_member_that_left_on_another_node_gets_nothing(serve: Serve, sockets_dir: Path) -> None:
-    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
-    stayer, _ = await member(a, "red")
-    leaver, _ = await member(b, "red")
-    leaver.send_text("leave")
-    assert await leaver.read_frame(TIMEOUT) == Frame(TEXT, b"left")
-    await send_message_to_group("red", "after", app=a.app)
-    assert await stayer.read_frame(TIMEOUT) == Frame(TEXT, b"after")
-    assert await silent(leaver)
-
-
-async def test_close_group_closes_members_on_every_node(serve: Serve, sockets_dir: Path) -> None:
-    a, b, c = await three(serve, sockets_dir)
-    members = [(await member(a, "red"))[0], (await member(b, "red"))[0]]
-    outsider, _ = await member(b, "blue")
-    await close_group("red", 4001, "room closed", app=c.app)
-    for ws in members:
-        frames = await ws.frames_until_eof(TIMEOUT)
-        assert [(f.close_code, f.close_reason) for f in frames] == [(4001, "room closed")]
-    assert await silent(outsider)
 
 
 async def test_group_send_is_one_envelope_per_other_node(serve: Serve, sockets_dir: Path) -> None:
@@ -192,9 +100,9 @@ async def test_group_send_to_a_node_that_does_not_take_it_raises_after_the_other
 ) -> None:
     sender = await serve(node(sockets_dir, ack_timeout=0.2))
     healthy = await serve(node(sockets_dir))
-    stuck_node = await serve(create_app({"ws/<group>/": Member}, backend=IpcBackend(sockets_dir, inbox_size=1)))
+    stuck_node = await serve(node(sockets_dir, inbox_size=1))
     ws, _ = await member(healthy, "red")
-    release = await _block_delivery(sender, stuck_node)
+    release = await block_delivery(sender, stuck_node)
     with pytest.raises(BackendUnavailableError, match="did not take the group_send for group 'red'"):
         await send_message_to_group("red", "to all", app=sender.app)
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"to all")
@@ -202,45 +110,6 @@ async def test_group_send_to_a_node_that_does_not_take_it_raises_after_the_other
 
 
 # ----------------------------------------------------------------- presence
-
-
-async def test_presence_lists_members_of_every_node_from_every_node(serve: Serve, sockets_dir: Path) -> None:
-    a, b, c = await three(serve, sockets_dir)
-    ids = {(await member(a, "red"))[1], (await member(b, "red"))[1], (await member(b, "red"))[1]}
-    await member(c, "blue")
-    for client in (a, b, c):
-        assert await group_members("red", app=client.app) == ids
-
-
-async def test_presence_of_an_unknown_group_is_empty(serve: Serve, sockets_dir: Path) -> None:
-    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
-    await member(b, "red")
-    assert await group_members("nobody-here", app=a.app) == set()
-
-
-async def test_presence_drops_members_that_left_or_disconnected_on_another_node(
-    serve: Serve, sockets_dir: Path
-) -> None:
-    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
-    leaver, _ = await member(b, "red")
-    gone, _ = await member(b, "red")
-    _, stayer_id = await member(b, "red")
-    leaver.send_text("leave")
-    assert await leaver.read_frame(TIMEOUT) == Frame(TEXT, b"left")
-    gone.abort()
-    for _ in range(100):
-        if await group_members("red", app=a.app) == {stayer_id}:
-            break
-        await asyncio.sleep(0.02)
-    assert await group_members("red", app=a.app) == {stayer_id}
-
-
-async def test_members_of_a_node_that_shut_down_leave_presence(serve: Serve, sockets_dir: Path) -> None:
-    a, b = await serve(node(sockets_dir)), await serve(node(sockets_dir))
-    _, a_id = await member(a, "red")
-    await member(b, "red")
-    await b.close()
-    assert await group_members("red", app=a.app) == {a_id}
 
 
 @pytest.fixture
@@ -275,25 +144,6 @@ async def test_members_of_a_sigkilled_node_leave_presence_at_the_next_query(
     process.send_signal(signal.SIGKILL)
     await asyncio.to_thread(process.wait, 10)
     assert await group_members("red", app=local.app) == {local_id}
-
-
-async def test_presence_query_to_a_node_that_does_not_answer_raises_backend_unavailable(
-    serve: Serve, sockets_dir: Path
-) -> None:
-    asker = await serve(node(sockets_dir, ack_timeout=0.2))
-    stuck_node = await serve(create_app({"ws/<group>/": Member}, backend=IpcBackend(sockets_dir, inbox_size=1)))
-    release = await _block_delivery(asker, stuck_node)
-    with pytest.raises(BackendUnavailableError, match="did not say who is in group 'red'"):
-        await group_members("red", app=asker.app)
-    release.set()
-
-
-async def test_group_operations_before_startup_raise_backend_unavailable(sockets_dir: Path) -> None:
-    backend = IpcBackend(sockets_dir)
-    with pytest.raises(BackendUnavailableError, match="not started"):
-        await backend.group_members("red")
-    with pytest.raises(BackendUnavailableError, match="not started"):
-        await backend.publish_to_group("red", Envelope("group_send", "", group="red"))
 
 
 # ------------------------------------------------------------ wire protocol
@@ -394,23 +244,6 @@ async def test_an_answer_that_does_not_decode_counts_as_no_members(serve: Serve,
 
 async def test_a_peer_that_refuses_the_query_counts_as_no_members(serve: Serve, sockets_dir: Path) -> None:
     assert await presence_from_a_hand_written_peer(serve, sockets_dir, b"\x00") == (set(), 0)
-
-
-async def _block_delivery(sender: WsClient, owner: WsClient) -> asyncio.Event:
-    """Make *owner* stop taking envelopes (its inbox of 1 full), the way a blocked event loop would look."""
-    registry = owner.app[REGISTRY_KEY]
-    release = asyncio.Event()
-
-    async def never_finishes(envelope: Envelope) -> None:
-        await release.wait()
-
-    registry.deliver_envelope = never_finishes  # type: ignore[method-assign]
-    target = registry.node_id + "0" * 24
-    await sender.app[REGISTRY_KEY].send(target, "taken by the delivery task")
-    await sender.app[REGISTRY_KEY].send(target, "fills the inbox")
-    with pytest.raises(BackendUnavailableError):
-        await sender.app[REGISTRY_KEY].send(target, "no room: the stream is stuck behind it")
-    return release
 
 
 def _without_redis(environ: Mapping[str, str]) -> dict[str, str]:
