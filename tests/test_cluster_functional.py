@@ -16,8 +16,6 @@ import contextlib
 import itertools
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -29,94 +27,21 @@ import aiohttp
 import pytest
 
 from tests.apps.redis_server import RedisServer, own_redis
-from tests.servers import ROOT, free_port
+from tests.gunicorn_harness import RECEIVE, SCALE, Gunicorn
+from tests.servers import free_port
 from wsframe.backends.ipc import runtime_base
 
 pytestmark = pytest.mark.functional
-
-SCALE = float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
-RECEIVE = 5.0 * SCALE
-"""How long a client waits for a frame that must come (a busy 2-core machine runs 3 workers)."""
 
 
 # --------------------------------------------------------------------- harness
 
 
-class Gunicorn:
-    """One gunicorn master with its workers, logging to a file the test can read."""
-
-    def __init__(self, log_dir: Path, *, preload: bool, backend: str | None, workers: int = 3) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.workers = workers
-        self.log_path = log_dir / f"gunicorn-{self.port}.log"
-        self.args = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            str(workers),
-            "-k",
-            "aiohttp.GunicornWebWorker",
-            "-b",
-            f"127.0.0.1:{self.port}",
-            "--keep-alive",
-            "75",
-            "--graceful-timeout",
-            "10",
-            # Tests run several gunicorns at once; they must not share the default control socket.
-            "--no-control-socket",
-            *(["--preload"] if preload else []),
-            "tests.apps.cluster_app:app",
-        ]
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.env.pop("CLUSTER_BACKEND", None)
-        if backend is not None:
-            self.env["CLUSTER_BACKEND"] = backend
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def worker_pids(self) -> set[int]:
-        """The pids of the master's children right now."""
-        try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
-        except FileNotFoundError:
-            return set()
-        return {int(pid) for pid in text.split()}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM the master (graceful) and return its exit code."""
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-@contextlib.contextmanager
-def run_gunicorn(log_dir: Path, *, preload: bool, backend: str | None) -> Iterator[Gunicorn]:
-    server = Gunicorn(log_dir, preload=preload, backend=backend)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def cluster_gunicorn(log_dir: Path, *, preload: bool, backend: str | None) -> Gunicorn:
+    """``tests.apps.cluster_app`` under gunicorn -w 3 on *backend* (a URL; None: the default, IPC)."""
+    return Gunicorn(
+        "tests.apps.cluster_app:app", log_dir, preload=preload, env={"CLUSTER_BACKEND": backend}, keep_alive=75
+    )
 
 
 @dataclass
@@ -183,7 +108,7 @@ class Cluster:
             lane = self.lane_avoiding(owner)
             url = f"{self.server.base}/{action}/{connection_id}/?remote=1{query}"
             async with lane.session.post(url, data=body) as response:
-                answer = await response.json()
+                answer: dict[str, Any] = await response.json()
                 answer["status"] = response.status
             if answer["pid"] != lane.pid:
                 # The keep-alive connection was replaced and landed elsewhere.
@@ -245,7 +170,7 @@ def server(
     mode = request.param
     backend = module_redis.url if mode == "redis" else None
     log_dir = tmp_path_factory.mktemp("gunicorn")
-    with run_gunicorn(log_dir, preload=mode != "ipc", backend=backend) as server:
+    with cluster_gunicorn(log_dir, preload=mode != "ipc", backend=backend) as server:
         yield server
     assert "Traceback" not in server.log()
 
@@ -339,7 +264,7 @@ async def wait_for(condition: str, check: object, deadline: float) -> float:
 async def test_redis_killed_and_restarted_mid_traffic_fails_fast_then_resumes(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    with own_redis() as redis, run_gunicorn(tmp_path, preload=False, backend=redis.url) as server:
+    with own_redis() as redis, cluster_gunicorn(tmp_path, preload=False, backend=redis.url) as server:
         async with cluster_of(server) as cluster:
             clients = await open_clients(session, server.base, 20)
             workers_before = server.worker_pids()
@@ -396,7 +321,7 @@ async def test_sigkilled_worker_is_replaced_and_sends_to_its_ids_are_dropped_qui
     mode: str, tmp_path: Path, session: aiohttp.ClientSession, module_redis: RedisServer
 ) -> None:
     backend = module_redis.url if mode == "redis" else None
-    with run_gunicorn(tmp_path, preload=mode != "redis", backend=backend) as server:
+    with cluster_gunicorn(tmp_path, preload=mode != "redis", backend=backend) as server:
         async with cluster_of(server) as cluster:
             clients = await open_clients(session, server.base, 30)
             victim = clients[0].pid
@@ -427,7 +352,7 @@ async def test_sigkilled_worker_is_replaced_and_sends_to_its_ids_are_dropped_qui
 async def test_sigterm_closes_that_workers_connections_with_1001_and_no_others(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    with run_gunicorn(tmp_path, preload=True, backend=None) as server:
+    with cluster_gunicorn(tmp_path, preload=True, backend=None) as server:
         async with cluster_of(server) as cluster:
             clients = await open_clients(session, server.base, 30)
             victim = clients[0].pid
@@ -454,7 +379,7 @@ async def test_sigterm_closes_that_workers_connections_with_1001_and_no_others(
 
 async def test_unreachable_redis_at_startup_stops_gunicorn_with_an_error_naming_the_url(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    server = Gunicorn(tmp_path, preload=False, backend=url)
+    server = cluster_gunicorn(tmp_path, preload=False, backend=url)
     server.start()
     assert server.process is not None
     try:
@@ -467,7 +392,7 @@ async def test_unreachable_redis_at_startup_stops_gunicorn_with_an_error_naming_
 
 @pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
 async def test_the_ipc_socket_directory_is_removed_when_gunicorn_stops(tmp_path: Path, preload: bool) -> None:
-    with run_gunicorn(tmp_path, preload=preload, backend=None) as server:
+    with cluster_gunicorn(tmp_path, preload=preload, backend=None) as server:
         async with cluster_of(server) as cluster:
             directory = runtime_base() / f"gunicorn-{server.pid}"
             assert len(list(directory.glob("*.sock"))) == 3
@@ -477,7 +402,7 @@ async def test_the_ipc_socket_directory_is_removed_when_gunicorn_stops(tmp_path:
 
 
 async def test_memory_backend_under_gunicorn_warns_that_workers_cannot_reach_each_other(tmp_path: Path) -> None:
-    with run_gunicorn(tmp_path, preload=True, backend="memory://") as server:
+    with cluster_gunicorn(tmp_path, preload=True, backend="memory://") as server:
         async with cluster_of(server):
             pass
         assert "cannot reach connections in other workers" in server.log()
@@ -486,7 +411,7 @@ async def test_memory_backend_under_gunicorn_warns_that_workers_cannot_reach_eac
 async def test_hup_replaces_every_worker_closing_with_1001_and_the_new_ones_reach_each_other(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    with run_gunicorn(tmp_path, preload=True, backend=None) as server:
+    with cluster_gunicorn(tmp_path, preload=True, backend=None) as server:
         async with cluster_of(server):
             old_clients = await open_clients(session, server.base, 12)
         old_workers = server.worker_pids()
