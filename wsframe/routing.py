@@ -70,12 +70,14 @@ class Route:
         return "/" + "".join(s + "/" for s in self.segments)
 
     def aiohttp_paths(self) -> list[str]:
-        """The aiohttp patterns served: with and without the trailing slash."""
+        """The aiohttp patterns served: with and then without the trailing slash."""
         if not self.segments:
             return ["/"]
         # aiohttp's default variable pattern [^{}/]+ would 404 a segment holding a brace.
         body = "/" + "/".join(_VARIABLE.sub(r"{\1:[^/]+}", s) for s in self.segments)
-        return [body, body + "/"]
+        # aiohttp files both under the path without the slash and tries them in
+        # the order added: the form the table (and the docs) write comes first.
+        return [body + "/", body]
 
 
 def _is_websocket(value: Any) -> bool:
