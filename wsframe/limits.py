@@ -14,11 +14,13 @@ class ConnectionLimiter:
     ends, so slow handshakes cannot be used to get past the limit.
     """
 
-    __slots__ = ("by_ip", "max_connections", "max_per_ip", "open")
+    __slots__ = ("active", "by_ip", "max_connections", "max_per_ip", "open")
 
     def __init__(self, max_connections: int | None, max_per_ip: int | None) -> None:
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
+        self.active = max_connections is not None or max_per_ip is not None
+        """Whether there is a limit at all; without one, handshakes need not be counted."""
         self.open = 0
         self.by_ip: dict[str, int] = {}
 

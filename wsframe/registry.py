@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import re
 import secrets
 import weakref
@@ -51,11 +52,23 @@ def validate_group_name(group: object) -> str:
     Names are 1-128 letters, digits and ``_ . : @ = + -``: no spaces, no
     glob characters, so a name can never match another group's channel.
     """
+    if type(group) is str and group in _valid_names:
+        return group
     if not isinstance(group, str) or not _GROUP_NAME.fullmatch(group):
         raise InvalidGroupNameError(
             f"invalid group name {group!r}: use 1-128 letters, digits and the characters _ . : @ = + -"
         )
+    if len(_valid_names) >= _VALID_NAMES_KEPT:
+        _valid_names.clear()
+    _valid_names.add(group)
     return group
+
+
+# Names already checked: a set lookup instead of a regex match on every join
+# (a chat app joins the same few rooms all day). Bounded: per-user group names
+# would otherwise grow it forever.
+_valid_names: set[str] = set()
+_VALID_NAMES_KEPT = 4096
 
 
 def _excluded(exclude: str | Collection[str] | None) -> frozenset[str]:
@@ -80,20 +93,33 @@ class Registry:
         self.groups: dict[str, dict[str, GenericWebsocket]] = {}
         # A backend that keeps no membership (one process) is not awaited on
         # every join and leave: those run for every connection of a chat app.
-        self._tracks_members = (
+        self.tracks_members = (
             type(backend).group_joined is not Backend.group_joined or type(backend).group_left is not Backend.group_left
         )
+        """Whether the backend keeps group membership (then joins and leaves must be awaited)."""
         """Local members of each group with at least one member here."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._shutting_down = False
+        self.unfinished = 0
+        """Accepted connections whose handler has not finished (what shutdown waits for)."""
+        self._drained: asyncio.Future[None] | None = None
 
     def new_connection_id(self) -> str:
         """Return a fresh id owned by this node."""
-        return self.node_id + secrets.token_hex((CONNECTION_ID_LENGTH - NODE_ID_LENGTH) // 2)
+        # os.urandom is what secrets.token_hex uses, minus two Python calls per connection.
+        return self.node_id + os.urandom((CONNECTION_ID_LENGTH - NODE_ID_LENGTH) // 2).hex()
 
     def add(self, connection: GenericWebsocket) -> None:
-        """Make *connection* reachable by id (called on accept)."""
+        """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection
+        self.unfinished += 1
+
+    def finished(self) -> None:
+        """Count one accepted connection whose handler is done (groups left, disconnect() run)."""
+        self.unfinished -= 1
+        drained = self._drained
+        if not self.unfinished and drained is not None and not drained.done():
+            drained.set_result(None)
 
     def discard(self, connection_id: str) -> None:
         """Forget *connection_id*; unknown ids are ignored."""
@@ -127,12 +153,21 @@ class Registry:
                 task.cancel()
             for connection in connections:
                 connection._abort()
-            finishing = [c._finished for c in connections if c._finished is not None and not c._finished.done()]
-            if finishing:
-                _, unfinished = await asyncio.wait(finishing, timeout=FINISH_SECONDS)
-                if unfinished:
-                    logger.warning("%d handler(s) still in disconnect() at shutdown", len(unfinished))
+            await self._wait_for_handlers()
         await self.backend.on_shutdown()
+
+    async def _wait_for_handlers(self) -> None:
+        # A counter and one future, not a future per connection: that would be
+        # made and resolved for every connection, and kept while it is open.
+        if not self.unfinished:
+            return
+        drained = self._drained = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(drained, FINISH_SECONDS)
+        except TimeoutError:
+            logger.warning("%d handler(s) still in disconnect() at shutdown", self.unfinished)
+        finally:
+            self._drained = None
 
     async def send(self, connection_id: str, data: Any) -> None:
         """Deliver *data* to *connection_id* wherever it lives (see :func:`send_message_to_websocket`)."""
@@ -190,22 +225,35 @@ class Registry:
 
     # ------------------------------------------------------------------ groups
 
-    async def join_group(self, connection: GenericWebsocket, group: str) -> None:
-        """Add *connection* to *group* here and in the backend (see GenericWebsocket.join_group)."""
+    def join_group_here(self, connection: GenericWebsocket, group: str) -> bool | None:
+        """Add *connection* to *group* in this process only.
+
+        Returns whether it is the group's first member here, or None when it
+        was a member already. Raises InvalidGroupNameError for a bad name.
+        """
         validate_group_name(group)
-        members = self.groups.setdefault(group, {})
+        members = self.groups.get(group)
+        if members is None:
+            members = self.groups[group] = {}
         connection_id = connection.connection_id
         if connection_id in members:
-            return
+            return None
         first_here = not members
         members[connection_id] = connection
-        if connection._groups is None:
-            connection._groups = set()
-        connection._groups.add(group)
-        if not self._tracks_members:
+        joined = connection._groups
+        if joined is None:
+            connection._groups = {group}
+        else:
+            joined.add(group)
+        return first_here
+
+    async def join_group(self, connection: GenericWebsocket, group: str) -> None:
+        """Add *connection* to *group* here and in the backend (see GenericWebsocket.join_group)."""
+        first_here = self.join_group_here(connection, group)
+        if first_here is None or not self.tracks_members:
             return
         try:
-            await self.backend.group_joined(group, connection_id, first_here=first_here)
+            await self.backend.group_joined(group, connection.connection_id, first_here=first_here)
         except BaseException:
             self._forget_member(connection, group)
             raise
@@ -213,17 +261,36 @@ class Registry:
     async def leave_group(self, connection: GenericWebsocket, group: str) -> None:
         """Remove *connection* from *group*; not a member is not an error."""
         validate_group_name(group)
-        if self._forget_member(connection, group) and self._tracks_members:
+        if self._forget_member(connection, group) and self.tracks_members:
             await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
+
+    def leave_all_groups_here(self, connection: GenericWebsocket) -> list[tuple[str, bool]]:
+        """Remove *connection* from every group in this process.
+
+        Returns (group, last member here) for each group the backend must
+        hear about: none when it keeps no membership or this node is shutting
+        down (the backend then drops the whole node at once).
+        """
+        tell_backend = self.tracks_members and not self._shutting_down
+        left = []
+        groups, connection_id = self.groups, connection.connection_id
+        # _forget_member() inlined: this runs on every disconnect of a member.
+        for group in connection._groups or ():
+            members = groups.get(group)
+            if members is None or members.pop(connection_id, None) is None:
+                continue
+            if not members:
+                del groups[group]
+            if tell_backend:
+                left.append((group, group not in groups))
+        connection._groups = None
+        return left
 
     async def leave_all_groups(self, connection: GenericWebsocket) -> None:
         """Remove *connection* from every group (on disconnect); backend errors are logged, not raised."""
-        for group in list(connection._groups or ()):
-            self._forget_member(connection, group)
-            if not self._tracks_members or self._shutting_down:
-                continue
+        for group, last_here in self.leave_all_groups_here(connection):
             try:
-                await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
+                await self.backend.group_left(group, [connection.connection_id], last_here=last_here)
             except Exception as exc:
                 # Best effort (it runs on every disconnect, shutdown included, where
                 # redis-py can fail in odd ways): presence heals by itself, as the

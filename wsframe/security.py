@@ -94,6 +94,19 @@ async def authenticate(connection: GenericWebsocket, auth: Auth | None, permissi
             raise PermissionDenied(f"{getattr(permission, '__qualname__', permission)!s} denied the connection")
 
 
+def _has_session(request: web.Request) -> bool:
+    """Return whether aiohttp-session's middleware ran for *request*.
+
+    ``request.get(key)`` goes through ``Mapping.get``, which raises and catches
+    a KeyError when the key is missing: the usual case, on every handshake.
+    aiohttp keeps the request's items in ``_state``; use it when it is there.
+    """
+    state = getattr(request, "_state", None)
+    if type(state) is dict:
+        return state.get(STORAGE_KEY) is not None
+    return request.get(STORAGE_KEY) is not None
+
+
 async def load_session(request: web.Request) -> Mapping[str, Any] | None:
     """Return a read-only copy of the aiohttp-session session, or None without session_middleware.
 
@@ -101,7 +114,7 @@ async def load_session(request: web.Request) -> Mapping[str, Any] | None:
     on the response, and a websocket's response (the 101) has been sent
     before any handler code could change the session.
     """
-    if request.get(STORAGE_KEY) is None:
+    if not _has_session(request):
         return None
     session = await get_session(request)
     return types.MappingProxyType(dict(session))

@@ -15,8 +15,6 @@ See DESIGN.md section 2 for the flow and section 4 for every close code.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import enum
 import logging
@@ -37,7 +35,7 @@ from .limits import ConnectionLimiter
 from .messages import MessageDecoder, decoder_for, describe_error
 from .pathvars import PathConverters
 from .registry import REGISTRY_KEY, current_app, get_registry
-from .security import Auth, OriginPolicy, Permission, authenticate, load_session, origin_allowed
+from .security import Auth, OriginPolicy, Permission, _has_session, authenticate, load_session, origin_allowed
 
 __all__ = [
     "GenericWebsocket",
@@ -104,11 +102,7 @@ def _handshake_problem(request: web.Request) -> str | None:
         return "A websocket handshake must use GET."
     if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "") != "13":
         return "Unsupported Sec-WebSocket-Version; use 13."
-    key = request.headers.get(hdrs.SEC_WEBSOCKET_KEY, "")
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            return "Sec-WebSocket-Key must be 16 bytes, base64-encoded."
-    except binascii.Error:
+    if _KEY.fullmatch(request.headers.get(hdrs.SEC_WEBSOCKET_KEY, "")) is None:
         return "Sec-WebSocket-Key must be 16 bytes, base64-encoded."
     if not request._message.upgrade:
         return "The Connection header must include 'upgrade'."
@@ -121,6 +115,8 @@ def _handshake_problem(request: web.Request) -> str | None:
 
 
 _ABSURD_NUMBER = re.compile(r"\d{4,}")
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
+"""16 bytes in base64: 22 characters and two of padding (one regex call instead of b64decode's several)."""
 
 
 def _utf8_size(data: str | bytes, limit: int) -> int:
@@ -194,18 +190,19 @@ class GenericWebsocket:
     _disconnected: bool = False
     _groups: set[str] | None = None
     _query_params: dict[str, str] | None = None
-    _finished: asyncio.Future[None] | None = None
     _handshake_expiry: asyncio.TimerHandle | None = None
     _handshake_expired: bool = False
     _compressed: bool = False
     """Whether permessage-deflate was negotiated: frames then go through aiohttp's writer."""
 
-    def __init__(self, request: web.Request, path_variables: dict[str, Any], config: HandlerConfig) -> None:
+    def __init__(
+        self, request: web.Request, path_variables: dict[str, Any], config: HandlerConfig, app: web.Application
+    ) -> None:
         self._config = config
         self.request = request
-        self.app = request.app
-        self._registry = request.app[REGISTRY_KEY]
-        self.connection_id = self._registry.new_connection_id()
+        self.app = app
+        self._registry = registry = app[REGISTRY_KEY]
+        self.connection_id = registry.new_connection_id()
         self.path_variables = path_variables
         self._state = _CONNECTING
 
@@ -296,11 +293,8 @@ class GenericWebsocket:
             raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
         self._ws = ws
         self._transport = self.request.transport
-        if ws.compress:
+        if self._config.settings.compression and ws.compress:
             self._compressed = True
-        # Done when the handler has left the registry and its groups and run
-        # disconnect(): what app shutdown waits for before stopping the backend.
-        self._finished = asyncio.get_running_loop().create_future()
         self._state = _OPEN
         self._registry.add(self)
         self._end_handshake_timer()
@@ -374,7 +368,11 @@ class GenericWebsocket:
             if self._state is _CONNECTING:
                 raise WsframeError("Call accept() before join_group(): only open connections can be members.")
             raise ConnectionClosed(self._close_code or status.WS_1006_ABNORMAL_CLOSURE, self._close_reason)
-        await self._registry.join_group(self, group)
+        registry = self._registry
+        if registry.tracks_members:
+            await registry.join_group(self, group)
+        else:
+            registry.join_group_here(self, group)  # no coroutine to await, on every connect
 
     async def leave_group(self, group: str) -> None:
         """Remove this connection from *group*; leaving a group it is not in is harmless."""
@@ -396,7 +394,10 @@ class GenericWebsocket:
 
     def _make_response(self, subprotocol: str | None) -> web.WebSocketResponse:
         settings = self._config.settings
-        return _WebSocketResponse(
+        # Only inflating can raise zlib.error, so without compression aiohttp's
+        # own class does (one coroutine frame less on every close).
+        response_class = _WebSocketResponse if settings.compression else web.WebSocketResponse
+        return response_class(
             protocols=(subprotocol,) if subprotocol else (),
             heartbeat=settings.heartbeat or None,
             # aiohttp rejects a plain message of exactly max_msg_size bytes (its
@@ -498,6 +499,8 @@ class GenericWebsocket:
         """
         # The handshake timeout as a plain timer handle: asyncio.timeout() costs
         # several times more per connection, and this runs for every one.
+        # (One timer for all handshakes of a handler, in deadline order, was
+        # tried: it cost as many instructions as uvloop's call_later.)
         task = asyncio.current_task()
         if task is not None:
             self._handshake_expiry = asyncio.get_running_loop().call_later(
@@ -527,7 +530,8 @@ class GenericWebsocket:
             logger.exception("%s.connect() failed", type(self).__qualname__)
             await self._close_after_error()
         finally:
-            self._end_handshake_timer()
+            if self._handshake_expiry is not None:
+                self._end_handshake_timer()
 
         ws = self._ws
         if ws is None:
@@ -546,9 +550,12 @@ class GenericWebsocket:
             # handler_cancellation on) or when shutdown runs out of time. The
             # connection is gone either way: clean up before letting it go.
             self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
-            await self._finish()
             raise
-        return await self._finish()
+        finally:
+            # However the loop ended (even by a bug of ours), the connection
+            # leaves the registry and disconnect() runs.
+            await self._finish()
+        return ws
 
     async def _close_before_accept(self) -> web.StreamResponse:
         code, reason = self._close_code or status.WS_1000_NORMAL_CLOSURE, self._close_reason
@@ -568,7 +575,7 @@ class GenericWebsocket:
         decode = config.decoder
         idle_timeout = config.settings.idle_timeout
         rate = config.settings.rate_limit
-        inflated_limit = config.settings.max_message_size if ws.compress else None
+        inflated_limit = config.settings.max_message_size if self._compressed else None
         if rate is not None:
             loop = asyncio.get_running_loop()
             burst = tokens = max(1.0, rate)
@@ -663,26 +670,27 @@ class GenericWebsocket:
         if self._state is _OPEN:
             await self.close(status.WS_1011_INTERNAL_ERROR, "Internal server error")
 
-    async def _finish(self) -> web.StreamResponse:
-        self._registry.discard(self.connection_id)
+    async def _finish(self) -> None:
+        """Leave the registry and every group, then run disconnect(): once per accepted connection."""
+        registry = self._registry
+        registry.discard(self.connection_id)
         self._state = _CLOSED
+        if self._disconnected:
+            return
+        self._disconnected = True
         try:
             if self._groups:
-                await self._registry.leave_all_groups(self)
-            if not self._disconnected:
-                self._disconnected = True
+                if registry.tracks_members:
+                    await registry.leave_all_groups(self)
+                else:
+                    registry.leave_all_groups_here(self)
+            if self._config.calls_disconnect:
                 try:
                     await self.disconnect(self._close_code or status.WS_1006_ABNORMAL_CLOSURE)
                 except Exception:
                     logger.exception("%s.disconnect() failed", type(self).__qualname__)
         finally:
-            finished = self._finished
-            if finished is not None and not finished.done():
-                finished.set_result(None)
-        ws = self._ws
-        if ws is None:  # pragma: no cover - _finish only runs after accept
-            raise RuntimeError("internal error: connection finished without a response")
-        return ws
+            registry.finished()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -695,6 +703,8 @@ class HandlerConfig:
     limiter: ConnectionLimiter
     outbound_limit: int = 0
     """settings.max_outbound_buffer, one attribute away on the per-frame path."""
+    calls_disconnect: bool = True
+    """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""
 
     @classmethod
     def build(
@@ -712,7 +722,14 @@ class HandlerConfig:
         if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
             # The class has limits of its own: count its connections apart from the app's.
             limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
-        return cls(settings, converters, decoder_for(handler.receive, where), limiter, settings.max_outbound_buffer)
+        return cls(
+            settings,
+            converters,
+            decoder_for(handler.receive, where),
+            limiter,
+            settings.max_outbound_buffer,
+            handler.disconnect is not GenericWebsocket.disconnect,
+        )
 
 
 _OVERRIDABLE = (
@@ -746,9 +763,11 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
     policy = settings.allowed_origins
     auth, permissions = settings.auth, settings.permissions
     needs_auth = auth is not None or bool(permissions)
+    has_variables = bool(converters.converters)
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        current_app.set(request.app)
+        app = request.app
+        current_app.set(app)
         if request.headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
             return _json_error(
                 status.HTTP_426_UPGRADE_REQUIRED,
@@ -761,16 +780,22 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
         if not origin_allowed(request, policy):
             logger.info("refused handshake from origin %r to %s", request.headers.get(hdrs.ORIGIN), request.path)
             return _json_error(status.HTTP_403_FORBIDDEN, "Origin not allowed.")
-        address = request.remote or ""
-        refused = limiter.admit(address)
-        if refused is not None:
-            return _json_error(refused, "Too many connections; try again later.")
+        limited = limiter.active
+        if limited:
+            address = request.remote or ""
+            refused = limiter.admit(address)
+            if refused is not None:
+                return _json_error(refused, "Too many connections; try again later.")
         try:
-            path_variables = converters.convert(request.match_info)
-            if path_variables is None:
-                return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
-            connection = cls(request, path_variables, config)
-            connection.session = await load_session(request)
+            if has_variables:
+                path_variables = converters.convert(request.match_info)
+                if path_variables is None:
+                    return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
+            else:
+                path_variables = {}
+            connection = cls(request, path_variables, config, app)
+            if _has_session(request):
+                connection.session = await load_session(request)
             if needs_auth:
                 try:
                     await authenticate(connection, auth, permissions)
@@ -785,7 +810,8 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                     return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
             return await connection._serve()
         finally:
-            limiter.release(address)
+            if limited:
+                limiter.release(address)
 
     handle.__qualname__ = handle.__name__ = f"{cls.__qualname__}"
     handle.__module__ = cls.__module__
