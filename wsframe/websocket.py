@@ -82,6 +82,10 @@ class _State(enum.Enum):
 
 # Module globals: one lookup instead of two on the per-message path.
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = _State.CONNECTING, _State.OPEN, _State.CLOSING, _State.CLOSED
+# Likewise for message types: on Python 3.11, WSMsgType.CLOSE (an attribute of
+# an enum class) takes about 100 ns; a module global, 7 ns.
+_TEXT, _BINARY, _PING, _PONG = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG
+_CLOSE, _ERROR, _CLOSED_MSG = WSMsgType.CLOSE, WSMsgType.ERROR, WSMsgType.CLOSED
 
 
 def truncate_reason(reason: str) -> bytes:
@@ -297,7 +301,8 @@ class GenericWebsocket:
             self._compressed = True
         self._state = _OPEN
         self._registry.add(self)
-        self._end_handshake_timer()
+        if self._handshake_expiry is not None:
+            self._end_handshake_timer()
 
     async def send(self, data: Any) -> None:
         """Send *data*: ``str`` as text, bytes-like as binary, anything else as msgspec JSON text.
@@ -570,7 +575,6 @@ class GenericWebsocket:
 
     async def _receive_loop(self, ws: web.WebSocketResponse) -> None:
         receive = self.receive
-        text, binary = WSMsgType.TEXT, WSMsgType.BINARY
         config = self._config
         decode = config.decoder
         idle_timeout = config.settings.idle_timeout
@@ -593,7 +597,7 @@ class GenericWebsocket:
                 self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
                 return
             kind = msg.type
-            if kind is text or kind is binary:
+            if kind is _TEXT or kind is _BINARY:
                 if inflated_limit is not None and _utf8_size(msg.data, inflated_limit) > inflated_limit:
                     await self.close(status.WS_1009_MESSAGE_TOO_BIG)
                     return
@@ -633,25 +637,25 @@ class GenericWebsocket:
                     in_a_row = 0
                     await asyncio.sleep(0)
                 continue
-            if kind is WSMsgType.PING:
+            if kind is _PING:
                 # Pongs go through the same bounded buffer as everything else
                 # (aiohttp's autoping would queue them without limit for a
                 # client that pings and never reads).
                 try:
-                    self._write_frame(build_frame(msg.data, WSMsgType.PONG))
+                    self._write_frame(build_frame(msg.data, _PONG))
                 except ConnectionClosed:
                     return
                 continue
-            if kind is WSMsgType.PONG:
+            if kind is _PONG:
                 continue  # the heartbeat already counted it as traffic
-            if kind is WSMsgType.CLOSE:
+            if kind is _CLOSE:
                 code = msg.data or status.WS_1005_NO_STATUS_RCVD
                 self._mark_closed(code, msg.extra or "")
                 # aiohttp's reader lets 1006 and codes >= 5000 through; RFC 6455 7.4 forbids them.
                 valid = not msg.data or status.is_valid_close_code(msg.data)
                 reply = status.WS_1000_NORMAL_CLOSURE if valid else status.WS_1002_PROTOCOL_ERROR
                 await ws.close(code=reply, drain=False)
-            elif kind is WSMsgType.ERROR:
+            elif kind is _ERROR:
                 # Oversized or malformed frame, or a failed heartbeat; aiohttp
                 # sent the matching close code (1009, 1002, 1007) if it could.
                 # aiohttp then reports 1006 in ws.close_code (its close() reads
@@ -660,7 +664,7 @@ class GenericWebsocket:
                 code = sent if isinstance(sent, int) and sent else ws.close_code or status.WS_1006_ABNORMAL_CLOSURE
                 self._mark_closed(code)
                 logger.debug("connection %s failed: %r", self.connection_id, msg.data)
-            elif kind is WSMsgType.CLOSED:
+            elif kind is _CLOSED_MSG:
                 # EOF without a close frame, unless our own close() got here first.
                 self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
             # CLOSING: our close() runs in another task; _serve waits for it.
@@ -777,7 +781,8 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
         problem = _handshake_problem(request)
         if problem is not None:
             return _json_error(status.HTTP_400_BAD_REQUEST, problem)
-        if not origin_allowed(request, policy):
+        # Most clients that are not browsers send no Origin: no call for them.
+        if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
             logger.info("refused handshake from origin %r to %s", request.headers.get(hdrs.ORIGIN), request.path)
             return _json_error(status.HTTP_403_FORBIDDEN, "Origin not allowed.")
         limited = limiter.active
