@@ -1,0 +1,251 @@
+"""Count the server's CPU instructions per operation under callgrind: wsframe against raw aiohttp.
+
+::
+
+    python -m benchmarks.instructions                 # open+close and echo, 500 each
+    python -m benchmarks.instructions --count 100     # quicker
+    python -m benchmarks.instructions --smoke         # seconds: checks that it runs
+
+Wall-clock figures on a shared 2-core machine move by 10-20 % from one run to
+the next, which hides a 5 % regression. Instructions do not: valgrind's
+callgrind counts the instructions the server process executes, whatever else
+the machine is doing, and the same code gives the same count to about 0.1 %.
+So this is the figure to watch while optimising; ``benchmarks.run`` then shows
+what it is worth in time.
+
+Each server (the same two apps as :mod:`benchmarks.run`, uvloop when installed)
+runs under ``valgrind --tool=callgrind --instr-atstart=no``, so it starts at
+near full speed. The client, a separate process at full speed, warms the
+server up, then turns instrumentation on (``callgrind_control -i on``), runs
+*count* operations, and turns it off: the total is divided by *count*.
+Instruction counts measure work, not waiting: a change that blocks on I/O, or
+moves work onto another process, does not show here.
+
+Cases:
+
+``open_close``  open a connection (handshake), send a close frame, wait for the
+                server's close frame, drop the TCP connection; 8 at a time.
+``echo``        one 64-byte text message to the server and its echo back, on
+                one connection.
+
+Needs ``valgrind`` (``apt-get install valgrind``). Writes
+``benchmarks/results/instructions.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .wsclient import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
+
+__all__ = ["CASES", "count_instructions", "main", "render_markdown"]
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("raw", "wsframe")
+WS_PATH = "/ws/"
+ECHO_FRAME = client_frame(OP_TEXT, b"e" * 64)
+_TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _server_command(kind: str, port: int, use_uvloop: bool) -> list[str]:
+    loop = "uvloop" if use_uvloop else "asyncio"
+    if kind == "wsframe":
+        return [
+            *(sys.executable, "-m", "wsframe", "run", "benchmarks.servers:wsframe_app"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--loop", loop),
+        ]
+    command = [sys.executable, "-m", "benchmarks.servers", "--host", "127.0.0.1", "--port", str(port)]
+    return [*command, "--uvloop"] if use_uvloop else command
+
+
+# ------------------------------------------------------------------- the cases
+
+
+async def _open_close(port: int, count: int) -> None:
+    started = 0
+
+    async def one_after_another() -> None:
+        nonlocal started
+        while started < count:
+            started += 1
+            client = await connect("127.0.0.1", port, WS_PATH)
+            client.send(CLOSE_FRAME)
+            await client.close_received
+            client.close()
+
+    await asyncio.gather(*(one_after_another() for _ in range(8)))
+
+
+async def _echo(port: int, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def on_message(client: WsClient, opcode: int, payload: bytes) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    client = await connect("127.0.0.1", port, WS_PATH, on_message=on_message)
+    try:
+        for _ in range(count):
+            client.send(ECHO_FRAME)
+            await waiter
+            waiter = loop.create_future()
+    finally:
+        client.send(CLOSE_FRAME)
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(client.close_received, 5)
+        client.close()
+
+
+CASES: dict[str, tuple[str, Callable[[int, int], Awaitable[None]]]] = {
+    "open_close": ("connection open + close", _open_close),
+    "echo": ("echo round trip, 64-byte text, 1 connection", _echo),
+}
+"""Case id -> (title, coroutine driving *count* operations against a port)."""
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not listen on {port} within {timeout} s")
+
+
+def _callgrind_control(pid: int, switch: str) -> None:
+    done = subprocess.run(["callgrind_control", "-i", switch, str(pid)], capture_output=True, text=True)
+    if done.returncode != 0 or "OK" not in done.stdout:
+        raise RuntimeError(f"callgrind_control -i {switch} {pid} failed: {done.stdout}{done.stderr}")
+
+
+def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvloop: bool) -> int:
+    """Run *case* *count* times against a fresh *kind* server under callgrind; return its instructions."""
+    port = _free_port()
+    drive = CASES[case][1]
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        process = subprocess.Popen(
+            [*command, *_server_command(kind, port, use_uvloop)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _wait_for_port(port, process, timeout=180)
+            asyncio.run(drive(port, warmup))
+            _callgrind_control(process.pid, "on")
+            asyncio.run(drive(port, count))
+            _callgrind_control(process.pid, "off")
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                _, stderr = process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                _, stderr = process.communicate()
+        match = _TOTALS.search(out.read_text()) if out.exists() else None
+        if match is None:
+            raise RuntimeError(f"no callgrind totals for {kind}:\n{stderr.decode(errors='replace')[-2000:]}")
+        return int(match.group(1))
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The counts as a Markdown table."""
+    meta = report["meta"]
+    lines = [
+        f"Instructions per operation in the server process, counted by callgrind ({meta['date']}, commit "
+        f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
+        "Repeatable to about 0.1 %; wsframe/raw > 1 means wsframe does more work.",
+        "",
+        "| case | raw aiohttp | wsframe | wsframe/raw | raw/wsframe (as a speed ratio) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["cases"]:
+        raw, ours = row["raw"], row["wsframe"]
+        lines.append(f"| {row['title']} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.3f}x | {raw / ours:.3f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Count both servers' instructions for each case; print and write the table."""
+    parser = argparse.ArgumentParser(description="Count server instructions per operation (wsframe vs raw aiohttp).")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--count", type=int, default=500, help="operations per case (default 500)")
+    parser.add_argument("--warmup", type=int, default=200, help="uncounted operations first (default 200)")
+    parser.add_argument("--smoke", action="store_true", help="20 operations, 10 warm-up: checks that it runs")
+    parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("benchmarks.instructions needs valgrind: apt-get install valgrind")
+    count, warmup = (20, 10) if args.smoke else (args.count, args.warmup)
+    try:
+        import uvloop  # noqa: F401
+
+        use_uvloop = not args.no_uvloop
+    except ImportError:
+        use_uvloop = False
+    rows = []
+    for case in cases:
+        row: dict[str, Any] = {"id": case, "title": CASES[case][0]}
+        for kind in KINDS:
+            print(f"{case}: {kind} under callgrind ...", file=sys.stderr, flush=True)
+            row[kind] = count_instructions(kind, case, count, warmup=warmup, use_uvloop=use_uvloop) / count
+        rows.append(row)
+    report = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": _commit(),
+            "count": count,
+            "loop": "uvloop" if use_uvloop else "asyncio",
+            "python": sys.version.split()[0],
+        },
+        "cases": rows,
+    }
+    markdown = render_markdown(report)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "instructions.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.results_dir / "instructions.md").write_text(markdown)
+    sys.stdout.write(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
