@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 
 import msgspec
@@ -166,6 +167,19 @@ async def test_an_idle_listener_whose_pings_are_answered_stays_up(serve: Serve, 
     await sender.app[REGISTRY_KEY].send(connection_id, "still subscribed")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still subscribed")
     assert backend_of(owner).stats.outages == 0
+
+
+async def test_a_stalled_event_loop_is_not_taken_for_a_redis_outage(serve: Serve, prefix: str) -> None:
+    sender = await serve(redis_node(SHARED_REDIS_URL, prefix))
+    owner = await serve(redis_node(SHARED_REDIS_URL, prefix, health_check_interval=0.1))
+    ws, connection_id = await connect(owner)
+    await asyncio.sleep(0.15)  # the listener is idle, waiting on Redis
+    time.sleep(0.6)  # noqa: ASYNC251 - the point: a GC pause or blocking handler, six intervals long
+    await asyncio.sleep(0.3)  # three more intervals for the listener to judge what happened
+    assert backend_of(owner).stats.outages == 0
+    assert backend_of(owner).stats.loop_stalls >= 1
+    await sender.app[REGISTRY_KEY].send(connection_id, "still subscribed")
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still subscribed")
 
 
 async def test_listener_resubscribes_after_a_redis_restart_and_delivery_resumes(

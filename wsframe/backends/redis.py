@@ -124,6 +124,9 @@ class RedisBackendStats:
     """Times the listener lost Redis. Anything published to this node during an outage is lost."""
     outage_seconds: float = 0.0
     """Total length of the outages that have ended."""
+    loop_stalls: int = 0
+    """Times the listener found that the event loop had not run for over half a health-check
+    interval (a blocking call, a long GC pause). Not counted as outages: Redis was not to blame."""
 
     @property
     def possibly_lost(self) -> int:
@@ -139,8 +142,9 @@ class RedisBackend(Backend):
     (yours: it is not closed on shutdown). *prefix* namespaces every channel,
     so several apps can share one Redis. Publishes give up after
     *operation_timeout* seconds; the listener pings Redis after
-    *health_check_interval* idle seconds and reconnects with backoff up to
-    *max_backoff* seconds between attempts.
+    *health_check_interval* idle seconds, takes a PING unanswered for another
+    interval (while the event loop ran) for an outage, and reconnects with
+    backoff up to *max_backoff* seconds between attempts.
 
     Raises :class:`~wsframe.exceptions.ConfigurationError` at construction for
     a bad URL, prefix or client, and
@@ -503,18 +507,34 @@ class RedisBackend(Backend):
 
     async def _pump(self, pubsub: PubSub) -> None:
         interval = self.health_check_interval
-        last_heard = time.monotonic()
+        # When the PING that is still unanswered went out (None: none is).
+        pinged_at: float | None = None
         while True:
+            asked = time.monotonic()
             message = await pubsub.get_message(timeout=interval)
             now = time.monotonic()
             if message is None:
-                # Idle: a PING proves the connection is alive. A dead peer
-                # (network partition) shows as two silent intervals in a row.
-                if now - last_heard >= 2 * interval:
-                    raise RedisConnectionError(f"no answer from Redis for {now - last_heard:.1f} s")
+                if now - asked > 1.5 * interval:
+                    # The wait came back far later than asked: the event loop
+                    # itself did not run (a long GC pause, a handler that
+                    # blocked). Redis's silence meanwhile proves nothing, and
+                    # its answer may be unread in the socket: ask again.
+                    self.stats.loop_stalls += 1
+                    logger.warning(
+                        "the event loop did not run for about %.1f s (a blocking call or a long garbage "
+                        "collection?); every connection of this worker waited. Checking Redis again.",
+                        now - asked - interval,
+                    )
+                    pinged_at = None
+                elif pinged_at is not None:
+                    # A PING went unanswered for a whole interval in which the
+                    # loop ran: Redis (or the network to it) is gone.
+                    raise RedisConnectionError(f"no answer from Redis for {now - pinged_at:.1f} s")
+                # Idle: a PING proves the connection is alive.
                 await pubsub.ping()
+                pinged_at = time.monotonic()
                 continue
-            last_heard = now
+            pinged_at = None  # anything from Redis, the PONG included, shows it is there
             kind = message["type"]
             if kind == "message":
                 await self._deliver(message["data"])
