@@ -1,0 +1,193 @@
+"""Optional peer servers, measured in the same run as raw aiohttp when their packages are installed.
+
+Each does what the raw aiohttp server in :mod:`benchmarks.servers` does, the
+way a user of that framework would write it, on uvicorn (uvloop when asked,
+``--ws auto``, ``--http auto``, heartbeat ping every 25 s, 1 MiB message limit,
+logging at WARNING, no access log):
+
+- ``/ws/``: echo every message back as it came (text as text, binary as binary);
+- ``POST /fanout/``: send the 64-byte :data:`~benchmarks.servers.FANOUT_MESSAGE` to every open
+  websocket, one send per connection, and answer ``{"sent": n, "seconds": s}``.
+
+Peers:
+
+``starlette``  Starlette on uvicorn: a websocket route looping over ``websocket.receive()``,
+               connections kept in a set, as in raw aiohttp.
+``panther``    Panther (whose ``GenericWebsocket`` wsframe follows) on uvicorn: a
+               ``GenericWebsocket`` whose ``receive`` sends the data back; the fan-out goes over
+               Panther's own connection table (``config.WEBSOCKET_CONNECTIONS.connections``) calling
+               each connection's ``send``. Panther logs at DEBUG by default (to stderr and to
+               ``logs/main.log``); it is turned down to WARNING like every other server here.
+
+A server runs as ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``.
+Install the peers with ``pip install starlette 'uvicorn[standard]' panther``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import time
+import types
+from importlib import metadata
+from typing import Any
+
+from .servers import FANOUT_MESSAGE, HEARTBEAT, MAX_MESSAGE_SIZE
+
+__all__ = ["PEERS", "available", "command", "describe", "label", "missing", "panther_app", "starlette_app", "main"]
+
+PEERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "starlette": ("Starlette", ("starlette", "uvicorn")),
+    "panther": ("Panther", ("panther", "uvicorn")),
+}
+"""Peer id -> (label, modules it needs). Order is the order of the columns."""
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def available() -> list[str]:
+    """The peers whose modules can all be imported here."""
+    return [peer for peer, (_, modules) in PEERS.items() if all(_installed(m) for m in modules)]
+
+
+def missing() -> list[str]:
+    """The peers that cannot run here (a module is not installed)."""
+    return [peer for peer in PEERS if peer not in available()]
+
+
+def label(kind: str) -> str:
+    """How a peer is named in tables and charts."""
+    return PEERS[kind][0]
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def describe(kind: str) -> str:
+    """``Starlette 1.10.0 on uvicorn 0.54.0 (ws websockets-sansio, http httptools)`` for the results header."""
+    ws = "websockets-sansio" if _installed("websockets") else "wsproto" if _installed("wsproto") else "none"
+    http = "httptools" if _installed("httptools") else "h11"
+    package = PEERS[kind][1][0]
+    return f"{label(kind)} {_version(package)} on uvicorn {_version('uvicorn')} (ws {ws}, http {http})"
+
+
+def command(kind: str, port: int, use_uvloop: bool) -> list[str]:
+    """The command line that serves peer *kind* on 127.0.0.1:*port* (run it from the repository root)."""
+    if kind not in PEERS:
+        raise ValueError(f"unknown peer {kind!r}; choose from {', '.join(PEERS)}")
+    line = [sys.executable, "-m", "benchmarks.peers", kind, "--port", str(port)]
+    return [*line, "--uvloop"] if use_uvloop else line
+
+
+def starlette_app() -> Any:
+    """The Starlette server: a websocket echo route and a fan-out POST route."""
+    from starlette.applications import Starlette  # type: ignore[import-not-found,unused-ignore]
+    from starlette.requests import Request  # type: ignore[import-not-found,unused-ignore]
+    from starlette.responses import JSONResponse  # type: ignore[import-not-found,unused-ignore]
+    from starlette.routing import Route, WebSocketRoute  # type: ignore[import-not-found,unused-ignore]
+    from starlette.websockets import WebSocket  # type: ignore[import-not-found,unused-ignore]
+
+    clients: set[WebSocket] = set()
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        clients.add(websocket)
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is not None:
+                    await websocket.send_text(text)
+                else:
+                    await websocket.send_bytes(message["bytes"])
+        finally:
+            clients.discard(websocket)
+
+    async def fanout(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        targets = list(clients)
+        for websocket in targets:
+            await websocket.send_text(FANOUT_MESSAGE)
+        return JSONResponse({"sent": len(targets), "seconds": time.perf_counter() - started})
+
+    return Starlette(routes=[WebSocketRoute("/ws/", echo), Route("/fanout/", fanout, methods=["POST"])])
+
+
+def panther_app(workdir: str) -> Any:
+    """The Panther server: a ``GenericWebsocket`` echo and a fan-out API over Panther's connection table.
+
+    Importing Panther creates a ``logs/`` directory in the current directory,
+    so this moves the process to *workdir* first.
+    """
+    os.chdir(workdir)
+    from panther import Panther  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from panther.app import API  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from panther.configs import config  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from panther.websocket import GenericWebsocket  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    for name in ("panther", "monitoring", "query"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    class EchoWebsocket(GenericWebsocket):  # type: ignore[misc]
+        # No annotations: Panther hands connect()'s annotations to issubclass(), and under
+        # `from __future__ import annotations` they are strings.
+        async def connect(self, **kwargs):  # type: ignore[no-untyped-def]
+            await self.accept()
+
+        async def receive(self, data: str | bytes) -> None:
+            await self.send(data)
+
+    @API(methods=["POST"])  # type: ignore[untyped-decorator]
+    async def fanout() -> dict[str, Any]:
+        started = time.perf_counter()
+        targets = list(config.WEBSOCKET_CONNECTIONS.connections.values())
+        for connection in targets:
+            await connection.send(FANOUT_MESSAGE)
+        return {"sent": len(targets), "seconds": time.perf_counter() - started}
+
+    # An empty configs module: Panther's defaults, nothing read from this one.
+    configs = types.ModuleType("benchmarks_panther_configs")
+    sys.modules[configs.__name__] = configs
+    urls = {"ws": EchoWebsocket, "fanout": fanout}
+    return Panther(os.path.join(os.getcwd(), "app"), configs=configs.__name__, urls=urls)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one peer on uvicorn until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(description="A peer framework's benchmark server, on uvicorn.")
+    parser.add_argument("peer", choices=sorted(PEERS))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
+    args = parser.parse_args(argv)
+    import uvicorn  # type: ignore[import-not-found,unused-ignore]
+
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="wsframe-bench-peer-") as workdir:
+        app = starlette_app() if args.peer == "starlette" else panther_app(workdir)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            loop="uvloop" if args.uvloop else "asyncio",
+            log_level="warning",
+            access_log=False,
+            ws_ping_interval=HEARTBEAT,
+            ws_max_size=MAX_MESSAGE_SIZE,
+        )
+
+
+if __name__ == "__main__":
+    main()
