@@ -28,10 +28,11 @@ from aiohttp import web
 
 from .config import Settings
 from .exceptions import ConfigurationError
+from .handshake import HandlerConfig, make_route_handler
 from .limits import ConnectionLimiter
 from .pathvars import PathConverters
 from .registry import current_app
-from .websocket import GenericWebsocket, HandlerConfig, make_route_handler
+from .websocket import GenericWebsocket
 
 __all__ = ["Route", "compile_urls", "flatten_urls"]
 

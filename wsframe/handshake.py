@@ -1,0 +1,184 @@
+"""From an HTTP upgrade request to a running handler: the checks before ``connect()``, per mounted class.
+
+:func:`make_route_handler` returns the aiohttp handler that routing mounts for
+a :class:`~wsframe.websocket.GenericWebsocket` subclass. It refuses what it
+must before any handler code runs, each with its status (DESIGN.md section
+2): 426 no upgrade, 400 malformed handshake, 403 origin, 503/429 connection
+limits, 404 path variable, 401/403 auth and permissions; then it makes the
+handler instance and runs the connection. :class:`HandlerConfig` holds what
+that needs, computed once at ``create_app``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import hdrs, web
+
+from . import status
+from .config import Settings
+from .exceptions import AuthenticationFailed, PermissionDenied
+from .limits import ConnectionLimiter
+from .messages import MessageDecoder, decoder_for
+from .pathvars import PathConverters
+from .registry import current_app
+from .security import _has_session, authenticate, load_session, origin_allowed
+from .websocket import GenericWebsocket, _json_error
+
+__all__ = ["HandlerConfig", "make_route_handler"]
+
+logger = logging.getLogger("wsframe.websocket")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _handshake_problem(request: web.Request) -> str | None:
+    """Return why this upgrade request is malformed, or None when it is a valid handshake."""
+    if request.method != hdrs.METH_GET:
+        return "A websocket handshake must use GET."
+    if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "") != "13":
+        return "Unsupported Sec-WebSocket-Version; use 13."
+    if _KEY.fullmatch(request.headers.get(hdrs.SEC_WEBSOCKET_KEY, "")) is None:
+        return "Sec-WebSocket-Key must be 16 bytes, base64-encoded."
+    if not request._message.upgrade:
+        return "The Connection header must include 'upgrade'."
+    extensions = request.headers.get(hdrs.SEC_WEBSOCKET_EXTENSIONS)
+    if extensions is not None and _ABSURD_NUMBER.search(extensions):
+        # permessage-deflate parameters are 8-15; aiohttp int()s whatever digits
+        # it finds, and past 4300 of them that raises out of prepare() (a 500).
+        return "Malformed Sec-WebSocket-Extensions."
+    return None
+
+
+_ABSURD_NUMBER = re.compile(r"\d{4,}")
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
+"""16 bytes in base64: 22 characters and two of padding (one regex call instead of b64decode's several)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    """What a mounted handler class needs per connection, computed once at create_app."""
+
+    settings: Settings
+    converters: PathConverters
+    decoder: MessageDecoder | None
+    limiter: ConnectionLimiter
+    outbound_limit: int = 0
+    """settings.max_outbound_buffer, one attribute away on the per-frame path."""
+    calls_disconnect: bool = True
+    """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""
+
+    @classmethod
+    def build(
+        cls,
+        handler: type[GenericWebsocket],
+        converters: PathConverters,
+        app_settings: Settings,
+        app_limiter: ConnectionLimiter,
+        where: str,
+    ) -> HandlerConfig:
+        """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
+        overrides = {name: getattr(handler, name, None) for name in _OVERRIDABLE}
+        settings = app_settings.merged(overrides)
+        limiter = app_limiter
+        if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
+            # The class has limits of its own: count its connections apart from the app's.
+            limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
+        return cls(
+            settings,
+            converters,
+            decoder_for(handler.receive, where),
+            limiter,
+            settings.max_outbound_buffer,
+            handler.disconnect is not GenericWebsocket.disconnect,
+        )
+
+
+_OVERRIDABLE = (
+    "max_message_size",
+    "heartbeat",
+    "compression",
+    "close_timeout",
+    "max_outbound_buffer",
+    "slow_consumer",
+    "handshake_timeout",
+    "idle_timeout",
+    "rate_limit",
+    "max_connections",
+    "max_connections_per_ip",
+    "allowed_origins",
+    "auth",
+    "permissions",
+)
+
+
+def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Handler:
+    """Return the aiohttp handler that serves *cls* with *config*.
+
+    The checks run in the order of DESIGN.md section 2, each with its status:
+    426 no upgrade, 400 malformed handshake, 403 origin, 503/429 connection
+    limits, 404 path variable, 401/403 auth and permissions.
+    """
+    settings = config.settings
+    converters = config.converters
+    limiter = config.limiter
+    policy = settings.allowed_origins
+    auth, permissions = settings.auth, settings.permissions
+    needs_auth = auth is not None or bool(permissions)
+    has_variables = bool(converters.converters)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        current_app.set(app)
+        if request.headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
+            return _json_error(
+                status.HTTP_426_UPGRADE_REQUIRED,
+                "This URL is a websocket endpoint; connect with a websocket client.",
+                headers={hdrs.UPGRADE: "websocket", hdrs.CONNECTION: "Upgrade"},
+            )
+        problem = _handshake_problem(request)
+        if problem is not None:
+            return _json_error(status.HTTP_400_BAD_REQUEST, problem)
+        # Most clients that are not browsers send no Origin: no call for them.
+        if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
+            logger.info("refused handshake from origin %r to %s", request.headers.get(hdrs.ORIGIN), request.path)
+            return _json_error(status.HTTP_403_FORBIDDEN, "Origin not allowed.")
+        limited = limiter.active
+        if limited:
+            address = request.remote or ""
+            refused = limiter.admit(address)
+            if refused is not None:
+                return _json_error(refused, "Too many connections; try again later.")
+        try:
+            if has_variables:
+                path_variables = converters.convert(request.match_info)
+                if path_variables is None:
+                    return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
+            else:
+                path_variables = {}
+            connection = cls(request, path_variables, config, app)
+            if _has_session(request):
+                connection.session = await load_session(request)
+            if needs_auth:
+                try:
+                    await authenticate(connection, auth, permissions)
+                except AuthenticationFailed as exc:
+                    logger.info("authentication failed for %s: %s", request.path, exc)
+                    return _json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
+                except PermissionDenied as exc:
+                    logger.info("permission denied for %s: %s", request.path, exc)
+                    return _json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
+                except Exception:
+                    logger.exception("auth or permission check of %s failed", cls.__qualname__)
+                    return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            return await connection._serve()
+        finally:
+            if limited:
+                limiter.release(address)
+
+    handle.__qualname__ = handle.__name__ = f"{cls.__qualname__}"
+    handle.__module__ = cls.__module__
+    return handle
