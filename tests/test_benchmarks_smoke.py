@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -11,9 +12,16 @@ from typing import Any
 
 import pytest
 
+from benchmarks import peers
+from benchmarks.cross_worker import MODES, TARGET_P99_MS
+from benchmarks.cross_worker_app import paced_sends
+
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_CASES = {"idle_memory", "echo_1", "echo_100", "open_close", "fanout_100", "fanout_1000"}
 SERVERS = ("raw", "wsframe")
+
+# The smoke run starts six servers and three gunicorns: about 20 s on an idle machine.
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +33,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=200,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -89,7 +97,9 @@ def test_markdown_table_is_printed_and_written(smoke: dict[str, Any]) -> None:
     """The Markdown table goes to stdout and to latest.md, one row per figure."""
     assert smoke["stdout"] == smoke["markdown"]
     rows = [line for line in smoke["markdown"].splitlines() if line.startswith("| echo, 100 connections")]
-    assert len(rows) == 5  # round trips/s, per CPU-second, p50, p99 in the results table; CPU table
+    peer_rows = 4 if len(smoke["report"]["meta"]["servers"]) > len(SERVERS) else 0
+    # round trips/s, per CPU-second, p50, p99 in the results table (and the peers' table); CPU table
+    assert len(rows) == 5 + peer_rows
 
 
 def test_smoke_run_is_labelled_smoke_with_one_repetition(smoke: dict[str, Any]) -> None:
@@ -104,10 +114,119 @@ def test_smoke_run_draws_no_chart_by_default(smoke: dict[str, Any]) -> None:
 
 
 def test_chart_is_drawn_from_the_smoke_report(smoke: dict[str, Any], tmp_path: Path) -> None:
-    """render_chart() turns a report into a PNG file (matplotlib is in the bench extra)."""
-    pytest.importorskip("matplotlib", reason="matplotlib comes with pip install -e '.[bench]'")
+    """render_chart() turns a report, cross-worker panels included, into a PNG file (matplotlib: test extra)."""
+    pytest.importorskip("matplotlib", reason="matplotlib comes with pip install -e '.[test]' or '.[bench]'")
     from benchmarks.run import render_chart
 
     path = tmp_path / "chart.png"
     render_chart(smoke["report"], path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ peers
+
+
+def test_every_peer_is_measured_or_named_as_not_installed(smoke: dict[str, Any]) -> None:
+    """Starlette and Panther are columns when installed and a 'not installed' line when not, never an error."""
+    meta = smoke["report"]["meta"]
+    assert sorted(meta["peers_missing"] + [s for s in meta["servers"] if s not in SERVERS]) == sorted(peers.PEERS)
+    for kind in meta["peers_missing"]:
+        assert peers.label(kind) in smoke["markdown"].split("not installed, so not measured:")[1]
+
+
+def test_installed_peers_have_a_figure_and_a_ratio_to_raw_in_every_row(smoke: dict[str, Any]) -> None:
+    """A peer that ran has a median and a ratio to raw aiohttp for every figure (none when none ran)."""
+    ran = [s for s in smoke["report"]["meta"]["servers"] if s not in SERVERS]
+    for case in smoke["report"]["cases"]:
+        for row in case["metrics"]:
+            assert sorted(row["ratios"]) == sorted(["wsframe", *ran]), (case["id"], row["key"])
+            for kind in ran:
+                assert _is_number(row[kind]["median"]), (case["id"], row["key"], kind)
+
+
+# ----------------------------------------------------------- cross-worker
+
+
+def test_cross_worker_case_reports_every_mode(smoke: dict[str, Any]) -> None:
+    """The one command also runs cross-worker delivery: same process, Redis, IPC and fan-out to every worker."""
+    section = smoke["report"]["cross_worker"]
+    assert [entry["mode"] for entry in section["modes"]] == list(MODES)
+
+
+def test_cross_worker_times_every_paced_message(smoke: dict[str, Any]) -> None:
+    """Every paced message arrives and is timed: each mode has as many latency samples as sends."""
+    section = smoke["report"]["cross_worker"]
+    sends = section["meta"]["config"]["latency_sends"]
+    for entry in section["modes"]:
+        assert entry["metrics"]["samples"]["median"] == sends, entry["mode"]
+
+
+def test_cross_worker_latency_percentiles_are_ordered_and_positive(smoke: dict[str, Any]) -> None:
+    """In every mode 0 < p50 <= p99 <= max: the latencies are real receipt-minus-send times."""
+    for entry in smoke["report"]["cross_worker"]["modes"]:
+        m = {key: summary["median"] for key, summary in entry["metrics"].items()}
+        assert 0 < m["p50_ms"] <= m["p99_ms"] <= m["max_ms"], entry["mode"]
+
+
+def test_cross_worker_reports_achieved_paced_rate_and_throughput(smoke: dict[str, Any]) -> None:
+    """Each mode reports the rate the paced sender achieved and the sends per second with every worker sending."""
+    for entry in smoke["report"]["cross_worker"]["modes"]:
+        assert entry["metrics"]["achieved_rate"]["median"] > 0, entry["mode"]
+        assert entry["metrics"]["sends_per_s"]["median"] > 0, entry["mode"]
+
+
+def test_cross_worker_reports_cpu_of_driver_workers_and_redis(smoke: dict[str, Any]) -> None:
+    """Each mode has the load generator's and the workers' CPU for both phases; the Redis modes have Redis's."""
+    for entry in smoke["report"]["cross_worker"]["modes"]:
+        keys = set(entry["metrics"])
+        for side in ("loadgen_cpu", "server_cpu"):
+            assert {side, f"throughput_{side}"} <= keys, entry["mode"]
+        assert ("redis_cpu" in keys) == (entry["mode"] != "ipc"), entry["mode"]
+
+
+def test_cross_worker_judges_redis_p99_against_the_2_ms_target(smoke: dict[str, Any]) -> None:
+    """The Redis row is judged against issue 7's absolute target, and Redis is set against same-process."""
+    section = smoke["report"]["cross_worker"]
+    target = section["target"]
+    assert (target["mode"], target["metric"], target["limit_ms"]) == ("redis", "p99_ms", TARGET_P99_MS)
+    redis_p99 = next(e for e in section["modes"] if e["mode"] == "redis")["metrics"]["p99_ms"]["median"]
+    assert target["met"] == (redis_p99 < TARGET_P99_MS)
+    assert sorted(section["ratios_redis_to_same_process"]) == ["p50_ms", "p99_ms", "sends_per_s"]
+
+
+def test_cross_worker_table_is_in_the_markdown(smoke: dict[str, Any]) -> None:
+    """latest.md has one cross-worker row per mode and names the gunicorn worker class it ran."""
+    section = smoke["report"]["cross_worker"]
+    for entry in section["modes"]:
+        assert sum(line.startswith(f"| {entry['title']} |") for line in smoke["markdown"].splitlines()) == 1
+    assert section["meta"]["worker_class"] in smoke["markdown"]
+
+
+async def test_paced_sends_go_to_the_targets_in_turn_with_increasing_timestamps() -> None:
+    """paced_sends() sends each message once, cycling over the targets, each carrying its monotonic send time."""
+    sent: list[tuple[str, int]] = []
+
+    async def send(target: str, text: str) -> None:
+        sent.append((target, int(text)))
+
+    result = await paced_sends(send, ["a", "b", "c"], 7, rate=10_000)
+    assert [target for target, _ in sent] == ["a", "b", "c", "a", "b", "c", "a"]
+    stamps = [stamp for _, stamp in sent]
+    assert stamps == sorted(stamps)
+    assert (result["sent"], result["errors"]) == (7, 0)
+
+
+async def test_paced_sends_count_a_failed_send_and_go_on() -> None:
+    """A send that raises is counted with its error; the sends after it still happen."""
+    calls = 0
+
+    async def send(target: str, text: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionError("gone")
+        await asyncio.sleep(0)
+
+    result = await paced_sends(send, ["a"], 4, rate=10_000)
+    assert (calls, result["sent"], result["errors"]) == (4, 3, 1)
+    assert result["first_error"] == "ConnectionError('gone')"
