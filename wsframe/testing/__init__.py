@@ -55,9 +55,9 @@ from aiohttp import (
 )
 from aiohttp.test_utils import TestClient, TestServer
 
-from . import status
-from .exceptions import ConnectionClosed, MissingDependencyError, WsframeError
-from .websocket import GenericWebsocket
+from .. import status
+from ..exceptions import ConnectionClosed, MissingDependencyError, WsframeError
+from ..websocket import GenericWebsocket
 
 __all__ = [
     "DEFAULT_TIMEOUT",
