@@ -58,7 +58,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -108,6 +108,8 @@ class Config:
     concurrency: int = 8
     warmup_sends: int = 200
     modes: list[str] = dataclasses.field(default_factory=lambda: list(MODES))
+    redis_on: Literal["server", "driver"] = "server"
+    """Where redis-server runs: on the server core with the workers (default) or on the driver's core."""
 
 
 SMOKE: dict[str, Any] = {"workers": 2, "clients": 8, "latency_sends": 200, "sends_per_worker": 200, "warmup_sends": 20}
@@ -386,7 +388,7 @@ async def measure_server(
 
 
 async def run_repetition(
-    cfg: Config, *, first: int, use_uvloop: bool, server_core: int | None
+    cfg: Config, *, first: int, use_uvloop: bool, server_core: int | None, driver_core: int | None
 ) -> dict[str, dict[str, Any]]:
     """Measure every mode of *cfg* once, on fresh servers; return mode -> figures.
 
@@ -400,7 +402,8 @@ async def run_repetition(
     with contextlib.ExitStack() as stack:
         url, redis_pid = "", None
         if any(kind != "ipc" for kind, _ in servers):
-            url, redis = stack.enter_context(redis_server(server_core))
+            redis_core = driver_core if cfg.redis_on == "driver" else server_core
+            url, redis = stack.enter_context(redis_server(redis_core))
             redis_pid = redis.pid
         for kind, modes in servers[shift:] + servers[:shift]:
             backend = {"redis": url, "fanout": f"fanout:{url}", "ipc": ""}[kind]
@@ -439,7 +442,7 @@ def describe(cfg: Config, *, use_uvloop: bool, server_core: int | None, driver_c
         "client_loop": f"uvloop {_version('uvloop')}" if use_uvloop else "asyncio",
         "redis": _redis_version(),
         "server_core": server_core,
-        "redis_core": server_core,
+        "redis_core": driver_core if cfg.redis_on == "driver" else server_core,
         "driver_core": driver_core,
     }
 
@@ -493,7 +496,7 @@ def summarise(runs: list[dict[str, dict[str, Any]]], meta: dict[str, Any]) -> di
 
 
 def _number(value: float) -> str:
-    if abs(value) >= 1000:
+    if abs(value) >= 999.5:  # 999.7 reads 1,000, not 1000
         return f"{value:,.0f}"
     if abs(value) >= 100:
         return f"{value:.0f}"
@@ -513,13 +516,13 @@ def render_markdown(section: dict[str, Any]) -> str:
     meta, cfg = section["meta"], section["meta"]["config"]
     others = cfg["workers"] - 1
     lines = [
-        f"Cross-worker send: `gunicorn -w {cfg['workers']} -k {meta['worker_class']}` serving wsframe "
-        f"(Redis {meta['redis'] or 'not installed'} on a private port), server processes and Redis pinned to core "
-        f"{meta['server_core']}, the driver ({meta['client_loop']}) to core {meta['driver_core']}. One worker sends to "
-        f"the {cfg['clients'] - cfg['clients'] // cfg['workers']} connections its {others} peer worker(s) own "
-        f"(its own {cfg['clients'] // cfg['workers']} in `same-process`), paced at {cfg['rate']:,.0f} messages/s, "
-        f"{cfg['latency_sends']:,} per repetition; latency = client receipt minus the CLOCK_MONOTONIC send "
-        f"timestamp in the message. Throughput: every worker sends {cfg['sends_per_worker']:,} with "
+        f"Cross-worker send: `gunicorn -w {cfg['workers']} -k {meta['worker_class']}` serving wsframe, "
+        f"its processes pinned to core {meta['server_core']}; a private redis-server {meta['redis'] or ''} on core "
+        f"{meta['redis_core']}; the driver ({meta['client_loop']}) on core {meta['driver_core']}. One worker sends "
+        f"to the {cfg['clients'] - cfg['clients'] // cfg['workers']} connections the other {others} worker(s) own "
+        f"(to its own {cfg['clients'] // cfg['workers']} in `same-process`), paced at {cfg['rate']:,.0f} "
+        f"messages/s, {cfg['latency_sends']:,} per repetition; latency = client receipt minus the CLOCK_MONOTONIC "
+        f"send timestamp in the message. Throughput: every worker sends {cfg['sends_per_worker']:,} with "
         f"{cfg['concurrency']} concurrent senders. Median (min-max) over repetitions; CPU in fractions of one core "
         "(median), paced phase / throughput phase.",
         "",
@@ -626,7 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = describe(cfg, use_uvloop=use_uvloop, server_core=server_core, driver_core=driver_core)
     runs = []
     for repetition in range(1 if args.json else args.repetitions):
-        coro = run_repetition(cfg, first=args.first + repetition, use_uvloop=use_uvloop, server_core=server_core)
+        coro = run_repetition(
+            cfg, first=args.first + repetition, use_uvloop=use_uvloop, server_core=server_core, driver_core=driver_core
+        )
         runs.append(run(coro))
     if args.json:
         json.dump({"results": runs[0], "meta": meta}, sys.stdout)

@@ -344,7 +344,7 @@ def _target_met(metric: Metric, ratio: float | None) -> bool | None:
 
 
 def _number(value: float) -> str:
-    if abs(value) >= 1000:
+    if abs(value) >= 999.5:  # 999.7 reads 1,000, not 1000
         return f"{value:,.0f}"
     if abs(value) >= 100:
         return f"{value:.0f}"
