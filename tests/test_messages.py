@@ -153,8 +153,8 @@ def test_undecodable_annotation_is_a_configuration_error() -> None:
 
 
 def test_decoder_is_part_of_the_handler_config_built_at_create_app() -> None:
-    from wsframe.pathvars import PathConverters
     from wsframe.handshake import HandlerConfig
+    from wsframe.pathvars import PathConverters
 
     def build(handler: type[GenericWebsocket]) -> HandlerConfig:
         return HandlerConfig.build(handler, PathConverters({}), create_app({})[SETTINGS_KEY], LIMITER, "test")
