@@ -32,11 +32,9 @@ from .client import WebsocketTestClient
 from .cluster import WebsocketTestCluster
 from .connection import WebsocketTestConnection
 from .errors import TEST_CLIENT_HEADER, CapturedError, HandlerError, HandshakeRejectedError
-from .plugin import WsClientFactory as WsClientFactory
-from .plugin import WsClusterFactory as WsClusterFactory
+from .plugin import WsClientFactory, WsClusterFactory, ws_client, ws_cluster
 from .plugin import pytest_addoption as pytest_addoption
 from .plugin import pytest_configure as pytest_configure
-from .plugin import ws_client, ws_cluster
 from .timeouts import DEFAULT_TIMEOUT, TIMEOUT_SCALE_ENV, default_timeout
 
 __all__ = [
@@ -52,4 +50,6 @@ __all__ = [
     "default_timeout",
     "ws_client",
     "ws_cluster",
+    "WsClientFactory",
+    "WsClusterFactory",
 ]
