@@ -139,12 +139,16 @@ def gunicorn(backend: str, *, preload: bool, workers: int, klass: str, core: int
         env=env,
         stdout=sys.stderr,
         stderr=sys.stderr,
+        start_new_session=True,  # a group of its own: its workers can be killed with it
     )
     try:
         wait_for_port(port, process, timeout=30)
         yield port
     finally:
         stop(process, signal.SIGTERM, timeout=20)
+        # Whatever stop() left (workers of a master that was killed) goes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @contextlib.asynccontextmanager

@@ -275,10 +275,21 @@ def run_cross_worker(
         command += ["--server-core", str(server_core), "--driver-core", str(loadgen_core)]
     if not use_uvloop:
         command.append("--no-uvloop")
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"cross-worker driver failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    out = json.loads(done.stdout)
+    # Files, not pipes: a gunicorn the driver failed to stop would hold a pipe
+    # open, and reading it to the end would then never return.
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        try:
+            returncode = subprocess.run(
+                command, cwd=ROOT, stdout=stdout, stderr=stderr, timeout=timeout, check=False
+            ).returncode
+        except subprocess.TimeoutExpired:
+            returncode = -1
+        stdout.seek(0)
+        stderr.seek(0)
+        output, errors = stdout.read().decode(), stderr.read().decode(errors="replace")
+    if returncode != 0:
+        raise RuntimeError(f"cross-worker driver failed ({returncode}):\n{errors[-4000:]}")
+    out = json.loads(output)
     return out["results"], out["meta"]
 
 
