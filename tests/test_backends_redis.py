@@ -143,6 +143,38 @@ async def test_id_whose_node_part_is_not_hex_is_dropped_without_publishing(serve
 # ------------------------------------------------------------------- outages
 
 
+async def test_three_hundred_concurrent_sends_all_arrive_in_the_order_they_were_made(
+    two_nodes: tuple[WsClient, WsClient],
+) -> None:
+    # redis-py's connection pool raises MaxConnectionsError past 100 commands in
+    # flight; wsframe's sends share one connection, batched, instead.
+    sender, owner = two_nodes
+    ws, connection_id = await connect(owner)
+    registry = sender.app[REGISTRY_KEY]
+    await asyncio.gather(*(registry.send(connection_id, f"m{i}") for i in range(300)))
+    received = [(await ws.read_frame(TIMEOUT)) for _ in range(300)]
+    assert [frame.text for frame in received if frame is not None] == [f"m{i}" for i in range(300)]
+    assert backend_of(sender).stats.publish_failures == 0
+
+
+async def test_a_send_cancelled_while_it_waits_for_its_batch_is_not_published(
+    two_nodes: tuple[WsClient, WsClient],
+) -> None:
+    sender, owner = two_nodes
+    ws, connection_id = await connect(owner)
+    backend, node_id = backend_of(sender), connection_id[:8]
+    given_up = asyncio.ensure_future(backend.publish_to_node(node_id, Envelope("send", connection_id, b"given up")))
+    kept = asyncio.ensure_future(backend.publish_to_node(node_id, Envelope("send", connection_id, b"kept")))
+    await asyncio.sleep(0)  # both are queued for the next batch, which has not gone out yet
+    given_up.cancel()
+    await kept
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
+    await backend.publish_to_node(node_id, Envelope("send", connection_id, b"after"))
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"kept")
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"after")
+
+
 async def test_publish_to_a_hung_redis_raises_backend_unavailable_instead_of_hanging(
     serve: Serve, private_redis: RedisServer
 ) -> None:
