@@ -157,6 +157,19 @@ async def test_three_hundred_concurrent_sends_all_arrive_in_the_order_they_were_
     assert backend_of(sender).stats.publish_failures == 0
 
 
+async def test_three_hundred_concurrent_joins_wait_for_a_connection_instead_of_failing(
+    serve: Serve, prefix: str
+) -> None:
+    # Thousands of clients connecting at once each join a group: more Redis
+    # commands in flight than the pool has connections.
+    node = await serve(redis_node(SHARED_REDIS_URL, prefix))
+    backend, node_id = backend_of(node), node.app[REGISTRY_KEY].node_id
+    ids = {f"{node_id}{i:024x}" for i in range(300)}
+    await asyncio.gather(*(backend.group_joined("storm", member, first_here=False) for member in ids))
+    assert await backend.group_members("storm") == ids
+    assert backend.stats.publish_failures == 0
+
+
 async def test_a_send_cancelled_while_it_waits_for_its_batch_is_not_published(
     two_nodes: tuple[WsClient, WsClient],
 ) -> None:

@@ -59,6 +59,8 @@ DEFAULT_PREFIX = "wsframe:"
 _NODE_ID = re.compile(r"[0-9a-f]{8}")
 _FIRST_BACKOFF = 0.05
 _UNREACHABLE = (RedisError, OSError, TimeoutError)
+_MAX_CONNECTIONS = 50
+"""Redis connections one process opens for commands (publishes share one of them)."""
 
 
 def node_channel(prefix: str, node_id: str) -> str:
@@ -517,7 +519,18 @@ class RedisBackend(Backend):
             listener_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **listener_kwargs)
             return self._user_client, aioredis.Redis(connection_pool=listener_pool)
         url = self._url or ""
-        client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **timeouts)
+        # A blocking pool: past max_connections commands in flight (a storm of
+        # joins as thousands of clients connect at once), a command waits up to
+        # operation_timeout for a free connection. redis-py's default pool
+        # raises MaxConnectionsError instead, which would fail those joins.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=self.operation_timeout,
+            retry=Retry(NoBackoff(), 1),
+            **timeouts,
+        )
+        client = aioredis.Redis(connection_pool=pool)  # _close_clients() closes the pool too
         listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
         return client, listener
 
