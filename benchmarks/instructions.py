@@ -42,7 +42,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .processes import free_port, wait_for_port
+from .run import _server_command
 from .wsclient import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
 
 __all__ = ["CASES", "count_instructions", "main", "render_markdown"]
@@ -60,24 +61,6 @@ KINDS = ("raw", "wsframe")
 WS_PATH = "/ws/"
 ECHO_FRAME = client_frame(OP_TEXT, b"e" * 64)
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _server_command(kind: str, port: int, use_uvloop: bool) -> list[str]:
-    loop = "uvloop" if use_uvloop else "asyncio"
-    if kind == "wsframe":
-        return [
-            *(sys.executable, "-m", "wsframe", "run", "benchmarks.servers:wsframe_app"),
-            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--loop", loop),
-        ]
-    command = [sys.executable, "-m", "benchmarks.servers", "--host", "127.0.0.1", "--port", str(port)]
-    return [*command, "--uvloop"] if use_uvloop else command
 
 
 # ------------------------------------------------------------------- the cases
@@ -129,17 +112,6 @@ CASES: dict[str, tuple[str, Callable[[int, int], Awaitable[None]]]] = {
 # ------------------------------------------------------------------ measuring
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"server did not listen on {port} within {timeout} s")
-
-
 def _callgrind_control(pid: int, switch: str) -> None:
     done = subprocess.run(["callgrind_control", "-i", switch, str(pid)], capture_output=True, text=True)
     if done.returncode != 0 or "OK" not in done.stdout:
@@ -148,7 +120,7 @@ def _callgrind_control(pid: int, switch: str) -> None:
 
 def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvloop: bool) -> int:
     """Run *case* *count* times against a fresh *kind* server under callgrind; return its instructions."""
-    port = _free_port()
+    port = free_port()
     drive = CASES[case][1]
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
@@ -160,7 +132,7 @@ def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvl
             stderr=subprocess.PIPE,
         )
         try:
-            _wait_for_port(port, process, timeout=180)
+            wait_for_port(port, process, timeout=180)
             asyncio.run(drive(port, warmup))
             _callgrind_control(process.pid, "on")
             asyncio.run(drive(port, count))
