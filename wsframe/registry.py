@@ -99,7 +99,8 @@ class Registry:
         """Whether the backend keeps group membership (then joins and leaves must be awaited)."""
         """Local members of each group with at least one member here."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._shutting_down = False
+        self.shutting_down = False
+        """Set when app shutdown begins: connections accepted from then on are closed with 1001."""
         self.unfinished = 0
         """Accepted connections whose handler has not finished (what shutdown waits for)."""
         self._drained: asyncio.Future[None] | None = None
@@ -128,7 +129,7 @@ class Registry:
     async def on_startup(self) -> None:
         """Draw this process's node id and start the backend."""
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
-        self._shutting_down = False
+        self.shutting_down = False
         await self.backend.on_startup(self)
 
     async def on_shutdown(self, code: int, reason: str, drain_seconds: float) -> None:
@@ -143,7 +144,7 @@ class Registry:
         # From here on, members leave their groups locally only: the backend
         # drops this whole node from presence when it stops (Redis deletes the
         # node's liveness key), instead of one round trip per connection.
-        self._shutting_down = True
+        self.shutting_down = True
         connections = list(self.connections.values())
         if connections:
             logger.info("closing %d websocket connection(s) with %d", len(connections), code)
@@ -153,7 +154,10 @@ class Registry:
                 task.cancel()
             for connection in connections:
                 connection._abort()
-            await self._wait_for_handlers()
+        # Also when no connection is registered any more: a disconnect() may
+        # still be running (its connection already left the registry), and it
+        # may use the backend, which stops next.
+        await self._wait_for_handlers()
         await self.backend.on_shutdown()
 
     async def _wait_for_handlers(self) -> None:
@@ -221,7 +225,7 @@ class Registry:
         if kind == "send":
             await self._send_local(connection, envelope.payload, WSMsgType(envelope.opcode))
         else:
-            self._spawn(connection.close(envelope.code, envelope.reason))
+            self.spawn(connection.close(envelope.code, envelope.reason))
 
     # ------------------------------------------------------------------ groups
 
@@ -271,7 +275,7 @@ class Registry:
         hear about: none when it keeps no membership or this node is shutting
         down (the backend then drops the whole node at once).
         """
-        tell_backend = self.tracks_members and not self._shutting_down
+        tell_backend = self.tracks_members and not self.shutting_down
         left = []
         groups, connection_id = self.groups, connection.connection_id
         # _forget_member() inlined: this runs on every disconnect of a member.
@@ -365,9 +369,10 @@ class Registry:
 
     def _close_group_local(self, group: str, code: int, reason: str) -> None:
         for connection in list(self.groups.get(group, {}).values()):
-            self._spawn(connection.close(code, reason))
+            self.spawn(connection.close(code, reason))
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run *coro* in a task the registry keeps a reference to until it is done."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

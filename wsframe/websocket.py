@@ -273,9 +273,14 @@ class GenericWebsocket:
         if self._config.settings.compression and ws.compress:
             self._compressed = True
         self._state = _OPEN
-        self._registry.add(self)
+        registry = self._registry
+        registry.add(self)
         if self._handshake_expiry is not None:
             self._end_handshake_timer()
+        if registry.shutting_down:
+            # Shutdown has already told every connection it knew of to go; this
+            # one finished its handshake since, so it goes the same way.
+            registry.spawn(self.close(status.WS_1001_GOING_AWAY, "Server shutdown"))
 
     async def send(self, data: Any) -> None:
         """Send *data*: ``str`` as text, bytes-like as binary, anything else as msgspec JSON text.
@@ -487,7 +492,14 @@ class GenericWebsocket:
         try:
             await self.connect(**self.path_variables)
         except asyncio.CancelledError:
-            if not self._handshake_expired or self._ws is not None:
+            if self._ws is not None:
+                # Cancelled after accept() (the client vanished, or shutdown
+                # ran out of time) while connect() was still running: the
+                # connection was registered, so it must leave as any other.
+                self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+                await self._finish()
+                raise
+            if not self._handshake_expired:
                 raise
             task.uncancel()  # type: ignore[union-attr]  # set above whenever the timer could fire
             logger.warning(
