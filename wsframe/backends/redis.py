@@ -60,6 +60,8 @@ _NODE_ID = re.compile(r"[0-9a-f]{8}")
 _FIRST_BACKOFF = 0.05
 _UNREACHABLE = (RedisError, OSError, TimeoutError)
 _MAX_CONNECTIONS = 50
+_LATE_WAITS_LIMIT = 3
+"""Late waits in a row with a PING unanswered after which the listener gives Redis up anyway."""
 """Redis connections one process opens for commands (publishes share one of them)."""
 
 
@@ -346,9 +348,11 @@ class RedisBackend(Backend):
         at-most-once). A node nobody listens for is not an error (counted in
         ``stats.unrouted``). Raises
         :class:`~wsframe.exceptions.BackendUnavailableError` at once while the
-        listener knows Redis is down, and within ``operation_timeout``
-        otherwise; nothing was delivered then. Cancellation may leave the
-        message published or not.
+        listener knows Redis is down (nothing was sent then), and within
+        ``operation_timeout`` otherwise: then the message was probably not
+        delivered, but may still be, if Redis was only slow or the reply was
+        lost. It is never sent twice. Cancellation may leave the message
+        published or not.
         """
         outbox = self._outbox
         if outbox is None:
@@ -373,7 +377,7 @@ class RedisBackend(Backend):
             self.stats.publish_failures += 1
             raise BackendUnavailableError(
                 f"Redis at {self.url} did not take the {envelope.kind} for {envelope.connection_id} "
-                f"({_describe(exc)}); not sent. Retry when Redis is back."
+                f"({_describe(exc)}); it was probably not delivered, but may still be if Redis was only slow."
             ) from exc
         self.stats.published += 1
         if not receivers:
@@ -507,8 +511,7 @@ class RedisBackend(Backend):
     def _make_clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
         # The listener's connection never retries by itself: the supervisor
         # owns reconnection, so every outage is seen, logged and counted once.
-        # Publishes retry once, at once, so a connection that went stale during
-        # an outage is replaced instead of failing the first send afterwards.
+        # Commands never retry either (see below).
         timeouts: dict[str, Any] = {
             "socket_timeout": self.operation_timeout,
             "socket_connect_timeout": self.operation_timeout,
@@ -527,7 +530,10 @@ class RedisBackend(Backend):
             url,
             max_connections=_MAX_CONNECTIONS,
             timeout=self.operation_timeout,
-            retry=Retry(NoBackoff(), 1),
+            # No retry: a PUBLISH whose reply was lost after Redis ran it would
+            # go out twice. Connections left stale by an outage are dropped
+            # when the listener is back (_supervise) instead.
+            retry=Retry(NoBackoff(), 0),
             **timeouts,
         )
         client = aioredis.Redis(connection_pool=pool)  # _close_clients() closes the pool too
@@ -573,6 +579,8 @@ class RedisBackend(Backend):
             try:
                 if pubsub is None:
                     pubsub = await self._subscribe()
+                    if self._down_since is not None:
+                        await self._drop_stale_connections()
                     self._mark_up()
                     delay = _FIRST_BACKOFF
                 await self._pump(pubsub)
@@ -594,10 +602,21 @@ class RedisBackend(Backend):
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.max_backoff)
 
+    async def _drop_stale_connections(self) -> None:
+        # Redis is back after an outage: the command connections opened before
+        # it are likely dead (a restarted server). Closed now, they reconnect
+        # on their next use, so the first sends afterwards do not fail on them.
+        client = self._client
+        if client is not None and client is not self._user_client:
+            with contextlib.suppress(*_UNREACHABLE):
+                await client.connection_pool.disconnect()
+
     async def _pump(self, pubsub: PubSub) -> None:
         interval = self.health_check_interval
-        # When the PING that is still unanswered went out (None: none is).
+        # When the PING that is still unanswered went out (None: none is), and
+        # how many waits since then came back late.
         pinged_at: float | None = None
+        late_waits = 0
         while True:
             asked = time.monotonic()
             message = await pubsub.get_message(timeout=interval)
@@ -606,23 +625,32 @@ class RedisBackend(Backend):
                 if now - asked > 1.5 * interval:
                     # The wait came back far later than asked: the event loop
                     # itself did not run (a long GC pause, a handler that
-                    # blocked). Redis's silence meanwhile proves nothing, and
-                    # its answer may be unread in the socket: ask again.
+                    # blocked). Redis's silence meanwhile proves nothing: its
+                    # answer may be in the socket, unread; the next wait reads it.
                     self.stats.loop_stalls += 1
                     logger.warning(
                         "the event loop did not run for about %.1f s (a blocking call or a long garbage "
                         "collection?); every connection of this worker waited. Checking Redis again.",
                         now - asked - interval,
                     )
-                    pinged_at = None
+                    if pinged_at is not None:
+                        late_waits += 1
+                        # A loop that stalls on every wait must not hide a dead Redis for ever.
+                        if late_waits >= _LATE_WAITS_LIMIT:
+                            raise RedisConnectionError(
+                                f"no answer from Redis for {now - pinged_at:.1f} s "
+                                f"(over {late_waits} stalls of the event loop)"
+                            )
                 elif pinged_at is not None:
                     # A PING went unanswered for a whole interval in which the
                     # loop ran: Redis (or the network to it) is gone.
                     raise RedisConnectionError(f"no answer from Redis for {now - pinged_at:.1f} s")
-                # Idle: a PING proves the connection is alive.
-                await pubsub.ping()
-                pinged_at = time.monotonic()
+                if pinged_at is None:
+                    # Idle: a PING proves the connection is alive.
+                    await pubsub.ping()
+                    pinged_at = time.monotonic()
                 continue
+            late_waits = 0
             pinged_at = None  # anything from Redis, the PONG included, shows it is there
             kind = message["type"]
             if kind == "message":
