@@ -490,62 +490,58 @@ class GenericWebsocket:
                 self._config.settings.handshake_timeout, self._expire_handshake, task
             )
         try:
-            await self.connect(**self.path_variables)
-        except asyncio.CancelledError:
-            if self._ws is not None:
-                # Cancelled after accept() (the client vanished, or shutdown
-                # ran out of time) while connect() was still running: the
-                # connection was registered, so it must leave as any other.
-                self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
-                await self._finish()
-                raise
-            if not self._handshake_expired:
-                raise
-            task.uncancel()  # type: ignore[union-attr]  # set above whenever the timer could fire
-            logger.warning(
-                "%s.connect() neither accepted nor closed within %s s",
-                type(self).__qualname__,
-                self._config.settings.handshake_timeout,
-            )
-            return _json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
-        except ConnectionClosed:
-            if self._ws is None:
-                logger.debug("client of %s left during the handshake", type(self).__qualname__)
-                return _json_error(status.HTTP_400_BAD_REQUEST, "The client closed the connection.")
-            # A send in connect() lost a race with a close: not a crash; carry on below.
-        except Exception:
-            if self._ws is None:
-                logger.exception("%s.connect() failed before accept", type(self).__qualname__)
-                return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
-            logger.exception("%s.connect() failed", type(self).__qualname__)
-            await self._close_after_error()
-        finally:
-            if self._handshake_expiry is not None:
-                self._end_handshake_timer()
+            try:
+                await self.connect(**self.path_variables)
+            except asyncio.CancelledError:
+                if self._ws is not None or not self._handshake_expired:
+                    raise  # after accept(), the outer handler cleans up
+                task.uncancel()  # type: ignore[union-attr]  # set above whenever the timer could fire
+                logger.warning(
+                    "%s.connect() neither accepted nor closed within %s s",
+                    type(self).__qualname__,
+                    self._config.settings.handshake_timeout,
+                )
+                return _json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
+            except ConnectionClosed:
+                if self._ws is None:
+                    logger.debug("client of %s left during the handshake", type(self).__qualname__)
+                    return _json_error(status.HTTP_400_BAD_REQUEST, "The client closed the connection.")
+                # A send in connect() lost a race with a close: not a crash; carry on below.
+            except Exception:
+                if self._ws is None:
+                    logger.exception("%s.connect() failed before accept", type(self).__qualname__)
+                    return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+                logger.exception("%s.connect() failed", type(self).__qualname__)
+                await self._close_after_error()
+            finally:
+                if self._handshake_expiry is not None:
+                    self._end_handshake_timer()
 
-        ws = self._ws
-        if ws is None:
-            if self._state is _CLOSING:
-                return await self._close_before_accept()
-            return _json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
-        try:
+            ws = self._ws
+            if ws is None:
+                if self._state is _CLOSING:
+                    return await self._close_before_accept()
+                return _json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
             if self._state is _OPEN:
                 await self._receive_loop(ws)
             if self._closing_done is not None and not self._closing_done.done():
                 # close() is running in another task; let it finish so that
                 # disconnect() sees the code that was actually sent.
                 await asyncio.shield(self._closing_done)
+            return ws
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client vanishes (with
-            # handler_cancellation on) or when shutdown runs out of time. The
-            # connection is gone either way: clean up before letting it go.
-            self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
+            # handler_cancellation on) or when shutdown runs out of time,
+            # wherever the handler was: in connect() after accept(), closing
+            # after an error, or in the receive loop. The connection is gone.
+            if self._ws is not None:
+                self._mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
             raise
         finally:
-            # However the loop ended (even by a bug of ours), the connection
-            # leaves the registry and disconnect() runs.
-            await self._finish()
-        return ws
+            # However an accepted connection ended (even by a bug of ours), it
+            # leaves the registry and its groups, and disconnect() runs.
+            if self._ws is not None:
+                await self._finish()
 
     async def _close_before_accept(self) -> web.StreamResponse:
         code, reason = self._close_code or status.WS_1000_NORMAL_CLOSURE, self._close_reason

@@ -288,6 +288,7 @@ class RedisBackend(Backend):
         self._pubsub: PubSub | None = None
         self._pending_subscriptions: dict[bytes, asyncio.Future[None]] = {}
         self._keepalive: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def channel_for(self, node_id: str) -> str:
         """Return the channel that node *node_id* listens on (``<prefix>node:<node id>``)."""
@@ -303,6 +304,7 @@ class RedisBackend(Backend):
         gunicorn that makes the worker exit with a boot error.
         """
         self._registry = registry
+        self._stopping = False
         self._channel = self.channel_for(registry.node_id)
         self._client, self._listener_client = self._make_clients()
         self._outbox = _Outbox(self._client, self.operation_timeout)
@@ -322,11 +324,10 @@ class RedisBackend(Backend):
 
     async def on_shutdown(self) -> None:
         """Stop the listener and close the connections this backend opened (never a client you passed)."""
+        self._stopping = True
         for task in (self._keepalive, self._listener):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancel_and_wait(task)
         self._keepalive = self._listener = None
         outbox, self._outbox = self._outbox, None
         if outbox is not None:
@@ -495,7 +496,7 @@ class RedisBackend(Backend):
             return
         key = alive_key(self.prefix, registry.node_id)
         ttl_ms = int(self.presence_ttl * 1000)
-        while True:
+        while not self._stopping:
             client = self._client
             if client is not None:
                 try:
@@ -575,7 +576,7 @@ class RedisBackend(Backend):
     async def _supervise(self, pubsub: PubSub | None) -> None:
         """Pump messages; on any failure log, count, back off and resubscribe, forever."""
         delay = _FIRST_BACKOFF
-        while True:
+        while not self._stopping:
             try:
                 if pubsub is None:
                     pubsub = await self._subscribe()
@@ -708,6 +709,24 @@ class RedisBackend(Backend):
             failed,
             self.stats.possibly_lost,
         )
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel *task* and wait until it has ended, cancelling again if a cancel was swallowed.
+
+    On Python 3.11 a cancel that lands as an ``asyncio.timeout()`` expires can
+    come out as TimeoutError, which the loops treat as a Redis error and go on;
+    they also stop at their next turn once ``_stopping`` is set. Bounded: a task
+    that will not end within a few seconds is left, with a warning.
+    """
+    for _ in range(50):
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=0.1)
+        if done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.debug("%s ended with %r", task.get_name(), task.exception())
+            return
+    logger.warning("%s did not stop within 5 s of being cancelled; leaving it", task.get_name())
 
 
 async def _close_quietly(pubsub: PubSub) -> None:
