@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from tests.apps.redis_server import RedisServer, own_redis
 from tests.rawws import RawWebsocket
 
 TIMEOUT = 2.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
@@ -36,3 +37,18 @@ async def raw_connect(
     """Open a raw websocket to *client*'s server."""
     server = client.server
     return await RawWebsocket.connect(str(server.host), int(server.port or 0), path, headers, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A Redis key prefix of the test's own, so tests sharing the Redis on 6379 never hear each other."""
+    from tests.nodes import redis_prefix  # nodes imports this module
+
+    return redis_prefix()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, on a free port, to pause, kill and restart."""
+    with own_redis() as server:
+        yield server

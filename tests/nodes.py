@@ -141,3 +141,19 @@ async def wait_until_down(node: WsClient) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the Redis listener did not notice the outage within 10 s")
+
+
+def redis_backend_of(node: WsClient) -> RedisBackend:
+    """The Redis backend of *node*'s app."""
+    backend = node.app[REGISTRY_KEY].backend
+    assert isinstance(backend, RedisBackend)
+    return backend
+
+
+async def wait_until_up(backend: RedisBackend) -> None:
+    """Return once *backend*'s listener is back after an outage (fail after 10 s)."""
+    for _ in range(int(10 / 0.02)):
+        if backend._down_since is None and backend.stats.outages:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the Redis listener did not reconnect within 10 s")

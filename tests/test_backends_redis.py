@@ -6,16 +6,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer, own_redis
+from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer
 from tests.conftest import TIMEOUT, Serve
-from tests.nodes import Announce, WsClient, connect, node_app, redis_prefix, wait_until_down
+from tests.nodes import (
+    Announce,
+    WsClient,
+    connect,
+    node_app,
+    redis_backend_of,
+    wait_until_down,
+    wait_until_up,
+)
 from tests.rawws import TEXT, Frame
 from tests.servers import free_port
 from wsframe import BackendUnavailableError, ConfigurationError, create_app
@@ -25,34 +32,8 @@ from wsframe.backends.redis import node_channel, redacted_url
 from wsframe.registry import REGISTRY_KEY, Registry
 
 
-@pytest.fixture
-def prefix() -> str:
-    """A prefix of our own, so tests sharing the Redis on 6379 never hear each other."""
-    return redis_prefix()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    with own_redis() as server:
-        yield server
-
-
 def redis_node(url: str, prefix: str, **options: float) -> web.Application:
     return node_app(RedisBackend(url, prefix=prefix, **options))
-
-
-def backend_of(client: WsClient) -> RedisBackend:
-    backend = client.app[REGISTRY_KEY].backend
-    assert isinstance(backend, RedisBackend)
-    return backend
-
-
-async def wait_until_up(backend: RedisBackend) -> None:
-    for _ in range(int(10 / 0.02)):
-        if backend._down_since is None and backend.stats.outages:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the Redis listener did not reconnect within 10 s")
 
 
 @pytest.fixture
@@ -69,7 +50,7 @@ async def test_same_process_send_works_while_redis_is_down(serve: Serve, private
     private_redis.kill()
     await client.app[REGISTRY_KEY].send(connection_id, "no bus hop")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"no bus hop")
-    assert backend_of(client).stats.published == 0
+    assert redis_backend_of(client).stats.published == 0
 
 
 # -------------------------------------------------------------------- prefix
@@ -90,10 +71,10 @@ async def test_apps_with_different_prefixes_do_not_reach_each_other(serve: Serve
     owner = await serve(redis_node(SHARED_REDIS_URL, prefix + "b:"))
     _ws, connection_id = await connect(owner)
     await sender.app[REGISTRY_KEY].send(connection_id, "wrong app")
-    assert backend_of(sender).stats.unrouted == 1
+    assert redis_backend_of(sender).stats.unrouted == 1
     await sender.app[REGISTRY_KEY].close(connection_id, 4000, "")
     await asyncio.sleep(0.2)
-    assert backend_of(owner).stats.delivered == 0
+    assert redis_backend_of(owner).stats.delivered == 0
 
 
 # ------------------------------------------------------------ bad input, gone
@@ -113,7 +94,7 @@ async def test_undecodable_message_is_skipped_and_the_listener_keeps_delivering(
         await redis.aclose()
     await sender.app[REGISTRY_KEY].send(connection_id, "still here")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still here")
-    assert backend_of(owner).stats.bad_messages == 2
+    assert redis_backend_of(owner).stats.bad_messages == 2
 
 
 async def test_envelope_for_a_connection_that_is_gone_is_dropped(two_nodes: tuple[WsClient, WsClient]) -> None:
@@ -123,21 +104,21 @@ async def test_envelope_for_a_connection_that_is_gone_is_dropped(two_nodes: tupl
     await sender.app[REGISTRY_KEY].send(gone, "to nobody")
     await sender.app[REGISTRY_KEY].send(connection_id, "to somebody")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"to somebody")
-    assert backend_of(owner).stats.delivered == 2
-    assert backend_of(owner).stats.bad_messages == 0
+    assert redis_backend_of(owner).stats.delivered == 2
+    assert redis_backend_of(owner).stats.bad_messages == 0
 
 
 async def test_send_to_a_node_nobody_listens_for_is_dropped_and_counted(serve: Serve, prefix: str) -> None:
     client = await serve(redis_node(SHARED_REDIS_URL, prefix))
     await client.app[REGISTRY_KEY].send("deadbeef" + "0" * 24, "anyone?")
-    stats = backend_of(client).stats
+    stats = redis_backend_of(client).stats
     assert (stats.published, stats.unrouted, stats.possibly_lost) == (1, 1, 1)
 
 
 async def test_id_whose_node_part_is_not_hex_is_dropped_without_publishing(serve: Serve, prefix: str) -> None:
     client = await serve(redis_node(SHARED_REDIS_URL, prefix))
     await client.app[REGISTRY_KEY].send("../../x" + "0" * 25, "anyone?")
-    assert backend_of(client).stats.published == 0
+    assert redis_backend_of(client).stats.published == 0
 
 
 # ------------------------------------------------------------------- outages
@@ -154,7 +135,7 @@ async def test_three_hundred_concurrent_sends_all_arrive_in_the_order_they_were_
     await asyncio.gather(*(registry.send(connection_id, f"m{i}") for i in range(300)))
     received = [(await ws.read_frame(TIMEOUT)) for _ in range(300)]
     assert [frame.text for frame in received if frame is not None] == [f"m{i}" for i in range(300)]
-    assert backend_of(sender).stats.publish_failures == 0
+    assert redis_backend_of(sender).stats.publish_failures == 0
 
 
 async def test_three_hundred_concurrent_joins_wait_for_a_connection_instead_of_failing(
@@ -163,7 +144,7 @@ async def test_three_hundred_concurrent_joins_wait_for_a_connection_instead_of_f
     # Thousands of clients connecting at once each join a group: more Redis
     # commands in flight than the pool has connections.
     node = await serve(redis_node(SHARED_REDIS_URL, prefix))
-    backend, node_id = backend_of(node), node.app[REGISTRY_KEY].node_id
+    backend, node_id = redis_backend_of(node), node.app[REGISTRY_KEY].node_id
     ids = {f"{node_id}{i:024x}" for i in range(300)}
     await asyncio.gather(*(backend.group_joined("storm", member, first_here=False) for member in ids))
     assert await backend.group_members("storm") == ids
@@ -175,7 +156,7 @@ async def test_a_send_cancelled_while_it_waits_for_its_batch_is_not_published(
 ) -> None:
     sender, owner = two_nodes
     ws, connection_id = await connect(owner)
-    backend, node_id = backend_of(sender), connection_id[:8]
+    backend, node_id = redis_backend_of(sender), connection_id[:8]
     given_up = asyncio.ensure_future(backend.publish_to_node(node_id, Envelope("send", connection_id, b"given up")))
     kept = asyncio.ensure_future(backend.publish_to_node(node_id, Envelope("send", connection_id, b"kept")))
     await asyncio.sleep(0)  # both are queued for the next batch, which has not gone out yet
@@ -201,7 +182,7 @@ async def test_listener_notices_a_silent_redis_through_pings(serve: Serve, priva
     client = await serve(redis_node(private_redis.url, "p:", health_check_interval=0.1, operation_timeout=0.2))
     private_redis.pause()
     await wait_until_down(client)
-    assert backend_of(client).stats.outages == 1
+    assert redis_backend_of(client).stats.outages == 1
 
 
 async def test_an_idle_listener_whose_pings_are_answered_stays_up(serve: Serve, prefix: str) -> None:
@@ -211,7 +192,7 @@ async def test_an_idle_listener_whose_pings_are_answered_stays_up(serve: Serve, 
     await asyncio.sleep(0.5)  # ten idle intervals, each ended by a PING
     await sender.app[REGISTRY_KEY].send(connection_id, "still subscribed")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still subscribed")
-    assert backend_of(owner).stats.outages == 0
+    assert redis_backend_of(owner).stats.outages == 0
 
 
 async def test_a_stalled_event_loop_is_not_taken_for_a_redis_outage(serve: Serve, prefix: str) -> None:
@@ -221,8 +202,8 @@ async def test_a_stalled_event_loop_is_not_taken_for_a_redis_outage(serve: Serve
     await asyncio.sleep(0.15)  # the listener is idle, waiting on Redis
     time.sleep(0.6)  # noqa: ASYNC251 - the point: a GC pause or blocking handler, six intervals long
     await asyncio.sleep(0.3)  # three more intervals for the listener to judge what happened
-    assert backend_of(owner).stats.outages == 0
-    assert backend_of(owner).stats.loop_stalls >= 1
+    assert redis_backend_of(owner).stats.outages == 0
+    assert redis_backend_of(owner).stats.loop_stalls >= 1
     await sender.app[REGISTRY_KEY].send(connection_id, "still subscribed")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still subscribed")
 
@@ -236,8 +217,8 @@ async def test_listener_resubscribes_after_a_redis_restart_and_delivery_resumes(
     private_redis.kill()
     await wait_until_down(owner)
     private_redis.start()
-    await wait_until_up(backend_of(owner))
-    await wait_until_up(backend_of(sender))
+    await wait_until_up(redis_backend_of(owner))
+    await wait_until_up(redis_backend_of(sender))
     await sender.app[REGISTRY_KEY].send(connection_id, "after the restart")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"after the restart")
 
@@ -251,13 +232,13 @@ async def test_outage_is_logged_once_with_its_duration(
     await wait_until_down(client)
     await asyncio.sleep(0.5)  # several reconnect attempts fail meanwhile
     private_redis.start()
-    await wait_until_up(backend_of(client))
+    await wait_until_up(redis_backend_of(client))
     messages = [r.getMessage() for r in caplog.records if r.name == "wsframe.backends.redis"]
     assert len(messages) == 2
     assert "is unreachable" in messages[0]
     assert "reachable again after" in messages[1]
-    assert backend_of(client).stats.outages == 1
-    assert backend_of(client).stats.outage_seconds >= 0.5
+    assert redis_backend_of(client).stats.outages == 1
+    assert redis_backend_of(client).stats.outage_seconds >= 0.5
 
 
 async def test_failed_publishes_during_an_outage_are_counted_as_possibly_lost(
@@ -269,7 +250,7 @@ async def test_failed_publishes_during_an_outage_are_counted_as_possibly_lost(
     for _ in range(3):
         with pytest.raises(BackendUnavailableError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 has been unreachable"):
             await client.app[REGISTRY_KEY].send("deadbeef" + "0" * 24, "lost")
-    assert backend_of(client).stats.possibly_lost == 3
+    assert redis_backend_of(client).stats.possibly_lost == 3
 
 
 # ------------------------------------------------------------------- startup

@@ -11,36 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer, own_redis
+from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.nodes import WsClient, connect, node_app, redis_prefix, wait_until_down
+from tests.nodes import connect, node_app, redis_backend_of, wait_until_down, wait_until_up
 from tests.rawws import CLOSE, TEXT, Frame, RawWebsocket
 from wsframe import BackendUnavailableError, GenericWebsocket, create_app
 from wsframe.backends import RedisBackend
 from wsframe.registry import REGISTRY_KEY, Registry
-
-
-@pytest.fixture
-def prefix() -> str:
-    return redis_prefix()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    with own_redis() as server:
-        yield server
-
-
-def backend_of(client: WsClient) -> RedisBackend:
-    backend = client.app[REGISTRY_KEY].backend
-    assert isinstance(backend, RedisBackend)
-    return backend
 
 
 async def settled(task: asyncio.Task[object] | asyncio.Future[object]) -> None:
@@ -347,14 +330,6 @@ async def test_a_publish_that_timed_out_on_the_wire_is_not_reported_as_not_sent(
     assert "not sent" not in str(caught.value)
 
 
-async def wait_until_up(backend: RedisBackend) -> None:
-    for _ in range(int(10 / 0.02)):
-        if backend._down_since is None and backend.stats.outages:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the Redis listener did not reconnect within 10 s")
-
-
 async def test_sends_under_a_batch_that_redis_died_under_fail_and_the_outbox_sends_again_once_it_is_back(
     serve: Serve, private_redis: RedisServer
 ) -> None:
@@ -370,8 +345,8 @@ async def test_sends_under_a_batch_that_redis_died_under_fail_and_the_outbox_sen
     results = await asyncio.gather(*sends, return_exceptions=True)
     assert [type(result) for result in results] == [BackendUnavailableError] * 5
     private_redis.start()
-    await wait_until_up(backend_of(sender))
-    await wait_until_up(backend_of(owner))
+    await wait_until_up(redis_backend_of(sender))
+    await wait_until_up(redis_backend_of(owner))
     await registry.send(connection_id, "after")
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"after")
 
@@ -387,7 +362,7 @@ async def test_one_loop_stall_during_a_redis_hang_delays_detection_but_does_not_
     private_redis.pause()
     time.sleep(0.3)  # noqa: ASYNC251 - a six-interval GC pause while Redis is hung
     await wait_until_down(node)
-    stats = backend_of(node).stats
+    stats = redis_backend_of(node).stats
     assert (stats.outages, stats.loop_stalls) == (1, 1)
 
 
@@ -403,7 +378,7 @@ async def test_a_hung_redis_is_noticed_even_when_every_wait_of_the_listener_come
     for _ in range(60):  # 120 intervals, none of which the listener gets to wait out on time
         time.sleep(2 * interval)  # noqa: ASYNC251 - a handler that blocks the loop, again and again
         await asyncio.sleep(0)
-    stats = backend_of(node).stats
+    stats = redis_backend_of(node).stats
     assert stats.loop_stalls >= 3  # the listener ran between the blocks, and saw them
     assert stats.outages == 1
 
@@ -419,7 +394,7 @@ async def test_a_healthy_redis_is_not_taken_for_an_outage_when_every_wait_of_the
     for _ in range(60):  # the same blocking loop as above, with Redis answering every PING
         time.sleep(2 * interval)  # noqa: ASYNC251 - a handler that blocks the loop, again and again
         await asyncio.sleep(0)
-    stats = backend_of(owner).stats
+    stats = redis_backend_of(owner).stats
     assert stats.loop_stalls >= 3
     assert stats.outages == 0
     await sender.app[REGISTRY_KEY].send(connection_id, "still subscribed")
