@@ -64,6 +64,7 @@ import aiohttp
 
 from .loadgen import percentile
 from .processes import cores, cpu_seconds, free_port, pinned, redis_server, stop, uvloop_available, wait_for_port
+from .processes import number as _number
 from .wsclient import WsClient, connect
 
 __all__ = [
@@ -497,16 +498,6 @@ def summarise(runs: list[dict[str, dict[str, Any]]], meta: dict[str, Any]) -> di
         "ratios_redis_to_same_process": ratios,
         "target": target,
     }
-
-
-def _number(value: float) -> str:
-    if abs(value) >= 999.5:  # 999.7 reads 1,000, not 1000
-        return f"{value:,.0f}"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
 
 
 def _cell(summary: dict[str, Any] | None) -> str:

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ async def _echo(port: int, count: int) -> None:
         client.close()
 
 
-CASES: dict[str, tuple[str, Callable[[int, int], Awaitable[None]]]] = {
+CASES: dict[str, tuple[str, Callable[[int, int], Coroutine[Any, Any, None]]]] = {
     "open_close": ("connection open + close", _open_close),
     "echo": ("echo round trip, 64-byte text, 1 connection", _echo),
 }

@@ -18,6 +18,7 @@ __all__ = [
     "REDIS_MISSING",
     "cores",
     "cpu_seconds",
+    "number",
     "free_port",
     "pinned",
     "redis_server",
@@ -119,3 +120,14 @@ def redis_server(core: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes
     finally:
         process.kill()
         process.wait()
+
+
+def number(value: float) -> str:
+    """*value* for a results table: thousands separated, three significant figures below 1,000."""
+    if abs(value) >= 999.5:  # 999.7 reads 1,000, not 1000
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"

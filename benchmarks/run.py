@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from . import cross_worker, peers
 from .processes import REDIS_MISSING, cores, free_port, pinned, stop, uvloop_available, wait_for_port
+from .processes import number as _number
 
 __all__ = [
     "CASES",
@@ -352,16 +353,6 @@ def _target_met(metric: Metric, ratio: float | None) -> bool | None:
 
 
 # ------------------------------------------------------------------ rendering
-
-
-def _number(value: float) -> str:
-    if abs(value) >= 999.5:  # 999.7 reads 1,000, not 1000
-        return f"{value:,.0f}"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
 
 
 def _cell(summary: dict[str, Any]) -> str:
