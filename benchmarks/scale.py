@@ -61,7 +61,6 @@ import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -71,6 +70,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .wsclient import next_frame
 
 __all__ = ["main", "loadgen_main", "run_size", "PER_PROCESS"]
 
@@ -186,23 +187,8 @@ class Client(asyncio.Protocol):
     def _frames(self, data: bytes) -> None:
         pos, size = 0, len(data)
         state = self.state
-        while size - pos >= 2:
-            opcode = data[pos] & 0x0F
-            length = data[pos + 1] & 0x7F
-            start = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                (length,) = struct.unpack_from("!Q", data, pos + 2)
-                start = pos + 10
-            end = start + length
-            if end > size:
-                break
+        while (frame := next_frame(data, pos, size)) is not None:
+            opcode, start, end = frame
             if opcode == 0x1:
                 index = self.index
                 count = state.received[index]

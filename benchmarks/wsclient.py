@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 __all__ = [
+    "next_frame",
     "OP_TEXT",
     "OP_BINARY",
     "OP_CLOSE",
@@ -53,6 +54,28 @@ HANDSHAKE_TIMEOUT = 10.0
 
 class HandshakeError(Exception):
     """The server did not answer the upgrade with ``101 Switching Protocols``."""
+
+
+def next_frame(data: bytes, pos: int, size: int) -> tuple[int, int, int] | None:
+    """The server frame at *pos*: (opcode, payload start, payload end), or None when it is not all in *data* yet."""
+    if size - pos < 2:
+        return None
+    length = data[pos + 1] & 0x7F
+    start = pos + 2
+    if length == 126:
+        if size - pos < 4:
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        start = pos + 4
+    elif length == 127:
+        if size - pos < 10:
+            return None
+        (length,) = struct.unpack_from("!Q", data, pos + 2)
+        start = pos + 10
+    end = start + length
+    if end > size:
+        return None
+    return data[pos] & 0x0F, start, end
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -158,23 +181,8 @@ class WsClient(asyncio.Protocol):
 
     def _parse(self, data: bytes) -> None:
         pos, size = 0, len(data)
-        while size - pos >= 2:
-            opcode = data[pos] & 0x0F
-            length = data[pos + 1] & 0x7F
-            start = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                (length,) = struct.unpack_from("!Q", data, pos + 2)
-                start = pos + 10
-            end = start + length
-            if end > size:
-                break
+        while (frame := next_frame(data, pos, size)) is not None:
+            opcode, start, end = frame
             payload = data[start:end]
             pos = end
             if opcode in (OP_TEXT, OP_BINARY):

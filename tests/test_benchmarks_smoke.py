@@ -115,7 +115,6 @@ def test_smoke_run_draws_no_chart_by_default(smoke: dict[str, Any]) -> None:
 
 def test_chart_is_drawn_from_the_smoke_report(smoke: dict[str, Any], tmp_path: Path) -> None:
     """render_chart() turns a report, cross-worker panels included, into a PNG file (matplotlib: test extra)."""
-    pytest.importorskip("matplotlib", reason="matplotlib comes with pip install -e '.[test]' or '.[bench]'")
     from benchmarks.run import render_chart
 
     path = tmp_path / "chart.png"
