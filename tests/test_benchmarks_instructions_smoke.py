@@ -13,7 +13,7 @@ from benchmarks import instructions
 
 def test_instruction_count_smoke_run_writes_a_row_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if shutil.which("valgrind") is None:
-        pytest.fail("valgrind is not installed: apt-get install valgrind (.ci/run installs it)")
+        pytest.fail("valgrind is not installed: apt-get install valgrind (scripts/setup-machine installs it)")
     code = instructions.main(["--cases", "open_close", "--count", "5", "--warmup", "2", "--results-dir", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "instructions.json").read_text())

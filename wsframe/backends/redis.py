@@ -734,7 +734,7 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 async def _close_quietly(pubsub: PubSub) -> None:
     try:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
     except Exception as exc:  # the connection is already broken; nothing to save
         logger.debug("closing a broken pubsub connection: %s", _describe(exc))
 
