@@ -28,20 +28,19 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from . import status
+from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, is_node_id, validate_group_name
 from .backends.base import Envelope, encode_envelope
 from .backends.redis import (
     DEFAULT_PREFIX,
     alive_key,
     check_prefix,
     group_channel,
-    is_node_id,
     members_key,
     node_channel,
     redacted_url,
 )
 from .codec import encode_frame
 from .exceptions import BackendUnavailableError, ConfigurationError
-from .registry import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, validate_group_name
 
 __all__ = ["Publisher"]
 

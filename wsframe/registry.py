@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
-import re
-import secrets
 import weakref
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
-from .exceptions import ApplicationNotFoundError, ConnectionClosed, InvalidGroupNameError
+from .exceptions import ApplicationNotFoundError, ConnectionClosed
 
 if TYPE_CHECKING:
     from .websocket import GenericWebsocket
@@ -38,37 +36,8 @@ __all__ = [
 
 logger = logging.getLogger("wsframe.registry")
 
-NODE_ID_LENGTH = 8
-CONNECTION_ID_LENGTH = 32
 FINISH_SECONDS = 2.0
 """How long shutdown waits, after the drain, for handlers to finish disconnect()."""
-
-_GROUP_NAME = re.compile(r"[A-Za-z0-9_.:@=+-]{1,128}")
-
-
-def validate_group_name(group: object) -> str:
-    """Return *group* if it is a valid group name; raise InvalidGroupNameError saying what is allowed.
-
-    Names are 1-128 letters, digits and ``_ . : @ = + -``: no spaces, no
-    glob characters, so a name can never match another group's channel.
-    """
-    if type(group) is str and group in _valid_names:
-        return group
-    if not isinstance(group, str) or not _GROUP_NAME.fullmatch(group):
-        raise InvalidGroupNameError(
-            f"invalid group name {group!r}: use 1-128 letters, digits and the characters _ . : @ = + -"
-        )
-    if len(_valid_names) >= _VALID_NAMES_KEPT:
-        _valid_names.clear()
-    _valid_names.add(group)
-    return group
-
-
-# Names already checked: a set lookup instead of a regex match on every join
-# (a chat app joins the same few rooms all day). Bounded: per-user group names
-# would otherwise grow it forever.
-_valid_names: set[str] = set()
-_VALID_NAMES_KEPT = 4096
 
 
 def _excluded(exclude: str | Collection[str] | None) -> frozenset[str]:
@@ -88,7 +57,7 @@ class Registry:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
+        self.node_id = new_node_id()
         self.connections: dict[str, GenericWebsocket] = {}
         self.groups: dict[str, dict[str, GenericWebsocket]] = {}
         # A backend that keeps no membership (one process) is not awaited on
@@ -107,8 +76,7 @@ class Registry:
 
     def new_connection_id(self) -> str:
         """Return a fresh id owned by this node."""
-        # os.urandom is what secrets.token_hex uses, minus two Python calls per connection.
-        return self.node_id + os.urandom((CONNECTION_ID_LENGTH - NODE_ID_LENGTH) // 2).hex()
+        return new_connection_id(self.node_id)
 
     def add(self, connection: GenericWebsocket) -> None:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
@@ -128,7 +96,7 @@ class Registry:
 
     async def on_startup(self) -> None:
         """Draw this process's node id and start the backend."""
-        self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
+        self.node_id = new_node_id()
         self.shutting_down = False
         await self.backend.on_startup(self)
 

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from .._ids import CONNECTION_ID_LENGTH, is_node_id
 from ..exceptions import BackendUnavailableError, ConfigurationError
 from .base import Backend, Envelope, decode_envelope, encode_envelope
 
@@ -71,11 +72,9 @@ _ACK_OK = 1
 _ACK_BAD = 0
 _ACK_REPLY = 2
 """An acknowledgement carrying an answer: followed by a header and that many bytes."""
-_NODE_ID = re.compile(r"[0-9a-f]{8}")
 _OWNED_DIR = re.compile(r"(?:gunicorn-)?(\d+)(?:-[0-9a-f]+)?")
 _MAX_DEAD_NODES = 10_000
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
-_CONNECTION_ID_LENGTH = 32  # as wsframe.registry (not imported: it imports the backends)
 
 
 def in_gunicorn() -> bool:
@@ -505,7 +504,7 @@ class IpcBackend(Backend):
             return bytes((_ACK_BAD,))
         if control.kind == "hello":
             node_id = control.node_id
-            if _NODE_ID.fullmatch(node_id) is None or node_id == registry.node_id:
+            if not is_node_id(node_id) or node_id == registry.node_id:
                 self.stats.bad_messages += 1
                 logger.warning("ignoring a hello from %r, which is not another node's id", node_id)
                 return bytes((_ACK_BAD,))
@@ -545,7 +544,7 @@ class IpcBackend(Backend):
             raise BackendUnavailableError(
                 "the IPC backend is not started; start the app (its on_startup opens the worker socket) first."
             )
-        if _NODE_ID.fullmatch(node_id) is None:
+        if not is_node_id(node_id):
             # Never build a path from something that is not a node id.
             logger.debug("dropping %s for %s: %r is not a node id", envelope.kind, envelope.connection_id, node_id)
             return
@@ -700,7 +699,7 @@ class IpcBackend(Backend):
                     logger.warning("node %s answered a presence query with garbage: %s", node_id, exc)
                     return set()
                 # A node speaks only for its own connections.
-                return {i for i in ids if len(i) == _CONNECTION_ID_LENGTH and i.startswith(node_id)}
+                return {i for i in ids if len(i) == CONNECTION_ID_LENGTH and i.startswith(node_id)}
             if answer is not None:
                 logger.warning("node %s did not understand a presence query; counted as no members", node_id)
                 return set()
@@ -742,7 +741,7 @@ def _node_ids_in(directory: Path) -> list[str]:
     """Node ids with a socket in *directory* (run in an executor: it reads the filesystem)."""
     with os.scandir(directory) as entries:
         names = [entry.name[: -len(".sock")] for entry in entries if entry.name.endswith(".sock")]
-    return [name for name in names if _NODE_ID.fullmatch(name)]
+    return [name for name in names if is_node_id(name)]
 
 
 def _target(envelope: Envelope) -> str:

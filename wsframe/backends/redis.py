@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import random
-import re
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from .._ids import is_node_id
 from ..exceptions import BackendUnavailableError, ConfigurationError
 from .base import Backend, Envelope, decode_envelope, encode_envelope
 
@@ -56,7 +56,6 @@ logger = logging.getLogger("wsframe.backends.redis")
 DEFAULT_PREFIX = "wsframe:"
 """Channels are named ``<prefix>node:<node id>``; give each app sharing a Redis its own prefix."""
 
-_NODE_ID = re.compile(r"[0-9a-f]{8}")
 _FIRST_BACKOFF = 0.05
 _UNREACHABLE = (RedisError, OSError, TimeoutError)
 _MAX_CONNECTIONS = 50
@@ -102,11 +101,6 @@ def redacted_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def is_node_id(node_id: str) -> bool:
-    """Return whether *node_id* could have been drawn by a registry (8 lowercase hex characters)."""
-    return _NODE_ID.fullmatch(node_id) is not None
 
 
 @dataclasses.dataclass
