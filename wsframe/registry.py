@@ -78,6 +78,11 @@ class Registry:
         """Return a fresh id owned by this node."""
         return new_connection_id(self.node_id)
 
+    def local_members(self, group: str) -> list[str]:
+        """Ids of this node's connections in *group* (empty when none is here); what backends ask."""
+        members = self.groups.get(group)
+        return list(members) if members else []
+
     def add(self, connection: GenericWebsocket) -> None:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection

@@ -511,7 +511,7 @@ class IpcBackend(Backend):
             self._nodes.add(node_id)
             self._dead.discard(node_id)
             return bytes((_ACK_OK,))
-        members = _control_encoder.encode(list(registry.groups.get(control.group, ())))
+        members = _control_encoder.encode(registry.local_members(control.group))
         return bytes((_ACK_REPLY,)) + _HEADER.pack(len(members)) + members
 
     async def _deliver_forever(self) -> None:
@@ -663,7 +663,7 @@ class IpcBackend(Backend):
         nodes = sorted(self._nodes)
         results = await asyncio.gather(*(self._members_of(node, group) for node in nodes), return_exceptions=True)
         _raise_first(results)
-        members = set(self._registry.groups.get(group, ())) if self._registry is not None else set()
+        members = set(self._registry.local_members(group)) if self._registry is not None else set()
         for result in results:
             if isinstance(result, set):
                 members |= result
