@@ -142,6 +142,17 @@ async def open_clients(session: aiohttp.ClientSession, base: str, count: int) ->
     return clients
 
 
+async def open_clients_on_two_workers(session: aiohttp.ClientSession, base: str, count: int) -> list[Client]:
+    """Open *count* clients, then more (bounded) until at least two workers hold one.
+
+    Workers share one listening socket, so on a busy machine one worker can take a whole batch.
+    """
+    clients = await open_clients(session, base, count)
+    while len({c.pid for c in clients}) < 2 and len(clients) < 10 * count:
+        clients += await open_clients(session, base, 10)
+    return clients
+
+
 @contextlib.asynccontextmanager
 async def cluster_of(server: Gunicorn) -> AsyncIterator[Cluster]:
     cluster = Cluster(server)
@@ -323,7 +334,7 @@ async def test_sigkilled_worker_is_replaced_and_sends_to_its_ids_are_dropped_qui
     backend = module_redis.url if mode == "redis" else None
     with cluster_gunicorn(tmp_path, preload=mode != "redis", backend=backend) as server:
         async with cluster_of(server) as cluster:
-            clients = await open_clients(session, server.base, 30)
+            clients = await open_clients_on_two_workers(session, server.base, 30)
             victim = clients[0].pid
             orphans = [c for c in clients if c.pid == victim]
             survivors = [c for c in clients if c.pid != victim]
@@ -354,7 +365,7 @@ async def test_sigterm_closes_that_workers_connections_with_1001_and_no_others(
 ) -> None:
     with cluster_gunicorn(tmp_path, preload=True, backend=None) as server:
         async with cluster_of(server) as cluster:
-            clients = await open_clients(session, server.base, 30)
+            clients = await open_clients_on_two_workers(session, server.base, 30)
             victim = clients[0].pid
             leaving = [c for c in clients if c.pid == victim]
             staying = [c for c in clients if c.pid != victim]
