@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.apps.redis_server import RedisServer, own_redis
-from tests.rawws import RawWebsocket
+from tests.support.rawws import RawWebsocket
+from tests.support.redis_server import RedisServer, own_redis
 
 TIMEOUT = 2.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
 """How long a test waits for a frame before it fails instead of hanging."""
@@ -42,7 +42,7 @@ async def raw_connect(
 @pytest.fixture
 def prefix() -> str:
     """A Redis key prefix of the test's own, so tests sharing the Redis on 6379 never hear each other."""
-    from tests.nodes import redis_prefix  # nodes imports this module
+    from tests.support.nodes import redis_prefix  # nodes imports this module
 
     return redis_prefix()
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import CLOSE, RawWebsocket
+from tests.support.rawws import CLOSE, RawWebsocket
 from wsframe import ConfigurationError, GenericWebsocket, Settings, create_app
 from wsframe.config import SETTINGS_KEY
 from wsframe.registry import REGISTRY_KEY

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TIMEOUT, Serve
-from tests.nodes import Announce, WsClient, connect, node_app, socket_directory
-from tests.rawws import TEXT, Frame
+from tests.support.nodes import Announce, WsClient, connect, node_app, socket_directory
+from tests.support.rawws import TEXT, Frame
 from wsframe import ConfigurationError, create_app
 from wsframe.backends import IpcBackend, MemoryBackend, RedisBackend, backend_from_url, resolve_backend
 from wsframe.backends.base import Envelope, encode_envelope

@@ -10,7 +10,7 @@ import socket
 from aiohttp import web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import RawWebsocket
+from tests.support.rawws import RawWebsocket
 from wsframe import ConnectionClosed, GenericWebsocket, create_app, send_message_to_group, send_message_to_websocket
 from wsframe.registry import REGISTRY_KEY
 

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import CLOSE, TEXT, Frame, RawWebsocket
+from tests.support.rawws import CLOSE, TEXT, Frame, RawWebsocket
 from wsframe import (
     GenericWebsocket,
     InvalidGroupNameError,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import CLOSE, TEXT, Frame, HandshakeRejected
+from tests.support.rawws import CLOSE, TEXT, Frame, HandshakeRejected
 from wsframe import GenericWebsocket, create_app
 from wsframe.limits import ConnectionLimiter
 

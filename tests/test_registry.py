@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import TEXT, Frame
+from tests.support.rawws import TEXT, Frame
 from wsframe import (
     ApplicationNotFoundError,
     GenericWebsocket,

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import TEXT, Frame
+from tests.support.rawws import TEXT, Frame
 from wsframe import ConfigurationError, GenericWebsocket, create_app
 from wsframe.routing import flatten_urls
 

@@ -83,7 +83,7 @@ async def test_cluster_sample_delivers_a_tick_to_listeners_on_every_worker() -> 
     import contextlib
     import secrets
 
-    from tests.apps.redis_server import SHARED_REDIS_URL, require_shared_redis
+    from tests.support.redis_server import SHARED_REDIS_URL, require_shared_redis
     from wsframe.testing import WebsocketTestCluster
 
     require_shared_redis()

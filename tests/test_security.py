@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import TEXT, Frame, HandshakeRejected
+from tests.support.rawws import TEXT, Frame, HandshakeRejected
 from wsframe import GenericWebsocket, create_app
 from wsframe.exceptions import AuthenticationFailed
 from wsframe.security import SessionAuth, TokenAuth

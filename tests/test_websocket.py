@@ -16,7 +16,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import BINARY, CLOSE, TEXT, Frame, HandshakeRejected
+from tests.support.rawws import BINARY, CLOSE, TEXT, Frame, HandshakeRejected
 from wsframe import ConnectionClosed, GenericWebsocket, WsframeError, create_app, status
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["ROOT", "free_port", "wait_for_port", "run_process"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
