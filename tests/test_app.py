@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.support.rawws import CLOSE, RawWebsocket
+from tests.support.rawclient import CLOSE, TIMEOUT, RawWebsocket, raw_connect
+from tests.support.servers import Serve
 from wsframe import ConfigurationError, GenericWebsocket, Settings, create_app
 from wsframe.config import SETTINGS_KEY
 from wsframe.registry import REGISTRY_KEY

@@ -17,10 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
 from tests.support.nodes import connect, node_app, redis_backend_of, wait_until_down, wait_until_up
-from tests.support.rawws import CLOSE, TEXT, Frame, RawWebsocket
+from tests.support.rawclient import CLOSE, TEXT, TIMEOUT, Frame, RawWebsocket, raw_connect
 from tests.support.redis_server import SHARED_REDIS_URL, RedisServer
+from tests.support.servers import Serve
 from wsframe import BackendUnavailableError, GenericWebsocket, create_app
 from wsframe.backends import RedisBackend
 from wsframe.registry import REGISTRY_KEY, Registry

@@ -11,7 +11,8 @@ from aiohttp import WSMsgType
 
 from samples.book.urls import urls as book_urls
 from samples.chat.urls import urls as chat_urls
-from tests.conftest import TIMEOUT, Serve
+from tests.support.rawclient import TIMEOUT
+from tests.support.servers import Serve
 from wsframe import create_app
 
 

@@ -1,6 +1,6 @@
 """What the tests share and that is not a test: servers, clients, nodes and assertions.
 
-- :mod:`~tests.support.servers`: free ports and server processes;
+- :mod:`~tests.support.servers`: free ports, server processes, the type of the ``serve`` fixture;
 - :mod:`~tests.support.rawclient`: a raw websocket client that sends and reports every frame;
 - :mod:`~tests.support.nodes`: several nodes of one app in the test process, on a real backend;
 - :mod:`~tests.support.gunicorn_harness`: a real gunicorn and clients of ``tests.apps.groups_app``;

@@ -22,8 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import TIMEOUT, raw_connect
-from tests.support.rawws import CLOSE, RawWebsocket
+from tests.support.rawclient import CLOSE, TIMEOUT, RawWebsocket, raw_connect
 from tests.support.redis_server import require_shared_redis
 from wsframe import BackendUnavailableError, GenericWebsocket, create_app
 from wsframe.backends import Backend, RedisBackend
