@@ -57,6 +57,7 @@ __all__ = [
     "RawWebsocket",
     "raw_connect",
     "encode_frame",
+    "parse_frame",
     "close_payload",
     "close_frame",
     "parse_close",
@@ -287,6 +288,17 @@ def _check_accept(key: str, headers: Mapping[str, str]) -> None:
     expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
     if headers.get("sec-websocket-accept") != expected:
         raise AssertionError(f"bad Sec-WebSocket-Accept in {headers!r}")
+
+
+def parse_frame(data: bytes) -> Frame:
+    """The one frame that *data* holds, unmasked; ``AssertionError`` when it holds less or more."""
+    buffer = bytearray(data)
+    frame = _split_frame(buffer)
+    if not isinstance(frame, Frame):
+        raise AssertionError(f"{frame} bytes short of a whole frame: {data[:40]!r}")
+    if buffer:
+        raise AssertionError(f"{len(buffer)} bytes after the frame: {bytes(buffer[:40])!r}")
+    return frame
 
 
 def _split_frame(buffer: bytearray) -> Frame | int:
