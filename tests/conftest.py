@@ -1,21 +1,15 @@
-"""Shared fixtures: a real TCP server for an app built inside the test."""
+"""Shared fixtures: a real TCP server for an app built inside the test, Redis prefixes and servers."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.apps.redis_server import RedisServer, own_redis
-from tests.rawws import RawWebsocket
-
-TIMEOUT = 2.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
-"""How long a test waits for a frame before it fails instead of hanging."""
-
-Serve = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+from tests.support.nodes import redis_prefix
+from tests.support.rawclient import RawWebsocket
+from tests.support.redis_server import RedisServer, own_redis
+from tests.support.servers import Serve
 
 
 @pytest.fixture(autouse=True)
@@ -31,19 +25,9 @@ def serve(aiohttp_client: Serve) -> Serve:
     return aiohttp_client
 
 
-async def raw_connect(
-    client: TestClient[web.Request, web.Application], path: str, headers: dict[str, str] | None = None
-) -> RawWebsocket:
-    """Open a raw websocket to *client*'s server."""
-    server = client.server
-    return await RawWebsocket.connect(str(server.host), int(server.port or 0), path, headers, timeout=TIMEOUT)
-
-
 @pytest.fixture
 def prefix() -> str:
     """A Redis key prefix of the test's own, so tests sharing the Redis on 6379 never hear each other."""
-    from tests.nodes import redis_prefix  # nodes imports this module
-
     return redis_prefix()
 
 

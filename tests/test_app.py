@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import CLOSE, RawWebsocket
+from tests.support.rawclient import CLOSE, TIMEOUT, RawWebsocket, raw_connect
+from tests.support.servers import Serve
 from wsframe import ConfigurationError, GenericWebsocket, Settings, create_app
 from wsframe.config import SETTINGS_KEY
 from wsframe.registry import REGISTRY_KEY
@@ -24,7 +24,7 @@ def test_create_app_returns_an_aiohttp_application() -> None:
     assert isinstance(create_app({"ws/": Echo}), web.Application)
 
 
-def test_settings_default_to_the_design_values() -> None:
+def test_settings_default_to_1_mib_messages_a_25_s_heartbeat_no_compression_and_5_s_and_10_s_to_close() -> None:
     settings = create_app({})[SETTINGS_KEY]
     assert settings == Settings(
         max_message_size=1024 * 1024, heartbeat=25.0, compression=False, close_timeout=5.0, shutdown_timeout=10.0

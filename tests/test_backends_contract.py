@@ -20,9 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.apps.redis_server import SHARED_REDIS_URL, own_redis
-from tests.conftest import TIMEOUT, Serve
-from tests.nodes import (
+from tests.support.nodes import (
     WsClient,
     block_delivery,
     connect,
@@ -33,7 +31,9 @@ from tests.nodes import (
     socket_directory,
     wait_until_down,
 )
-from tests.rawws import BINARY, CLOSE, TEXT, Frame
+from tests.support.rawclient import BINARY, CLOSE, TEXT, TIMEOUT, Frame
+from tests.support.redis_server import SHARED_REDIS_URL, own_redis
+from tests.support.servers import Serve
 from wsframe import BackendUnavailableError, close_group, group_members, send_message_to_group
 from wsframe.backends import Backend, IpcBackend, MemoryBackend, RedisBackend
 from wsframe.backends.base import Envelope

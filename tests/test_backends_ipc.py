@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.conftest import TIMEOUT, Serve
-from tests.nodes import Announce, WsClient, connect, node_app, socket_directory
-from tests.rawws import TEXT, Frame
+from tests.support.nodes import Announce, WsClient, connect, node_app, socket_directory
+from tests.support.rawclient import TEXT, TIMEOUT, Frame
+from tests.support.servers import Serve
 from wsframe import ConfigurationError, create_app
 from wsframe.backends import IpcBackend, MemoryBackend, RedisBackend, backend_from_url, resolve_backend
 from wsframe.backends.base import Envelope, encode_envelope

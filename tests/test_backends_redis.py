@@ -12,9 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer
-from tests.conftest import TIMEOUT, Serve
-from tests.nodes import (
+from tests.support.nodes import (
     Announce,
     WsClient,
     connect,
@@ -23,8 +21,9 @@ from tests.nodes import (
     wait_until_down,
     wait_until_up,
 )
-from tests.rawws import TEXT, Frame
-from tests.servers import free_port
+from tests.support.rawclient import TEXT, TIMEOUT, Frame
+from tests.support.redis_server import SHARED_REDIS_URL, RedisServer
+from tests.support.servers import Serve, free_port
 from wsframe import BackendUnavailableError, ConfigurationError, create_app
 from wsframe.backends import RedisBackend, resolve_backend
 from wsframe.backends.base import Envelope, encode_envelope

@@ -9,8 +9,8 @@ import socket
 
 from aiohttp import web
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import RawWebsocket
+from tests.support.rawclient import TIMEOUT, HttpResponse, RawWebsocket, raw_connect
+from tests.support.servers import Serve
 from wsframe import ConnectionClosed, GenericWebsocket, create_app, send_message_to_group, send_message_to_websocket
 from wsframe.registry import REGISTRY_KEY
 
@@ -39,7 +39,7 @@ async def stalled_client(port: int, path: str) -> RawWebsocket:
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    ws = RawWebsocket(reader, writer, {})
+    ws = RawWebsocket((reader, writer), HttpResponse(101, {}, b""))
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         (

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import ROOT, free_port, run_process, wsframe_run
+from tests.support.servers import ROOT, free_port, run_process, wsframe_run
 
 pytestmark = pytest.mark.functional
 

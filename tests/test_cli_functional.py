@@ -14,8 +14,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import TIMEOUT
-from tests.servers import ROOT, free_port, run_process, wsframe_run
+from tests.support.rawclient import TIMEOUT
+from tests.support.servers import ROOT, free_port, run_process, wsframe_run
 
 pytestmark = pytest.mark.functional
 

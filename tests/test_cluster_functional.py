@@ -26,9 +26,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.apps.redis_server import RedisServer, own_redis
-from tests.gunicorn_harness import RECEIVE, SCALE, Gunicorn
-from tests.servers import free_port
+from tests.support.gunicorn_harness import RECEIVE, SCALE, Gunicorn
+from tests.support.redis_server import RedisServer, own_redis
+from tests.support.servers import free_port
 from wsframe.backends.ipc import runtime_base
 
 pytestmark = pytest.mark.functional

@@ -22,7 +22,7 @@ import pytest
 from docs.examples import lifecycle_app, routing_app, sending_app
 from samples.notifications.urls import urls as notification_urls
 from samples.notifications.websockets import TABS
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 from wsframe import ConnectionClosed, GenericWebsocket, create_app, send_message_to_websocket
 from wsframe.exceptions import AuthenticationFailed
 from wsframe.testing import HandlerError, HandshakeRejectedError, WebsocketTestClient, WsClientFactory

@@ -9,7 +9,8 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from docs.examples import security_app
-from tests.conftest import TIMEOUT, Serve
+from tests.support.rawclient import TIMEOUT
+from tests.support.servers import Serve
 from wsframe import TokenAuth, create_app
 
 

@@ -35,9 +35,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.apps.conformance_app import LEAK_MARKER
-from tests.conformance.checks import assert_closes_cleanly, assert_echoes
-from tests.conformance.liveserver import LiveServer
-from tests.conformance.rawclient import (
+from tests.support.checks import assert_closes_cleanly, assert_echoes
+from tests.support.liveserver import LiveServer
+from tests.support.rawclient import (
     Ended,
     Frame,
     HandshakeRejected,

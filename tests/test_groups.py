@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import CLOSE, TEXT, Frame, RawWebsocket
+from tests.support.rawclient import CLOSE, TEXT, TIMEOUT, Frame, RawWebsocket, raw_connect
+from tests.support.servers import Serve
 from wsframe import (
     GenericWebsocket,
     InvalidGroupNameError,

@@ -18,10 +18,9 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from tests.conftest import TIMEOUT, Serve
-from tests.nodes import WsClient, block_delivery, member, node_app, socket_directory
-from tests.rawws import TEXT, Frame, RawWebsocket
-from tests.servers import ROOT, free_port, wait_for_port
+from tests.support.nodes import WsClient, block_delivery, member, node_app, socket_directory
+from tests.support.rawclient import TEXT, TIMEOUT, Frame, RawWebsocket
+from tests.support.servers import ROOT, Serve, free_port, wait_for_port
 from wsframe import BackendUnavailableError, group_members, send_message_to_group
 from wsframe.backends import IpcBackend
 from wsframe.registry import REGISTRY_KEY

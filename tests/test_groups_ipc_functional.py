@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.gunicorn_harness import (
+from tests.support.gunicorn_harness import (
     GROUPS_APP,
     RECEIVE,
     WORKERS,

@@ -9,10 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from tests.apps.redis_server import SHARED_REDIS_URL
-from tests.conftest import TIMEOUT, Serve
-from tests.nodes import WsClient, member, node_app, redis_prefix
-from tests.rawws import TEXT, Frame
+from tests.support.nodes import WsClient, member, node_app, redis_prefix
+from tests.support.rawclient import TEXT, TIMEOUT, Frame
+from tests.support.redis_server import SHARED_REDIS_URL
+from tests.support.servers import Serve
 from wsframe import group_members, send_message_to_group
 from wsframe.backends import RedisBackend
 from wsframe.backends.redis import alive_key, group_channel, members_key

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import CLOSE, TEXT, Frame, HandshakeRejected
+from tests.support.rawclient import CLOSE, TEXT, TIMEOUT, Frame, HandshakeRejected, raw_connect
+from tests.support.servers import Serve
 from wsframe import GenericWebsocket, create_app
 from wsframe.limits import ConnectionLimiter
 

@@ -7,8 +7,8 @@ from typing import Any, TypedDict
 import msgspec
 import pytest
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import TEXT, Frame
+from tests.support.rawclient import TEXT, TIMEOUT, Frame, raw_connect
+from tests.support.servers import Serve
 from wsframe import ConfigurationError, GenericWebsocket, create_app
 from wsframe.config import SETTINGS_KEY
 from wsframe.limits import ConnectionLimiter

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.apps.redis_server import SHARED_REDIS_URL, RedisServer, own_redis, require_shared_redis
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import BINARY, CLOSE, TEXT, Frame, RawWebsocket
+from tests.support.rawclient import BINARY, CLOSE, TEXT, TIMEOUT, Frame, RawWebsocket, raw_connect
+from tests.support.redis_server import SHARED_REDIS_URL, RedisServer, own_redis, require_shared_redis
+from tests.support.servers import Serve
 from wsframe import BackendUnavailableError, ConfigurationError, GenericWebsocket, Publisher, create_app
 from wsframe.backends import RedisBackend
 from wsframe.backends.redis import alive_key, members_key

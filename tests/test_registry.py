@@ -9,8 +9,8 @@ import re
 import pytest
 from aiohttp import web
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import TEXT, Frame
+from tests.support.rawclient import TEXT, TIMEOUT, Frame, raw_connect
+from tests.support.servers import Serve
 from wsframe import (
     ApplicationNotFoundError,
     GenericWebsocket,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import TEXT, Frame
+from tests.support.rawclient import TEXT, TIMEOUT, Frame, raw_connect
+from tests.support.servers import Serve
 from wsframe import ConfigurationError, GenericWebsocket, create_app
 from wsframe.routing import flatten_urls
 

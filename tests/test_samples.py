@@ -11,7 +11,8 @@ from aiohttp import WSMsgType
 
 from samples.book.urls import urls as book_urls
 from samples.chat.urls import urls as chat_urls
-from tests.conftest import TIMEOUT, Serve
+from tests.support.rawclient import TIMEOUT
+from tests.support.servers import Serve
 from wsframe import create_app
 
 
@@ -83,7 +84,7 @@ async def test_cluster_sample_delivers_a_tick_to_listeners_on_every_worker() -> 
     import contextlib
     import secrets
 
-    from tests.apps.redis_server import SHARED_REDIS_URL, require_shared_redis
+    from tests.support.redis_server import SHARED_REDIS_URL, require_shared_redis
     from wsframe.testing import WebsocketTestCluster
 
     require_shared_redis()

@@ -8,8 +8,8 @@ import aiohttp_session
 import pytest
 from aiohttp import web
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import TEXT, Frame, HandshakeRejected
+from tests.support.rawclient import TEXT, TIMEOUT, Frame, HandshakeRejected, raw_connect
+from tests.support.servers import Serve
 from wsframe import GenericWebsocket, create_app
 from wsframe.exceptions import AuthenticationFailed
 from wsframe.security import SessionAuth, TokenAuth

@@ -15,8 +15,8 @@ import msgspec
 import pytest
 from aiohttp import WSMsgType, web
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import BINARY, CLOSE, TEXT, Frame, HandshakeRejected
+from tests.support.rawclient import BINARY, CLOSE, TEXT, TIMEOUT, Frame, HandshakeRejected, raw_connect
+from tests.support.servers import Serve
 from wsframe import ConnectionClosed, GenericWebsocket, WsframeError, create_app, status
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .checks import assert_closes_cleanly, assert_echoes
-from .liveserver import LiveServer
+from tests.support.checks import assert_closes_cleanly, assert_echoes
+from tests.support.liveserver import LiveServer
 
 __all__: list[str] = []
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from .checks import assert_fails_with
-from .liveserver import LiveServer
-from .rawclient import TIMEOUT, Ended, Opcode, RawWebsocket, close_frame
+from tests.support.checks import assert_fails_with
+from tests.support.liveserver import LiveServer
+from tests.support.rawclient import TIMEOUT, Ended, Opcode, RawWebsocket, close_frame
 
 pytestmark = pytest.mark.functional
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.checks import assert_closes_cleanly, assert_closes_with, assert_fails_with
+from tests.support.liveserver import LiveServer
+from tests.support.rawclient import Ended, Opcode, RawWebsocket, close_frame, deflate_message
 from wsframe.config import MIB
-
-from .checks import assert_closes_cleanly, assert_closes_with, assert_fails_with
-from .liveserver import LiveServer
-from .rawclient import Ended, Opcode, RawWebsocket, close_frame, deflate_message
 
 pytestmark = pytest.mark.functional
 

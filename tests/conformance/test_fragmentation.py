@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.checks import assert_fails_with
+from tests.support.liveserver import LiveServer
+from tests.support.rawclient import Ended, Frame, NotClosed, Opcode, RawWebsocket, close_frame
 from wsframe.config import MIB
-
-from .checks import assert_fails_with
-from .liveserver import LiveServer
-from .rawclient import Ended, Frame, NotClosed, Opcode, RawWebsocket, close_frame
 
 pytestmark = pytest.mark.functional
 

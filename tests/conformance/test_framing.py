@@ -6,11 +6,10 @@ import time
 
 import pytest
 
+from tests.support.checks import assert_closes_cleanly, assert_fails_with
+from tests.support.liveserver import LiveServer
+from tests.support.rawclient import Ended, Frame, NotClosed, Opcode, close_frame, encode_frame
 from wsframe.config import MIB
-
-from .checks import assert_closes_cleanly, assert_fails_with
-from .liveserver import LiveServer
-from .rawclient import Ended, Frame, NotClosed, Opcode, close_frame, encode_frame
 
 pytestmark = pytest.mark.functional
 

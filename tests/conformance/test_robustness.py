@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.checks import assert_closes_cleanly, assert_echoes
+from tests.support.liveserver import LiveServer
+from tests.support.rawclient import Opcode, encode_frame
 from wsframe.config import MIB
-
-from .checks import assert_closes_cleanly, assert_echoes
-from .liveserver import LiveServer
-from .rawclient import Opcode, encode_frame
 
 pytestmark = pytest.mark.functional
 

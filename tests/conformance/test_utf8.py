@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .checks import assert_fails_with
-from .liveserver import LiveServer
-from .rawclient import Ended, Frame, Opcode, close_frame
+from tests.support.checks import assert_fails_with
+from tests.support.liveserver import LiveServer
+from tests.support.rawclient import Ended, Frame, Opcode, close_frame
 
 pytestmark = pytest.mark.functional
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 __all__ = ["RedisServer", "own_redis", "SHARED_REDIS_URL", "require_shared_redis"]
 

@@ -22,9 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.apps.redis_server import require_shared_redis
-from tests.conftest import TIMEOUT, raw_connect
-from tests.rawws import CLOSE, RawWebsocket
+from tests.support.rawclient import CLOSE, TIMEOUT, RawWebsocket, raw_connect
+from tests.support.redis_server import require_shared_redis
 from wsframe import BackendUnavailableError, GenericWebsocket, create_app
 from wsframe.backends import Backend, RedisBackend
 from wsframe.backends.base import Envelope

@@ -1,4 +1,4 @@
-"""Starting real server processes for functional tests."""
+"""Real servers for the tests: free ports, server processes, and the type of the ``serve`` fixture."""
 
 from __future__ import annotations
 
@@ -9,12 +9,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["ROOT", "free_port", "wait_for_port", "run_process"]
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "Serve", "free_port", "wait_for_port", "run_process", "wsframe_run"]
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository's root, where server processes run."""
+
+Serve = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+"""The ``serve`` fixture: starts an app on a real localhost port and returns pytest-aiohttp's TestClient."""
 
 
 def free_port() -> int:

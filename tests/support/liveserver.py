@@ -9,26 +9,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from .rawclient import TIMEOUT, RawWebsocket, http_request
+from tests.support.rawclient import TIMEOUT, RawWebsocket, http_request
+from tests.support.servers import ROOT, free_port, wsframe_run
 
-__all__ = ["LiveServer", "REPO_ROOT", "APP_TARGET"]
+__all__ = ["LiveServer", "APP_TARGET"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_TARGET = "tests.apps.conformance_app:app"
 _STARTUP_SECONDS = 30.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class LiveServer:
@@ -38,11 +29,11 @@ class LiveServer:
 
     def __init__(self, log_path: Path, target: str = APP_TARGET) -> None:
         self.log_path = log_path
-        self.port = _free_port()
+        self.port = free_port()
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wsframe", "run", target, "--port", str(self.port), "--log-level", "warning"],
-            cwd=REPO_ROOT,
+            [*wsframe_run(target, self.port), "--log-level", "warning"],
+            cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -94,9 +85,9 @@ class LiveServer:
             size = self.registry_size()
         return size
 
-    def connect(self, path: str = "/ws/echo/", **options: bool) -> RawWebsocket:
-        """Open a raw websocket to *path* (options as :meth:`RawWebsocket.connect`)."""
-        return RawWebsocket.connect(self.host, self.port, path, **options)  # type: ignore[arg-type]
+    def connect(self, path: str = "/ws/echo/", *, deflate: bool = False) -> RawWebsocket:
+        """Open a blocking raw websocket to *path*, offering permessage-deflate when *deflate* is true."""
+        return RawWebsocket.connect_blocking(self.host, self.port, path, deflate=deflate)
 
     def new_log(self) -> str:
         """The server log written since the previous call."""

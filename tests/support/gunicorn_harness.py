@@ -26,7 +26,7 @@ from types import TracebackType
 
 import aiohttp
 
-from tests.servers import ROOT, free_port, wait_for_port
+from tests.support.servers import ROOT, free_port, wait_for_port
 
 __all__ = [
     "SCALE",

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.apps.redis_server import SHARED_REDIS_URL, require_shared_redis
-from tests.gunicorn_harness import GROUPS_APP, SCALE, Gunicorn, join, join_across_workers, members_seen, post
+from tests.support.gunicorn_harness import GROUPS_APP, SCALE, Gunicorn, join, join_across_workers, members_seen, post
+from tests.support.redis_server import SHARED_REDIS_URL, require_shared_redis
 
 pytestmark = pytest.mark.functional
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .rawclient import Ended, Frame, Opcode, RawWebsocket, close_frame
+from tests.support.rawclient import Ended, Frame, Opcode, RawWebsocket, close_frame
 
 __all__ = ["assert_echoes", "assert_closes_cleanly", "assert_fails_with", "assert_closes_with"]
 

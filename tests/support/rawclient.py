@@ -1,18 +1,31 @@
-"""A deliberately naive websocket client on a plain socket, for hostile-input tests.
+"""A raw websocket client for tests that must send, or see, every frame.
 
-Unlike a real client library it sends whatever it is told: reserved bits,
-reserved opcodes, unmasked frames, lying length fields, invalid UTF-8, broken
-close payloads. It reads what the server answers frame by frame, so a test can
-assert the *whole* sequence the server sent until the TCP connection ended.
+Client libraries hide protocol details: they answer pings, stop reading after a
+close frame, refuse to send reserved bits. This client sends whatever it is told
+(reserved bits and opcodes, unmasked frames, lying length fields, invalid UTF-8,
+broken close payloads) and reports each frame the server sends, in order, until
+the TCP connection ends, so a test can assert the whole sequence: a stray second
+close frame or a missing one fails it.
 
-Everything is synchronous with a short timeout (:data:`TIMEOUT`, scaled by the
+One :class:`RawWebsocket`, two ways to drive it, sharing the frame encoder and parser:
+
+- from the event loop that also runs the server (aiohttp's test server):
+  ``await RawWebsocket.connect(...)`` or :func:`raw_connect`, then ``await read_frame()``
+  and ``await frames_until_eof()``;
+- blocking, against a server in another process: :meth:`RawWebsocket.connect_blocking`
+  or :func:`open_handshake`, then :meth:`~RawWebsocket.recv_frame`,
+  :meth:`~RawWebsocket.recv_message` and :meth:`~RawWebsocket.read_until_closed`.
+
+Every read has a short timeout (:data:`TIMEOUT`, scaled by the
 ``WSFRAME_TEST_TIMEOUT_SCALE`` environment variable on slow machines), so a
 server that hangs fails the test fast instead of blocking it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import enum
 import hashlib
 import os
@@ -22,18 +35,29 @@ import struct
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 __all__ = [
     "TIMEOUT",
     "Opcode",
+    "CONT",
+    "TEXT",
+    "BINARY",
+    "CLOSE",
+    "PING",
+    "PONG",
     "Frame",
     "Ended",
     "NotClosed",
     "HttpResponse",
     "HandshakeRejected",
     "RawWebsocket",
+    "raw_connect",
     "encode_frame",
+    "parse_frame",
     "close_payload",
     "close_frame",
     "parse_close",
@@ -44,7 +68,7 @@ __all__ = [
 ]
 
 TIMEOUT = 2.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
-"""Seconds to wait for any single read from the server."""
+"""Seconds a test waits for any single read from the server before it fails instead of hanging."""
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 64 * 1024
@@ -61,6 +85,16 @@ class Opcode(enum.IntEnum):
     PONG = 0xA
 
 
+CONT, TEXT, BINARY, CLOSE, PING, PONG = (
+    Opcode.CONTINUATION,
+    Opcode.TEXT,
+    Opcode.BINARY,
+    Opcode.CLOSE,
+    Opcode.PING,
+    Opcode.PONG,
+)
+
+
 class Frame(NamedTuple):
     """One frame as it travelled on the wire (payload unmasked, not inflated)."""
 
@@ -70,6 +104,21 @@ class Frame(NamedTuple):
     rsv: int = 0
     """The three reserved bits as a number 0-7 (RSV1 = 4)."""
     masked: bool = False
+
+    @property
+    def text(self) -> str:
+        """The payload decoded as UTF-8."""
+        return self.payload.decode()
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of a close frame (None for an empty payload)."""
+        return int(struct.unpack("!H", self.payload[:2])[0]) if len(self.payload) >= 2 else None
+
+    @property
+    def close_reason(self) -> str:
+        """The reason of a close frame, decoded as UTF-8."""
+        return self.payload[2:].decode()
 
     def __repr__(self) -> str:
         payload = self.payload if len(self.payload) <= 40 else self.payload[:40] + b"..."
@@ -115,6 +164,21 @@ class HandshakeRejected(Exception):
     def __init__(self, response: HttpResponse) -> None:
         super().__init__(f"handshake rejected with HTTP {response.status}: {response.body[:200]!r}")
         self.response = response
+
+    @property
+    def status(self) -> int:
+        """The HTTP status the server answered."""
+        return self.response.status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers, names lower-cased."""
+        return self.response.headers
+
+    @property
+    def body(self) -> bytes:
+        """The response body."""
+        return self.response.body
 
 
 def encode_frame(
@@ -202,7 +266,13 @@ def _read_http_head(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[s
             raise ConnectionError(f"server closed the connection before a full HTTP response head: {bytes(buffer)!r}")
         buffer += chunk
     head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+    status, headers = _parse_http_head(head)
+    return status, headers, bytearray(rest)
+
+
+def _parse_http_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the headers (names lower-cased) of an HTTP response head."""
+    lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/"):
         raise AssertionError(f"not an HTTP status line: {lines[0]!r}")
@@ -210,7 +280,54 @@ def _read_http_head(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[s
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers, bytearray(rest)
+    return int(parts[1]), headers
+
+
+def _check_accept(key: str, headers: Mapping[str, str]) -> None:
+    """Fail unless *headers* hold the Sec-WebSocket-Accept that RFC 6455 derives from *key*."""
+    expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+    if headers.get("sec-websocket-accept") != expected:
+        raise AssertionError(f"bad Sec-WebSocket-Accept in {headers!r}")
+
+
+def parse_frame(data: bytes) -> Frame:
+    """The one frame that *data* holds, unmasked; ``AssertionError`` when it holds less or more."""
+    buffer = bytearray(data)
+    frame = _split_frame(buffer)
+    if not isinstance(frame, Frame):
+        raise AssertionError(f"{frame} bytes short of a whole frame: {data[:40]!r}")
+    if buffer:
+        raise AssertionError(f"{len(buffer)} bytes after the frame: {bytes(buffer[:40])!r}")
+    return frame
+
+
+def _split_frame(buffer: bytearray) -> Frame | int:
+    """Take the frame at the front of *buffer* off it; while it is incomplete, how many bytes it still lacks."""
+    if len(buffer) < 2:
+        return 2 - len(buffer)
+    first, second = buffer[0], buffer[1]
+    length = second & 0x7F
+    offset = 2
+    if length >= 126:
+        size = 2 if length == 126 else 8
+        if len(buffer) < offset + size:
+            return offset + size - len(buffer)
+        length = int.from_bytes(buffer[offset : offset + size], "big")
+        offset += size
+    masked = bool(second & 0x80)
+    key = b""
+    if masked:
+        if len(buffer) < offset + 4:
+            return offset + 4 - len(buffer)
+        key = bytes(buffer[offset : offset + 4])
+        offset += 4
+    if len(buffer) < offset + length:
+        return offset + length - len(buffer)
+    payload = bytes(buffer[offset : offset + length])
+    del buffer[: offset + length]
+    if masked:
+        payload = _apply_mask(key, payload)
+    return Frame(first & 0xF, payload, bool(first & 0x80), (first >> 4) & 0x7, masked)
 
 
 def _read_body(sock: socket.socket, status: int, headers: Mapping[str, str], rest: bytearray) -> bytes:
@@ -292,8 +409,8 @@ def handshake_request(
 def open_handshake(host: str, port: int, raw: bytes, *, timeout: float = TIMEOUT) -> HttpResponse | RawWebsocket:
     """Send the upgrade request *raw* (whatever it holds) and return the websocket on 101, else the response.
 
-    Unlike :meth:`RawWebsocket.connect` it does not check the 101 answer, so
-    any request bytes can be sent.
+    Unlike :meth:`RawWebsocket.connect_blocking` it does not check the 101
+    answer, so any request bytes can be sent.
     """
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
@@ -309,20 +426,67 @@ def open_handshake(host: str, port: int, raw: bytes, *, timeout: float = TIMEOUT
 
 
 class RawWebsocket:
-    """One client connection speaking raw frames. Use as a context manager."""
+    """One client connection speaking raw frames, on a blocking socket or on asyncio streams.
 
-    def __init__(self, sock: socket.socket, response: HttpResponse, leftover: bytearray) -> None:
-        self.sock = sock
+    The send methods work either way. Read with :meth:`recv_frame` and the
+    other blocking methods on a client from :meth:`connect_blocking` (a
+    context manager), with ``await`` :meth:`read_frame` on one from
+    :meth:`connect`; the other kind of read raises ``TypeError``.
+    """
+
+    opened: ClassVar[list[RawWebsocket]] = []
+    """Every client on asyncio streams, so a fixture can close what a test left open."""
+
+    def __init__(
+        self,
+        wire: socket.socket | tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        response: HttpResponse,
+        leftover: bytes | bytearray = b"",
+    ) -> None:
+        self._wire = wire
         self.response = response
-        self._buffer = leftover
+        self._buffer = bytearray(leftover)
         extensions = response.headers.get("sec-websocket-extensions", "")
         self.deflate = "permessage-deflate" in extensions
         self._server_no_context_takeover = "server_no_context_takeover" in extensions
         self._inflater = zlib.decompressobj(-15)
         self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        if not isinstance(wire, socket.socket):
+            RawWebsocket.opened.append(self)
+
+    # ------------------------------------------------------------- open
 
     @classmethod
-    def connect(
+    async def connect(
+        cls, host: str, port: int, path: str, headers: Mapping[str, str] | None = None, timeout: float = TIMEOUT
+    ) -> RawWebsocket:
+        """Open a connection from the running event loop and complete the handshake.
+
+        *headers* are sent with the standard ones, replacing a standard header of the same name.
+        Raises :class:`HandshakeRejected` when the server does not answer 101 (with the body when
+        Content-Length gives its size), ``AssertionError`` when its 101 has a wrong
+        Sec-WebSocket-Accept, ``TimeoutError`` when it does not answer within *timeout*.
+        """
+        extra = dict(headers or {})
+        key = extra.get("Sec-WebSocket-Key") or base64.b64encode(secrets.token_bytes(16)).decode()
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        try:
+            writer.write(handshake_request(path, f"{host}:{port}", key=key, replace=dict(extra)))
+            status, response_headers = _parse_http_head(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout))
+            if status != 101:
+                length = int(response_headers.get("content-length", "0"))
+                body = await asyncio.wait_for(reader.readexactly(length), timeout) if length else b""
+                raise HandshakeRejected(HttpResponse(status, response_headers, body))
+            _check_accept(key, response_headers)
+        except BaseException:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+            raise
+        return cls((reader, writer), HttpResponse(status, response_headers, b""))
+
+    @classmethod
+    def connect_blocking(
         cls,
         host: str,
         port: int,
@@ -332,10 +496,11 @@ class RawWebsocket:
         deflate: bool = False,
         timeout: float = TIMEOUT,
     ) -> RawWebsocket:
-        """Open a connection and complete the handshake.
+        """Open a blocking connection and complete the handshake.
 
-        Raises :class:`HandshakeRejected` when the server does not answer 101,
-        and ``AssertionError`` when its 101 is not a valid RFC 6455 answer.
+        *headers* are appended to the standard ones, duplicates included; *deflate* offers
+        permessage-deflate. Raises :class:`HandshakeRejected` when the server does not answer
+        101, and ``AssertionError`` when its 101 is not a valid RFC 6455 answer.
         """
         key = base64.b64encode(secrets.token_bytes(16)).decode()
         extra = list(headers)
@@ -349,33 +514,72 @@ class RawWebsocket:
                 raise HandshakeRejected(
                     HttpResponse(status, response_headers, _read_body(sock, status, response_headers, rest))
                 )
-            expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-            if response_headers.get("sec-websocket-accept") != expected:
-                raise AssertionError(f"bad Sec-WebSocket-Accept in {response_headers!r}")
+            _check_accept(key, response_headers)
         except BaseException:
             sock.close()
             raise
         return cls(sock, HttpResponse(status, response_headers, b""), rest)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers of the server's 101 answer, names lower-cased."""
+        return self.response.headers
+
+    @property
+    def sock(self) -> socket.socket:
+        """The socket of a client from :meth:`connect_blocking`."""
+        if not isinstance(self._wire, socket.socket):
+            raise TypeError("this client runs on asyncio streams: use its writer, or read_frame()")
+        return self._wire
+
+    @property
+    def writer(self) -> asyncio.StreamWriter:
+        """The stream writer of a client from :meth:`connect`, to write bytes that are no frame."""
+        if isinstance(self._wire, socket.socket):
+            raise TypeError("this client runs on a blocking socket: use sock, or recv_frame()")
+        return self._wire[1]
+
     def __enter__(self) -> RawWebsocket:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.sock.close()
+        self.close()
 
-    # ----------------------------------------------------------------- send
+    # ------------------------------------------------------------- send
 
     def send_raw(self, data: bytes) -> None:
-        """Write *data* to the socket as-is."""
-        self.sock.sendall(data)
+        """Write *data* as it is (buffered, without waiting, on asyncio streams)."""
+        if isinstance(self._wire, socket.socket):
+            self._wire.sendall(data)
+        else:
+            self._wire[1].write(data)
 
-    def send_frame(self, opcode: int, payload: bytes = b"", **options: int | bool | bytes | None) -> None:
-        """Send one frame; *options* as :func:`encode_frame`."""
-        self.sock.sendall(encode_frame(opcode, payload, **options))  # type: ignore[arg-type]
+    def send_frame(
+        self,
+        opcode: int,
+        payload: bytes = b"",
+        *,
+        fin: bool = True,
+        rsv: int = 0,
+        mask: bool = True,
+        mask_key: bytes | None = None,
+        length: int | None = None,
+        length_form: int | None = None,
+    ) -> None:
+        """Send one frame, masked as a client must unless *mask* is false; the options as :func:`encode_frame`."""
+        self.send_raw(
+            encode_frame(
+                opcode, payload, fin=fin, rsv=rsv, mask=mask, mask_key=mask_key, length=length, length_form=length_form
+            )
+        )
 
     def send_text(self, text: str) -> None:
         """Send a complete, valid text message."""
         self.send_frame(Opcode.TEXT, text.encode())
+
+    def send_binary(self, data: bytes) -> None:
+        """Send a complete binary message."""
+        self.send_frame(Opcode.BINARY, data)
 
     def send_close(self, code: int | None = 1000, reason: bytes | str = b"") -> None:
         """Send a close frame (empty payload when *code* is None)."""
@@ -385,58 +589,26 @@ class RawWebsocket:
         """Send one permessage-deflate compressed message (RSV1 set), keeping our context."""
         self.send_frame(opcode, deflate_message(data, self._compressor), rsv=4)
 
-    # -------------------------------------------------------------- receive
-
-    def _fill(self, size: int, deadline: float) -> None:
-        while len(self._buffer) < size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"server sent {len(self._buffer)} of {size} expected bytes in time")
-            self.sock.settimeout(remaining)
-            chunk = self.sock.recv(max(65536, size - len(self._buffer)))
-            if not chunk:
-                raise EOFError
-            self._buffer += chunk
-
-    def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
+    # ------------------------------------------------ receive, blocking
 
     def recv_frame(self, timeout: float = TIMEOUT) -> Frame:
         """Read the next frame. Raises ``EOFError`` at a clean end of the stream,
-        ``ConnectionResetError`` on a reset, ``TimeoutError`` when nothing comes."""
+        ``ConnectionResetError`` on a reset, ``TimeoutError`` when nothing comes,
+        ``AssertionError`` when the stream ends inside a frame."""
+        sock = self.sock
         deadline = time.monotonic() + timeout
-        try:
-            self._fill(2, deadline)
-        except EOFError:
-            if self._buffer:
-                raise AssertionError(f"stream ended inside a frame header: {bytes(self._buffer)!r}") from None
-            raise
-        try:
-            return self._read_frame_after(deadline)
-        except EOFError:
-            raise AssertionError("stream ended inside a frame") from None
-
-    def _read_frame_after(self, deadline: float) -> Frame:
-        first, second = self._take(2)
-        length = second & 0x7F
-        if length == 126:
-            self._fill(2, deadline)
-            length = struct.unpack("!H", self._take(2))[0]
-        elif length == 127:
-            self._fill(8, deadline)
-            length = struct.unpack("!Q", self._take(8))[0]
-        masked = bool(second & 0x80)
-        key = b""
-        if masked:
-            self._fill(4, deadline)
-            key = self._take(4)
-        self._fill(length, deadline)
-        payload = self._take(length)
-        if masked:
-            payload = _apply_mask(key, payload)
-        return Frame(first & 0xF, payload, bool(first & 0x80), (first >> 4) & 0x7, masked)
+        while not isinstance(frame := _split_frame(self._buffer), Frame):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"server sent {len(self._buffer)} bytes, {frame} short of a frame, in time")
+            sock.settimeout(remaining)
+            chunk = sock.recv(max(65536, frame))
+            if not chunk:
+                if self._buffer:
+                    raise AssertionError(f"stream ended inside a frame: {bytes(self._buffer[:40])!r}")
+                raise EOFError
+            self._buffer += chunk
+        return frame
 
     def recv_message(self, timeout: float = TIMEOUT) -> Frame:
         """Read one complete data frame and inflate it when it is compressed.
@@ -476,3 +648,73 @@ class RawWebsocket:
                 return frames, Ended.RESET
             except TimeoutError:
                 raise NotClosed(frames) from None
+
+    # --------------------------------------------- receive, event loop
+
+    async def read_frame(self, timeout: float = TIMEOUT) -> Frame | None:
+        """Return the next frame, or None once the server ended the TCP connection (EOF or reset).
+
+        A frame cut short by the end of the connection is dropped, as a server that aborts
+        may cut one. Raises ``AssertionError`` when nothing arrives within *timeout*.
+        """
+        if isinstance(self._wire, socket.socket):
+            raise TypeError("this client runs on a blocking socket: use recv_frame()")
+        reader = self._wire[0]
+        try:
+            async with asyncio.timeout(timeout):
+                while not isinstance(frame := _split_frame(self._buffer), Frame):
+                    chunk = await reader.read(max(65536, frame))
+                    if not chunk:
+                        return None
+                    self._buffer += chunk
+        except ConnectionResetError:
+            return None
+        except TimeoutError:
+            raise AssertionError(f"no frame from the server within {timeout} s") from None
+        return frame
+
+    async def frames_until_eof(self, timeout: float = TIMEOUT, *, answer_close: bool = True) -> list[Frame]:
+        """Read every frame until TCP EOF, answering the server's close frame once (as a client should)."""
+        frames: list[Frame] = []
+        while True:
+            frame = await self.read_frame(timeout)
+            if frame is None:
+                await self.aclose()
+                return frames
+            frames.append(frame)
+            if frame.opcode == CLOSE and answer_close:
+                answer_close = False
+                code = frame.close_code
+                self.send_close(code if code not in (None, 1005, 1006) else 1000)
+
+    # ------------------------------------------------------------ close
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame."""
+        if isinstance(self._wire, socket.socket):
+            self._wire.close()
+        else:
+            self._wire[1].transport.abort()
+            self._wire[1].close()
+
+    def close(self) -> None:
+        """Close the TCP connection without a close frame and without waiting."""
+        if isinstance(self._wire, socket.socket):
+            self._wire.close()
+        else:
+            self._wire[1].close()
+
+    async def aclose(self) -> None:
+        """Close the TCP connection without a close frame, and wait until it is closed."""
+        self.close()
+        if not isinstance(self._wire, socket.socket):
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._wire[1].wait_closed()
+
+
+async def raw_connect(
+    client: TestClient[web.Request, web.Application], path: str, headers: Mapping[str, str] | None = None
+) -> RawWebsocket:
+    """Open a raw websocket to the server of *client* (pytest-aiohttp's test client)."""
+    server = client.server
+    return await RawWebsocket.connect(str(server.host), int(server.port or 0), path, headers, timeout=TIMEOUT)
