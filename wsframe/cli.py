@@ -1,4 +1,4 @@
-"""The ``wsframe`` command: ``wsframe run module:app`` and ``wsframe routes module:app``.
+"""The ``wsframe`` command: ``wsframe run``, ``wsframe routes`` and ``wsframe asyncapi`` of a ``module:app``.
 
 Every mistake on the command line (a bad argument, a target that does not
 import, a :class:`~wsframe.exceptions.ConfigurationError` from the app) ends
@@ -156,6 +156,13 @@ def _host(value: str) -> str:
     return value
 
 
+def _server(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{value!r} is not host:port, e.g. 127.0.0.1:8000")
+    return f"{_host(host) if not host.startswith('[') else host}:{_port(port)}"
+
+
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """Return the event loop constructor for --loop, or None for asyncio's default."""
     if choice == "asyncio":
@@ -210,6 +217,20 @@ def _routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _asyncapi(args: argparse.Namespace) -> int:
+    from .asyncapi import asyncapi_document, encode_document
+
+    app = load_app(args.app)
+    try:
+        document = asyncapi_document(
+            app, title=args.title, version=args.api_version, description=args.description, server=args.server
+        )
+    except ConfigurationError as exc:
+        raise UsageError(f"{args.app}: {exc}") from None
+    sys.stdout.buffer.write(encode_document(document))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wsframe", description="Run and inspect wsframe applications.", formatter_class=_Help)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +252,17 @@ def _parser() -> argparse.ArgumentParser:
     routes = commands.add_parser("routes", help="print the compiled url table", formatter_class=_Help)
     routes.add_argument("app", help=target_help)
     routes.set_defaults(func=_routes)
+    asyncapi = commands.add_parser(
+        "asyncapi", help="print the AsyncAPI 3.0 document of the websocket routes (JSON)", formatter_class=_Help
+    )
+    asyncapi.add_argument("app", help=target_help)
+    asyncapi.add_argument("--title", default="wsframe application", help="info.title of the document")
+    asyncapi.add_argument("--api-version", default="0.1.0", help="info.version: the version of your API")
+    asyncapi.add_argument("--description", default=None, help="info.description")
+    asyncapi.add_argument(
+        "--server", type=_server, default=None, help="host:port of a ws server entry, e.g. 127.0.0.1:8000"
+    )
+    asyncapi.set_defaults(func=_asyncapi)
     return parser
 
 
