@@ -148,6 +148,12 @@ def game_document() -> dict[str, Any]:
     return asyncapi_document(app, title="Games", version="2.0.0")
 
 
+def test_document_with_typed_parameters_and_both_directions_is_valid_asyncapi_3(
+    asyncapi_parser: Path, tmp_path: Path
+) -> None:
+    assert only_the_version_hint(parse(asyncapi_parser, game_document(), tmp_path))
+
+
 def test_one_channel_per_websocket_route_and_none_for_http_routes() -> None:
     channels = game_document()["channels"]
     assert {cid: c["address"] for cid, c in channels.items()} == {
@@ -260,3 +266,23 @@ def test_cli_error_for_an_app_not_made_by_create_app_is_one_line(tmp_path: Path)
         2,
         ["wsframe: plain:app: this application was not made by wsframe.create_app(); it has no url table"],
     )
+
+
+def test_two_structs_of_one_name_get_two_messages() -> None:
+    def make_struct(field: str) -> type[msgspec.Struct]:
+        return msgspec.defstruct("Update", [(field, int)])
+
+    class A(GenericWebsocket):
+        send_type: ClassVar[object] = make_struct("a")
+
+    class B(GenericWebsocket):
+        send_type: ClassVar[object] = make_struct("b")
+
+    document = asyncapi_document(create_app({"ws/a/": A, "ws/b/": B}))
+    messages = document["components"]["messages"]
+    assert list(messages) == ["A_receive", "Update", "B_receive", "Update_2"]
+    schemas = document["components"]["schemas"]
+    first, second = (
+        schemas[m["payload"]["$ref"].rsplit("/", 1)[1]] for m in (messages["Update"], messages["Update_2"])
+    )
+    assert (list(first["properties"]), list(second["properties"])) == (["a"], ["b"])

@@ -6,14 +6,14 @@ from aiohttp import web
 
 from docs.examples import http_app
 from tests.conftest import TIMEOUT, Serve
-from wsframe import create_app
+from wsframe import TokenAuth, create_app
 
 BEARER = {"Authorization": "Bearer s3cret"}
 
 
 def example_app() -> web.Application:
     """The page's table and auth in a fresh app (an aiohttp app runs on one event loop only)."""
-    return create_app(http_app.urls, auth=http_app.TokenAuth(http_app.verify))
+    return create_app(http_app.urls, auth=TokenAuth(http_app.verify))
 
 
 async def test_http_handler_reads_its_path_variable_from_match_info(serve: Serve) -> None:

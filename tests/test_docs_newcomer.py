@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -16,6 +16,8 @@ from tests.servers import ROOT
 from wsframe import GenericWebsocket, Publisher, create_app
 from wsframe.backends.redis import DEFAULT_PREFIX
 from wsframe.testing import HandshakeRejectedError, WsClientFactory
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Announce(GenericWebsocket):
@@ -79,7 +81,7 @@ async def test_an_aiohttp_middleware_also_wraps_websocket_routes(serve: Serve) -
     seen: list[str] = []
 
     @web.middleware
-    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
         seen.append(request.path)
         return await handler(request)
 

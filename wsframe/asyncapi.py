@@ -58,7 +58,7 @@ def _is_raw(tp: Any) -> bool:
     return all(member in _RAW for member in _members(tp)) if tp not in _RAW else True
 
 
-def receive_type(handler: type[Any]) -> Any:
+def _receive_type(handler: type[Any]) -> Any:
     """The annotation of *handler*'s ``receive(data)`` (``str | bytes`` when there is none)."""
     params = list(inspect.signature(handler.receive).parameters.values())
     if len(params) < 2:
@@ -175,6 +175,14 @@ def _refusals(route: Route, settings: Settings) -> dict[str, str]:
     return dict(sorted(refusals.items()))
 
 
+def _unique_name(proposed: str, tp: Any, owners: dict[str, Any]) -> str:
+    """*proposed*, or a numbered variant when another type (a Struct of the same name elsewhere) has it."""
+    name, n = proposed, 2
+    while owners.setdefault(name, tp) is not tp:
+        name, n = f"{proposed}_{n}", n + 1
+    return name
+
+
 def _channel_id(route: Route, taken: set[str]) -> str:
     base = "_".join(re.sub(r"[^A-Za-z0-9]+", "_", s.strip("<>")).strip("_") for s in route.segments) or "root"
     name, n = base, 2
@@ -217,13 +225,14 @@ def asyncapi_document(
     messages: dict[str, Any] = {}
     typed: list[tuple[dict[str, Any], Any]] = []  # (message, type) whose payload comes from msgspec
     taken: set[str] = set()
+    owners: dict[str, Any] = {}  # message name -> the type it describes
     for route in routes:
         if route.kind != "websocket":
             continue
         handler = route.target
         settings = app_settings.merged({name: getattr(handler, name, None) for name in _SETTINGS})
         channel_id = _channel_id(route, taken)
-        incoming = receive_type(handler)
+        incoming = _receive_type(handler)
         outgoing = getattr(handler, SEND_TYPE_ATTRIBUTE, None)
         where = f"{handler.__qualname__}"
         channel_messages: dict[str, Any] = {}
@@ -237,7 +246,8 @@ def asyncapi_document(
                 else _struct_messages(tp, f"{handler.__name__}_{action}")
             )
             names = []
-            for name, member in pairs:
+            for proposed, member in pairs:
+                name = _unique_name(proposed, member, owners)
                 if name not in messages:
                     if _is_raw(member):
                         messages[name] = _raw_message(member, name)

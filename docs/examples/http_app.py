@@ -1,6 +1,7 @@
 """The routing page's HTTP handlers: path variables from request.match_info, and protecting them."""
 
 import functools
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -35,7 +36,10 @@ class Shelf(web.View):
 USER = web.RequestKey("user", str)
 
 
-def token_required(handler):
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def token_required(handler: Handler) -> Handler:
     """Refuse an HTTP request without a valid bearer token with 401; the user is request[USER]."""
 
     @functools.wraps(handler)
@@ -51,13 +55,13 @@ def token_required(handler):
 
 
 @token_required
-async def notify(request: web.Request) -> web.Response:
+async def notify(request: web.Request) -> web.StreamResponse:
     await send_message_to_websocket(request.match_info["connection_id"], await request.json())
     return web.json_response({"sent": True, "by": request[USER]})
 
 
 class FeedWebsocket(GenericWebsocket):
-    async def connect(self):
+    async def connect(self) -> None:
         await self.accept()
         await self.send({"connection_id": self.connection_id})
 
