@@ -63,6 +63,9 @@ def same_origin(origin: str, host: str) -> bool:
     Origin for a page it loaded from this machine, so a page cannot claim one
     from elsewhere. Never raises: a malformed value is simply not the same origin.
     """
+    lowered, host = origin.lower(), host.lower()
+    if lowered == "http://" + host or lowered == "https://" + host:
+        return True  # the common case, without parsing either side
     try:
         url = URL(origin)
         # Host has no scheme; borrow the origin's so an omitted port means the same default.
