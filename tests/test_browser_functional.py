@@ -8,6 +8,8 @@ browser. Screenshots go to ``tests/artifacts/`` (git-ignored).
 from __future__ import annotations
 
 import shutil
+import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,54 @@ async def test_book_page_runs_the_seed_client_and_gets_the_echo(page: Any) -> No
     assert "Received: Hello, server!" in console
     assert log[:2] == ["Connected", "Received: Hello, server!"]
     assert shot.stat().st_size > 0
+
+
+SEED_CLIENT = """
+const ws = new WebSocket('ws://localhost:8000/ws/book/');
+ws.onopen = () => {
+    ws.send('Hello, server!');
+};
+ws.onmessage = (event) => {
+    console.log('Received:', event.data);
+};
+ws.onclose = () => {
+    console.log('Connection closed');
+};
+"""
+"""The seed's example client, verbatim: it names localhost:8000, whatever page it runs on."""
+
+
+def wait_until_port_is_free(port: int, seconds: float = 30.0) -> None:
+    """The seed's client names port 8000; another test run on this machine may hold it for a while."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket() as sock:
+            # As the server will: a port whose last connections linger in TIME_WAIT is free to listen on.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"port {port} stayed busy for {seconds} s; the seed's client needs it")
+        time.sleep(0.5)
+
+
+async def test_seed_client_verbatim_on_the_readme_page_gets_its_echo(page: Any) -> None:
+    """The README's page is http://127.0.0.1:8000/; the seed's client dials localhost: one origin."""
+    wait_until_port_is_free(8000)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    with run_process(wsframe_run("samples.book.main:app", 8000), 8000):
+        await page.goto("http://127.0.0.1:8000/")
+        await page.wait_for_function(log_has("Received: Hello, server!"))  # the page's own client
+        async with page.expect_console_message(lambda m: m.text == "Received: Hello, server!") as echo:
+            # A <script> as a user would paste it; the braces keep its `const ws` apart from the page's.
+            await page.add_script_tag(content="{" + SEED_CLIENT + "}")
+        message = await echo.value
+    assert message.text == "Received: Hello, server!"
+    assert console.count("Received: Hello, server!") == 2  # the page's client, then the seed's
+    assert "Connection closed" not in console
 
 
 async def test_book_page_echoes_what_the_user_types(page: Any) -> None:

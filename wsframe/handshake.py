@@ -25,7 +25,7 @@ from .limits import ConnectionLimiter
 from .messages import MessageDecoder, decoder_for
 from .pathvars import PathConverters
 from .registry import current_app
-from .security import _has_session, authenticate, load_session, origin_allowed
+from .security import _has_session, authenticate, load_session, origin_allowed, origin_refusal
 from .websocket import GenericWebsocket, _json_error
 
 __all__ = ["HandlerConfig", "make_route_handler"]
@@ -144,8 +144,9 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
             return _json_error(status.HTTP_400_BAD_REQUEST, problem)
         # Most clients that are not browsers send no Origin: no call for them.
         if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
-            logger.info("refused handshake from origin %r to %s", request.headers.get(hdrs.ORIGIN), request.path)
-            return _json_error(status.HTTP_403_FORBIDDEN, "Origin not allowed.")
+            refusal = origin_refusal(request, policy)
+            logger.info("refused handshake to %s: %s", request.path, refusal)
+            return _json_error(status.HTTP_403_FORBIDDEN, refusal)
         limited = limiter.active
         if limited:
             address = request.remote or ""

@@ -29,6 +29,8 @@ __all__ = [
     "TokenAuth",
     "SessionAuth",
     "origin_allowed",
+    "origin_refusal",
+    "same_origin",
     "authenticate",
     "load_session",
 ]
@@ -43,27 +45,66 @@ OriginPolicy = Sequence[str] | Literal["*"] | None
 """None: same host only; ``'*'``: any origin; a list: origins or fnmatch patterns (``https://*.example.com``)."""
 
 
-def _same_host(origin: str, request: web.Request) -> bool:
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Names of this machine: a page served from one of them on a port is the same site as the others on that port."""
+
+
+def _host_and_port(url: URL) -> tuple[str, int | None]:
+    host = (url.host or "").lower().rstrip(".")
+    return host, url.port
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Return whether the *origin* header names the same site as the request's *host* header.
+
+    Same scheme-less host and port, compared like for like (an omitted port
+    is the scheme's default). ``localhost``, ``127.0.0.1`` and ``[::1]`` are
+    one name when both sides use one of them: a browser only sends a loopback
+    Origin for a page it loaded from this machine, so a page cannot claim one
+    from elsewhere. Never raises: a malformed value is simply not the same origin.
+    """
+    lowered, host = origin.lower(), host.lower()
+    if lowered == "http://" + host or lowered == "https://" + host:
+        return True  # the common case, without parsing either side
     try:
         url = URL(origin)
+        # Host has no scheme; borrow the origin's so an omitted port means the same default.
+        request = URL(f"{url.scheme}://{host}") if url.scheme in ("http", "https") else None
     except ValueError:
         return False
-    if not url.host or url.scheme not in ("http", "https"):
+    if request is None or not url.host or not request.host:
         return False
-    # Host carries the port only when it is not the default one, and an IPv6
-    # address in brackets (yarl's .host drops them); compare like for like.
-    host = url.host.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    origin_host = host if url.is_default_port() else f"{host}:{url.port}"
-    return origin_host == request.host.lower()
+    origin_host, origin_port = _host_and_port(url)
+    request_host, request_port = _host_and_port(request)
+    if origin_port != request_port:
+        return False
+    if origin_host in _LOOPBACK and request_host in _LOOPBACK:
+        return True
+    return origin_host == request_host
+
+
+def _same_host(origin: str, request: web.Request) -> bool:
+    return same_origin(origin, request.host)
+
+
+def origin_refusal(request: web.Request, policy: OriginPolicy) -> str:
+    """Say which Origin was refused and which setting allows it: the 403's detail and the log line."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if policy is None:
+        why = f"for Host {request.host!r}: by default only pages from the same host and port may connect"
+        fix = f"allowed_origins=[{origin!r}]"
+    else:
+        why = "by this endpoint's allowed_origins"
+        fix = f"{origin!r} in allowed_origins"
+    return f"Origin {origin!r} not allowed {why}. Allow it with {fix} in create_app() or on the handler class."
 
 
 def origin_allowed(request: web.Request, policy: OriginPolicy) -> bool:
     """Return whether the handshake's Origin header passes *policy*.
 
     No Origin header is allowed (non-browser clients send none; browsers
-    always do, so cross-site pages are still stopped).
+    always do, so cross-site pages are still stopped). With the default
+    policy (None) the Origin must be :func:`same_origin` as the Host.
     """
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None or policy == "*":

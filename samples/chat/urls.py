@@ -1,10 +1,11 @@
-"""The chat sample's url table: the page at / and the room websocket."""
+"""The chat sample's url table: the page at /, the room websocket, and its AsyncAPI document."""
 
 from pathlib import Path
 
 from aiohttp import web
 
 from samples.chat.websockets import ChatWebsocket
+from wsframe.asyncapi import asyncapi_handler
 
 PAGE = Path(__file__).with_name("index.html")
 
@@ -16,4 +17,5 @@ async def index(request: web.Request) -> web.FileResponse:
 urls = {
     "": index,
     "ws/chat/<room>/": ChatWebsocket,
+    "asyncapi.json": asyncapi_handler(title="Chat sample"),  # opt-in: the websocket API, machine-readable
 }

@@ -1,18 +1,52 @@
-"""A chat room: typed messages in, group sends out, presence from the group's members."""
+"""A chat room: typed messages in and out, group sends, presence from the group's members."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import msgspec
 
 from wsframe import GenericWebsocket, group_members, send_message_to_group
 
+# ------------------------------------------------------------------ client -> server
+
 
 class Say(msgspec.Struct, tag="say"):
+    """Say something to the room: ``{"type": "say", "text": "hello"}``."""
+
     text: str
 
 
 class Who(msgspec.Struct, tag="who"):
-    pass
+    """Ask how many are in the room: ``{"type": "who"}``; the answer is a Presence."""
+
+
+# ------------------------------------------------------------------ server -> client
+
+
+class Joined(msgspec.Struct, tag="joined"):
+    """Someone entered the room."""
+
+    name: str
+
+
+class Said(msgspec.Struct, tag="said"):
+    """Someone said something (at most 1000 characters of it)."""
+
+    name: str
+    text: str
+
+
+class Left(msgspec.Struct, tag="left"):
+    """Someone left the room."""
+
+    name: str
+
+
+class Presence(msgspec.Struct, tag="presence"):
+    """How many connections are in the room now."""
+
+    count: int
 
 
 class ChatWebsocket(GenericWebsocket):
@@ -20,26 +54,28 @@ class ChatWebsocket(GenericWebsocket):
 
     max_message_size = 4096
     rate_limit = 20  # messages per second per connection; a flooder is closed with 1008
+    send_type: ClassVar[object] = Joined | Said | Left | Presence
+    """What this handler sends: read by the AsyncAPI generator (docs/asyncapi.md)."""
 
     async def connect(self, room: str) -> None:
         self.name = self.query_params.get("name", "").strip()[:32] or "anonymous"
         self.group = f"room:{room}"
         await self.accept()
         await self.join_group(self.group)
-        await send_message_to_group(self.group, {"type": "joined", "name": self.name})
+        await send_message_to_group(self.group, Joined(self.name))
         await self.announce_presence()
 
     async def receive(self, data: Say | Who) -> None:
         if isinstance(data, Say):
-            await send_message_to_group(self.group, {"type": "said", "name": self.name, "text": data.text[:1000]})
+            await send_message_to_group(self.group, Said(self.name, data.text[:1000]))
         else:
-            await self.send({"type": "presence", "count": len(await group_members(self.group))})
+            await self.send(Presence(len(await group_members(self.group))))
 
     async def disconnect(self, code: int) -> None:
         # We have already left the group: tell the others.
-        await send_message_to_group(self.group, {"type": "left", "name": self.name})
+        await send_message_to_group(self.group, Left(self.name))
         await self.announce_presence()
 
     async def announce_presence(self) -> None:
         count = len(await group_members(self.group))
-        await send_message_to_group(self.group, {"type": "presence", "count": count})
+        await send_message_to_group(self.group, Presence(count))
