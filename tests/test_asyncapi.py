@@ -23,8 +23,7 @@ import pytest
 
 from samples.book.main import app as book_app
 from samples.chat.main import app as chat_app
-from tests.conftest import Serve
-from tests.servers import ROOT
+from tests.support.servers import ROOT, Serve
 from wsframe import GenericWebsocket, create_app
 from wsframe.asyncapi import SEND_TYPE_ATTRIBUTE, asyncapi_document, encode_document
 from wsframe.exceptions import ConfigurationError

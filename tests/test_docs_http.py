@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from docs.examples import http_app
-from tests.conftest import TIMEOUT, Serve
+from tests.support.rawclient import TIMEOUT
+from tests.support.servers import Serve
 from wsframe import TokenAuth, create_app
 
 BEARER = {"Authorization": "Bearer s3cret"}

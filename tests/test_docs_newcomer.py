@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 
 import wsframe.testing
-from tests.apps.redis_server import SHARED_REDIS_URL, require_shared_redis
-from tests.conftest import TIMEOUT, Serve
-from tests.servers import ROOT
+from tests.support.rawclient import TIMEOUT
+from tests.support.redis_server import SHARED_REDIS_URL, require_shared_redis
+from tests.support.servers import ROOT, Serve
 from wsframe import GenericWebsocket, Publisher, create_app
 from wsframe.backends.redis import DEFAULT_PREFIX
 from wsframe.testing import HandshakeRejectedError, WsClientFactory

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from tests.conftest import TIMEOUT, Serve, raw_connect
-from tests.rawws import HandshakeRejected
+from tests.support.rawclient import TIMEOUT, HandshakeRejected, raw_connect
+from tests.support.servers import Serve
 from wsframe import GenericWebsocket, create_app
 from wsframe.security import same_origin
 
