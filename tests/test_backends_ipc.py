@@ -308,10 +308,10 @@ def test_options_must_be_positive(option: str, sockets_dir: Path) -> None:
 
 
 def test_listening_socket_appears_only_once_it_accepts_connections(tmp_path: Path) -> None:
-    from wsframe.backends.ipc import _listening_socket
+    from wsframe.backends.ipc._dirs import listening_socket
 
     path = tmp_path / "0123abcd.sock"
-    listener = _listening_socket(path)
+    listener = listening_socket(path)
     try:
         # No temporary name is left behind, and the final name answers at once.
         assert [p.name for p in tmp_path.iterdir()] == ["0123abcd.sock"]

@@ -35,231 +35,51 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import contextlib
 import dataclasses
 import logging
 import os
-import re
-import secrets
-import shutil
-import socket
-import stat
-import struct
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from .._ids import CONNECTION_ID_LENGTH, is_node_id
-from ..exceptions import BackendUnavailableError, ConfigurationError
-from .base import Backend, Envelope, decode_envelope, encode_envelope
-
-if TYPE_CHECKING:
-    from ..registry import Registry
+from ..._ids import CONNECTION_ID_LENGTH, is_node_id
+from ...exceptions import BackendUnavailableError, ConfigurationError
+from ..base import Backend, BackendStats, Envelope, Node, check_positive, encode_envelope
+from . import _wire as wire
+from ._dirs import (
+    in_gunicorn,
+    listening_socket,
+    new_directory,
+    node_ids_in,
+    remove_directory,
+    resolve_directory,
+    runtime_base,
+)
+from ._peer import Peer
 
 __all__ = ["IpcBackend", "IpcBackendStats", "runtime_base", "in_gunicorn"]
 
 logger = logging.getLogger("wsframe.backends.ipc")
 
-_HEADER = struct.Struct("!I")
-_MAX_FRAME = 1 << 30
-_CONTROL = 1 << 31
-"""Set in a frame header: the body is a :class:`_Control` for the backend itself, not an envelope."""
-_ACK_OK = 1
-_ACK_BAD = 0
-_ACK_REPLY = 2
-"""An acknowledgement carrying an answer: followed by a header and that many bytes."""
-_OWNED_DIR = re.compile(r"(?:gunicorn-)?(\d+)(?:-[0-9a-f]+)?")
 _MAX_DEAD_NODES = 10_000
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
 
-def in_gunicorn() -> bool:
-    """Return whether this process is a gunicorn master or worker (gunicorn sets ``SERVER_SOFTWARE``)."""
-    return os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/")
-
-
-def runtime_base() -> Path:
-    """Return the private folder that holds wsframe's per-app socket directories.
-
-    ``$XDG_RUNTIME_DIR/wsframe`` when that is set, else ``<tmp>/wsframe-<uid>``.
-    Created with mode 0700; raises :class:`~wsframe.exceptions.ConfigurationError`
-    when it exists but is not a directory owned by this user (another user
-    could otherwise read or plant sockets).
-    """
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    base = (
-        Path(xdg) / "wsframe" if xdg and os.path.isdir(xdg) else Path(tempfile.gettempdir()) / f"wsframe-{os.getuid()}"
-    )
-    _private_dir(base)
-    return base
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, exist_ok=True)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise ConfigurationError(
-            f"{path} must be a directory owned by uid {os.getuid()} with mode 0700 for wsframe's worker sockets; "
-            "remove it, or pass backend='ipc:///some/private/dir'."
-        )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _has_live_socket(directory: Path) -> bool:
-    for path in directory.glob("*.sock"):
-        with socket.socket(socket.AF_UNIX) as probe:
-            probe.settimeout(0.1)
-            try:
-                probe.connect(str(path))
-            except OSError:
-                continue
-            return True
-    return False
-
-
-def _sweep(base: Path) -> None:
-    """Remove directories whose owning process (master or creator) is gone and where nobody listens.
-
-    The socket check matters when the base is shared across pid namespaces
-    (containers with a common /tmp), where a live master's pid looks dead.
-    """
-    for entry in base.iterdir():
-        match = _OWNED_DIR.fullmatch(entry.name)
-        if match and not _pid_alive(int(match.group(1))) and not _has_live_socket(entry):
-            logger.debug("removing %s: the process that made it is gone", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-
-
 @dataclasses.dataclass
-class IpcBackendStats:
-    """Counters of one :class:`IpcBackend`, for monitoring and tests."""
+class IpcBackendStats(BackendStats):
+    """Counters of one :class:`IpcBackend`, for monitoring and tests.
+
+    ``delivered``: envelopes received and handed to this process's registry;
+    ``bad_messages``: incoming frames that did not decode, or whose delivery
+    raised (skipped).
+    """
 
     sent: int = 0
     """Envelopes another node acknowledged."""
-    delivered: int = 0
-    """Envelopes received and handed to this process's registry."""
     dropped: int = 0
     """Envelopes for nodes that are gone (socket missing, refused, or closed before the ack)."""
-    bad_messages: int = 0
-    """Incoming frames that did not decode, or whose delivery raised; skipped."""
-
-
-class _Control(msgspec.Struct, array_like=True, frozen=True):
-    """A request to the backend of another node: ``hello`` (I am ``node_id``) or ``members`` of ``group``."""
-
-    kind: Literal["hello", "members"]
-    node_id: str = ""
-    group: str = ""
-
-
-_control_encoder = msgspec.msgpack.Encoder()
-_control_decoder = msgspec.msgpack.Decoder(_Control)
-_members_decoder = msgspec.msgpack.Decoder(list[str])
-
-_Answer = bool | bytes | None
-"""What a peer made of a frame: taken (True), refused (False), an answer (bytes), or the stream broke (None)."""
-
-
-def _control_frame(control: _Control) -> bytes:
-    body = _control_encoder.encode(control)
-    return _HEADER.pack(len(body) | _CONTROL) + body
-
-
-class _Peer:
-    """A cached stream to another node, with the futures of unacknowledged frames in order."""
-
-    def __init__(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.node_id = node_id
-        self.reader = reader
-        self.writer = writer
-        self.pending: collections.deque[asyncio.Future[_Answer]] = collections.deque()
-        self.closed = False
-        self.hello: asyncio.Future[_Answer] | None = None
-        self.task = asyncio.create_task(self._read_acks(), name=f"wsframe ipc acks {node_id}")
-
-    def request(self, frame: bytes) -> asyncio.Future[_Answer]:
-        """Write *frame*; the returned future gets the peer's answer to it."""
-        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        if self.closed:
-            future.set_result(None)
-            return future
-        self.pending.append(future)
-        self.writer.write(frame)
-        return future
-
-    async def _read_acks(self) -> None:
-        buffer = bytearray()
-        try:
-            while True:
-                chunk = await self.reader.read(65536)
-                if not chunk:
-                    return
-                if not buffer and _ACK_REPLY not in chunk:
-                    # The common case, kept cheap: nothing but one-byte acknowledgements.
-                    for ack in chunk:
-                        if not self._resolve(ack == _ACK_OK):
-                            return
-                    continue
-                buffer += chunk
-                offset = 0
-                while offset < len(buffer):
-                    answer: _Answer
-                    if buffer[offset] == _ACK_REPLY:
-                        if len(buffer) - offset <= _HEADER.size:
-                            break
-                        (size,) = _HEADER.unpack_from(buffer, offset + 1)
-                        if size > _MAX_FRAME:
-                            logger.warning("node %s announced a %d-byte answer; closing", self.node_id, size)
-                            return
-                        end = offset + 1 + _HEADER.size + size
-                        if len(buffer) < end:
-                            break
-                        answer = bytes(buffer[offset + 1 + _HEADER.size : end])
-                        offset = end
-                    else:
-                        answer = buffer[offset] == _ACK_OK
-                        offset += 1
-                    if not self._resolve(answer):
-                        return
-                del buffer[:offset]
-        except OSError as exc:
-            logger.debug("stream to node %s broke: %s", self.node_id, exc)
-        finally:
-            self.close()
-
-    def _resolve(self, answer: _Answer) -> bool:
-        """Hand *answer* to the oldest unanswered frame; False (after a warning) when there is none."""
-        if not self.pending:
-            logger.warning("node %s sent an acknowledgement for nothing; closing", self.node_id)
-            return False
-        future = self.pending.popleft()
-        if not future.done():
-            future.set_result(answer)
-        return True
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        # Whatever was not acknowledged went down with the node: at-most-once.
-        for future in self.pending:
-            if not future.done():
-                future.set_result(None)
-        self.pending.clear()
-        self.writer.close()
 
 
 class IpcBackend(Backend):
@@ -275,6 +95,7 @@ class IpcBackend(Backend):
     """
 
     name = "ipc"
+    _starts = "opens the worker socket"
 
     def __init__(
         self,
@@ -284,35 +105,26 @@ class IpcBackend(Backend):
         connect_timeout: float = 1.0,
         inbox_size: int = 10_000,
     ) -> None:
-        for label, value in (("ack_timeout", ack_timeout), ("connect_timeout", connect_timeout)):
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"{label} must be a positive number of seconds, got {value!r}")
-        if not isinstance(inbox_size, int) or inbox_size < 1:
-            raise ConfigurationError(f"inbox_size must be a positive number of envelopes, got {inbox_size!r}")
-        self.ack_timeout = float(ack_timeout)
-        self.connect_timeout = float(connect_timeout)
-        self.inbox_size = inbox_size
-        self.stats = IpcBackendStats()
+        self.ack_timeout = check_positive("ack_timeout", ack_timeout)
+        self.connect_timeout = check_positive("connect_timeout", connect_timeout)
+        self.inbox_size = int(check_positive("inbox_size", inbox_size, "envelopes", whole=True))
+        self.stats: IpcBackendStats = IpcBackendStats()
         self._explicit = Path(directory) if directory is not None else None
         self._created_by = os.getpid()
         self._made_dir: Path | None = None
         if self._explicit is None and not in_gunicorn():
             # Made now, in the process that builds the app, so that every
             # process forked from it afterwards finds the same directory.
-            base = runtime_base()
-            _sweep(base)
-            self._made_dir = base / f"{self._created_by}-{secrets.token_hex(4)}"
-            self._made_dir.mkdir(mode=0o700)
+            self._made_dir = new_directory(self._created_by)
         atexit.register(self._remove_directory_at_exit)
         self.directory: Path | None = None
-        self._registry: Registry | None = None
         self._server: asyncio.Server | None = None
         self._socket_path: Path | None = None
         self._inbox: asyncio.Queue[Envelope] | None = None
         self._delivery: asyncio.Task[None] | None = None
         self._inbound: set[asyncio.StreamWriter] = set()
         self._inbound_tasks: set[asyncio.Task[object]] = set()
-        self._peers: dict[str, _Peer] = {}
+        self._peers: dict[str, Peer] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._dead: set[str] = set()
         self._nodes: set[str] = set()
@@ -320,33 +132,22 @@ class IpcBackend(Backend):
 
     # -------------------------------------------------------------- lifecycle
 
-    def _resolve_directory(self) -> Path:
-        if self._explicit is not None:
-            self._explicit.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self._explicit.is_dir():  # pragma: no cover - mkdir(exist_ok) raises first for files
-                raise ConfigurationError(f"{self._explicit} is not a directory")
-            return self._explicit
-        if in_gunicorn():
-            # Workers are children of the gunicorn master: its pid names the
-            # one directory all of them share, with or without --preload.
-            base = runtime_base()
-            _sweep(base)
-            directory = base / f"gunicorn-{os.getppid()}"
-            directory.mkdir(mode=0o700, exist_ok=True)
-            return directory
-        if self._made_dir is None:  # pragma: no cover - set in __init__ whenever not under gunicorn
-            raise ConfigurationError("the IPC backend has no directory")
-        self._made_dir.mkdir(mode=0o700, exist_ok=True)
-        return self._made_dir
+    def _started(self) -> bool:
+        return self._server is not None
 
-    async def on_startup(self, registry: Registry) -> None:
-        """Listen on this node's socket and start delivering what arrives there."""
-        self._registry = registry
+    async def on_startup(self, node: Node) -> None:
+        """Listen on this node's socket, start delivering what arrives there, and greet the other nodes.
+
+        Raises :class:`~wsframe.exceptions.ConfigurationError` when the
+        directory cannot be used (a file, unsafe, or a socket path too long
+        for Unix sockets).
+        """
+        self._node = node
         try:
-            self.directory = self._resolve_directory()
+            self.directory = resolve_directory(self._explicit, self._made_dir)
         except FileExistsError:
             raise ConfigurationError(f"{self._explicit} exists and is not a directory; pass a directory") from None
-        path = self._socket_path = self.directory / f"{registry.node_id}.sock"
+        path = self._socket_path = self.directory / f"{node.node_id}.sock"
         if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
             raise ConfigurationError(
                 f"the worker socket path {path} is longer than the {_MAX_SOCKET_PATH} bytes Unix sockets allow; "
@@ -356,7 +157,7 @@ class IpcBackend(Backend):
         self._inbox = asyncio.Queue(maxsize=self.inbox_size)
         for attempt in range(3):
             try:
-                listener = _listening_socket(path)
+                listener = listening_socket(path)
                 break
             except FileNotFoundError:
                 # The last worker of the previous generation removed the then
@@ -365,9 +166,9 @@ class IpcBackend(Backend):
                     raise
                 self.directory.mkdir(mode=0o700, exist_ok=True)
         self._server = await asyncio.start_unix_server(self._serve_peer, sock=listener)
-        self._delivery = asyncio.create_task(self._deliver_forever(), name=f"wsframe ipc delivery {registry.node_id}")
-        logger.debug("node %s listening on %s", registry.node_id, self._socket_path)
-        await self._discover(self.directory, registry.node_id)
+        self._delivery = asyncio.create_task(self._deliver_forever(), name=f"wsframe ipc delivery {node.node_id}")
+        logger.debug("node %s listening on %s", node.node_id, self._socket_path)
+        await self._discover(self.directory, node.node_id)
 
     async def _discover(self, directory: Path, own: str) -> None:
         """Say hello to every node in *directory*, so each knows this one before it serves anyone.
@@ -375,7 +176,7 @@ class IpcBackend(Backend):
         Listening comes first: of two nodes starting together, the later
         lister sees the other's socket, and its hello tells the other.
         """
-        names = await asyncio.get_running_loop().run_in_executor(None, _node_ids_in, directory)
+        names = await asyncio.get_running_loop().run_in_executor(None, node_ids_in, directory)
         others = [node for node in names if node != own]
         self._nodes.update(others)
         await asyncio.gather(*(self._greet(node) for node in others))
@@ -426,16 +227,7 @@ class IpcBackend(Backend):
                 self.directory.rmdir()
 
     def _remove_directory_at_exit(self) -> None:
-        # Forked children inherit atexit handlers; only the creator cleans up.
-        if os.getpid() != self._created_by:
-            return
-        if self._made_dir is not None:
-            shutil.rmtree(self._made_dir, ignore_errors=True)
-        elif self._explicit is None and in_gunicorn():
-            # Built in the gunicorn master (--preload): its workers used
-            # gunicorn-<this pid>; remove what killed workers left behind.
-            with contextlib.suppress(ConfigurationError):  # the base was made unsafe since startup
-                shutil.rmtree(runtime_base() / f"gunicorn-{self._created_by}", ignore_errors=True)
+        remove_directory(self._created_by, self._explicit, self._made_dir)
 
     # ---------------------------------------------------------------- receive
 
@@ -450,30 +242,26 @@ class IpcBackend(Backend):
             self._inbound_tasks.add(task)
         try:
             while True:
-                header = await reader.readexactly(_HEADER.size)
-                (raw_size,) = _HEADER.unpack(header)
-                size = raw_size & ~_CONTROL
-                if size > _MAX_FRAME:
-                    logger.warning("closing an IPC stream that announced a %d-byte frame", size)
+                try:
+                    size, control = wire.read_header(await reader.readexactly(wire.HEADER.size))
+                except wire.FrameTooLarge as exc:
+                    logger.warning("closing an IPC stream that announced a %d-byte frame", exc.size)
                     return
                 body = await reader.readexactly(size)
-                if raw_size & _CONTROL:
+                if control:
                     # Answered at once, not through the inbox, in order with the acknowledgements.
                     writer.write(self._answer(body))
                     if writer.transport.get_write_buffer_size() > 65536:
                         await writer.drain()
                     continue
-                try:
-                    envelope = decode_envelope(body)
-                except (msgspec.DecodeError, TypeError) as exc:
-                    self.stats.bad_messages += 1
-                    logger.warning("skipping an IPC frame that is not a wsframe envelope: %s", exc)
-                    writer.write(bytes((_ACK_BAD,)))
+                envelope = self._decode(body, "an IPC stream")
+                if envelope is None:
+                    writer.write(wire.ACK_BAD)
                     continue
                 # Queue, then acknowledge: the sender's next send (from any
                 # process) is therefore queued after this one.
                 await inbox.put(envelope)
-                writer.write(bytes((_ACK_OK,)))
+                writer.write(wire.ACK_OK)
                 if writer.transport.get_write_buffer_size() > 65536:
                     await writer.drain()
         except asyncio.IncompleteReadError:
@@ -493,40 +281,32 @@ class IpcBackend(Backend):
 
     def _answer(self, body: bytes) -> bytes:
         """Carry out a control frame from another node and return the bytes that answer it."""
-        registry = self._registry
+        node = self._node
         try:
-            control = _control_decoder.decode(body)
+            control = wire.decode_control(body)
         except (msgspec.DecodeError, TypeError) as exc:
             self.stats.bad_messages += 1
             logger.warning("skipping an IPC control frame that does not decode: %s", exc)
-            return bytes((_ACK_BAD,))
-        if registry is None:  # pragma: no cover - the server starts after the registry is set
-            return bytes((_ACK_BAD,))
+            return wire.ACK_BAD
+        if node is None:  # pragma: no cover - the server starts after the node is set
+            return wire.ACK_BAD
         if control.kind == "hello":
             node_id = control.node_id
-            if not is_node_id(node_id) or node_id == registry.node_id:
+            if not is_node_id(node_id) or node_id == node.node_id:
                 self.stats.bad_messages += 1
                 logger.warning("ignoring a hello from %r, which is not another node's id", node_id)
-                return bytes((_ACK_BAD,))
+                return wire.ACK_BAD
             self._nodes.add(node_id)
             self._dead.discard(node_id)
-            return bytes((_ACK_OK,))
-        members = _control_encoder.encode(registry.local_members(control.group))
-        return bytes((_ACK_REPLY,)) + _HEADER.pack(len(members)) + members
+            return wire.ACK_OK
+        return wire.reply_frame(node.local_members(control.group))
 
     async def _deliver_forever(self) -> None:
-        inbox, registry = self._inbox, self._registry
-        if inbox is None or registry is None:  # pragma: no cover - started by on_startup after both are set
+        inbox = self._inbox
+        if inbox is None:  # pragma: no cover - started by on_startup after the inbox is made
             return
         while True:
-            envelope = await inbox.get()
-            try:
-                await registry.deliver_envelope(envelope)
-            except Exception:
-                self.stats.bad_messages += 1
-                logger.exception("delivering %s to %s failed; skipped", envelope.kind, envelope.connection_id)
-                continue
-            self.stats.delivered += 1
+            await self._deliver(await inbox.get())
 
     # ------------------------------------------------------------------- send
 
@@ -540,10 +320,7 @@ class IpcBackend(Backend):
         ``ack_timeout`` (its loop is blocked or its inbox full), and before
         startup. On cancellation the envelope may or may not be delivered.
         """
-        if self._server is None:
-            raise BackendUnavailableError(
-                "the IPC backend is not started; start the app (its on_startup opens the worker socket) first."
-            )
+        self._require_started()
         if not is_node_id(node_id):
             # Never build a path from something that is not a node id.
             logger.debug("dropping %s for %s: %r is not a node id", envelope.kind, envelope.connection_id, node_id)
@@ -555,7 +332,7 @@ class IpcBackend(Backend):
                 self.stats.dropped += 1
                 return
         data = encode_envelope(envelope)
-        future = peer.request(_HEADER.pack(len(data)) + data)
+        future = peer.request(wire.envelope_frame(data))
         try:
             async with asyncio.timeout(self.ack_timeout):
                 await peer.writer.drain()
@@ -577,7 +354,7 @@ class IpcBackend(Backend):
         else:  # pragma: no cover - only a peer running an incompatible wsframe answers this
             logger.warning("node %s could not decode the %s for %s", node_id, envelope.kind, envelope.connection_id)
 
-    async def _connect(self, node_id: str) -> _Peer | None:
+    async def _connect(self, node_id: str) -> Peer | None:
         if node_id in self._dead:
             logger.debug("node %s is gone; dropped", node_id)
             return None
@@ -613,16 +390,16 @@ class IpcBackend(Backend):
                 # Shut down while connecting: a stream cached now would outlive the backend.
                 writer.close()
                 return None
-            peer = _Peer(node_id, reader, writer)
-            own = self._registry.node_id if self._registry is not None else ""
+            peer = Peer(node_id, reader, writer)
+            own = self._node.node_id if self._node is not None else ""
             # Every stream opens by naming its sender: that is how a node
             # that started later becomes known to the others.
-            peer.hello = peer.request(_control_frame(_Control("hello", node_id=own)))
+            peer.hello = peer.request(wire.control_frame(wire.Control("hello", node_id=own)))
             self._peers[node_id] = peer
             peer.task.add_done_callback(lambda _: self._forget(peer))
             return peer
 
-    def _forget(self, peer: _Peer) -> None:
+    def _forget(self, peer: Peer) -> None:
         if self._peers.get(peer.node_id) is peer:
             del self._peers[peer.node_id]
 
@@ -659,11 +436,11 @@ class IpcBackend(Backend):
         :class:`~wsframe.exceptions.BackendUnavailableError` before startup
         and when a node does not answer within ``ack_timeout``.
         """
-        self._require_started()
+        node = self._require_started()
         nodes = sorted(self._nodes)
-        results = await asyncio.gather(*(self._members_of(node, group) for node in nodes), return_exceptions=True)
+        results = await asyncio.gather(*(self._members_of(other, group) for other in nodes), return_exceptions=True)
         _raise_first(results)
-        members = set(self._registry.local_members(group)) if self._registry is not None else set()
+        members = set(node.local_members(group))
         for result in results:
             if isinstance(result, set):
                 members |= result
@@ -678,8 +455,8 @@ class IpcBackend(Backend):
                 peer = await self._connect(node_id)
                 if peer is None:
                     return set()
-            future = peer.request(_control_frame(_Control("members", group=group)))
-            answer: _Answer
+            future = peer.request(wire.control_frame(wire.Control("members", group=group)))
+            answer: wire.Answer
             try:
                 async with asyncio.timeout(self.ack_timeout):
                     await peer.writer.drain()
@@ -693,7 +470,7 @@ class IpcBackend(Backend):
                 answer = None
             if isinstance(answer, bytes):
                 try:
-                    ids = _members_decoder.decode(answer)
+                    ids = wire.decode_members(answer)
                 except msgspec.DecodeError as exc:
                     self.stats.bad_messages += 1
                     logger.warning("node %s answered a presence query with garbage: %s", node_id, exc)
@@ -704,44 +481,6 @@ class IpcBackend(Backend):
                 logger.warning("node %s did not understand a presence query; counted as no members", node_id)
                 return set()
         return set()
-
-    def _require_started(self) -> None:
-        if self._server is None or self._registry is None:
-            raise BackendUnavailableError(
-                "the IPC backend is not started; start the app (its on_startup opens the worker socket) first."
-            )
-
-
-def _listening_socket(path: Path) -> socket.socket:
-    """Return a Unix socket already listening at *path*, which appears only once it listens.
-
-    Bound and listening under a temporary name first, then renamed into place
-    (atomic): a worker that finds ``<node>.sock`` can always connect to it. A
-    socket bound at its final name would be visible before listen(), and a
-    peer starting at that moment would get ECONNREFUSED, take the socket for
-    a dead worker's and unlink it.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(temporary))
-        os.chmod(temporary, 0o600)
-        sock.listen(1024)
-        os.rename(temporary, path)
-    except BaseException:
-        sock.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    sock.setblocking(False)
-    return sock
-
-
-def _node_ids_in(directory: Path) -> list[str]:
-    """Node ids with a socket in *directory* (run in an executor: it reads the filesystem)."""
-    with os.scandir(directory) as entries:
-        names = [entry.name[: -len(".sock")] for entry in entries if entry.name.endswith(".sock")]
-    return [name for name in names if is_node_id(name)]
 
 
 def _target(envelope: Envelope) -> str:
