@@ -121,3 +121,10 @@ def test_a_whole_number_option_refuses_a_fraction() -> None:
     with pytest.raises(ConfigurationError, match=r"inbox_size must be a positive number of envelopes, got 2\.5"):
         check_positive("inbox_size", 2.5, "envelopes", whole=True)
     assert check_positive("inbox_size", 3, "envelopes", whole=True) == 3.0
+
+
+def test_a_group_send_envelope_names_no_connection_and_carries_its_group_and_origin() -> None:
+    envelope = Envelope.group_send("red", b"hi", 2, exclude=(CONNECTION,), origin="publisher")
+    assert envelope == Envelope(
+        "group_send", "", payload=b"hi", opcode=2, group="red", exclude=(CONNECTION,), origin="publisher"
+    )

@@ -118,7 +118,7 @@ async def test_id_whose_node_part_is_a_path_is_dropped_without_touching_the_file
     (sockets_dir.parent / "x.sock").unlink(missing_ok=True)
     await client.app[REGISTRY_KEY].send("../x.so" + "0" * 25, "escape")
     assert backend_of(client).stats.dropped == 0
-    assert backend_of(client)._dead == set()
+    assert backend_of(client)._peers.dead == set()
 
 
 # ----------------------------------------------------------------- bad input

@@ -26,18 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import status
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, is_node_id, validate_group_name
 from .backends.base import Envelope, check_positive, encode_envelope
-from .backends.redis._keys import (
-    DEFAULT_PREFIX,
-    alive_key,
-    check_prefix,
-    group_channel,
-    member_ids,
-    members_key,
-    node_channel,
-    nodes_to_check,
-    redacted_url,
-    stale_members,
-)
+from .backends.redis import _keys as keys
 from .codec import encode_frame
 from .exceptions import BackendUnavailableError, ConfigurationError
 
@@ -59,8 +48,10 @@ class Publisher:
     :class:`~wsframe.exceptions.ConfigurationError` for a bad URL or prefix.
     """
 
-    def __init__(self, redis: str | sync_redis.Redis, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0) -> None:
-        self.prefix = check_prefix(prefix)
+    def __init__(
+        self, redis: str | sync_redis.Redis, *, prefix: str = keys.DEFAULT_PREFIX, timeout: float = 1.0
+    ) -> None:
+        self.prefix = keys.check_prefix(prefix)
         seconds = check_positive("timeout", timeout)
         from redis.exceptions import RedisError
 
@@ -69,7 +60,7 @@ class Publisher:
         self._owns_client = isinstance(redis, str)
         client = _make_client(redis, seconds)
         self._client = client
-        self.url = redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
+        self.url = keys.redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
 
     def send_message_to_websocket(self, connection_id: str, data: Any) -> bool:
         """Send *data* to *connection_id*, encoded as :meth:`GenericWebsocket.send` does.
@@ -113,15 +104,7 @@ class Publisher:
         excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
         if not all(isinstance(connection_id, str) for connection_id in excluded):
             raise TypeError(f"exclude takes a connection id or a collection of them, got {exclude!r}")
-        envelope = Envelope(
-            "group_send",
-            "",
-            payload=payload,
-            opcode=int(opcode),
-            group=group,
-            exclude=excluded,
-            origin=_ORIGIN,
-        )
+        envelope = Envelope.group_send(group, payload, int(opcode), exclude=excluded, origin=_ORIGIN)
         return self._publish_to_group(group, envelope)
 
     def close_group(self, group: str, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> int:
@@ -147,16 +130,16 @@ class Publisher:
         answer in time.
         """
         validate_group_name(group)
-        key = members_key(self.prefix, group)
+        key = keys.members_key(self.prefix, group)
         try:
-            members = member_ids(self._client.smembers(key))
-            nodes = nodes_to_check(members)
-            alive = self._client.mget([alive_key(self.prefix, node) for node in nodes]) if nodes else []
+            members = keys.member_ids(self._client.smembers(key))
+            nodes = keys.nodes_to_check(members)
+            alive = self._client.mget([keys.alive_key(self.prefix, node) for node in nodes]) if nodes else []
         except self._unreachable as exc:
             raise BackendUnavailableError(
                 f"Redis at {self.url} did not say who is in group {group!r} ({exc})."
             ) from exc
-        stale = stale_members(members, nodes, alive)
+        stale = keys.stale_members(members, nodes, alive)
         if stale:
             # As the app's backend does: ids of a node that stopped refreshing are gone for good.
             # If Redis fails now the next look prunes them; the answer is right either way.
@@ -182,22 +165,18 @@ class Publisher:
         node_id = connection_id[:NODE_ID_LENGTH]
         if len(connection_id) != CONNECTION_ID_LENGTH or not is_node_id(node_id):
             return False
-        try:
-            receivers = self._client.publish(node_channel(self.prefix, node_id), encode_envelope(envelope))
-        except self._unreachable as exc:
-            raise BackendUnavailableError(
-                f"Redis at {self.url} did not take the {envelope.kind} for {connection_id} ({exc}); not sent."
-            ) from exc
-        return bool(receivers)
+        channel = keys.node_channel(self.prefix, node_id)
+        return bool(self._publish_on(channel, envelope, f"{envelope.kind} for {connection_id}"))
 
     def _publish_to_group(self, group: str, envelope: Envelope) -> int:
+        return self._publish_on(keys.group_channel(self.prefix, group), envelope, f"{envelope.kind} to group {group!r}")
+
+    def _publish_on(self, channel: str, envelope: Envelope, what: str) -> int:
+        """PUBLISH *envelope* on *channel*; return how many subscribers took it, or raise naming *what*."""
         try:
-            receivers = self._client.publish(group_channel(self.prefix, group), encode_envelope(envelope))
+            return int(self._client.publish(channel, encode_envelope(envelope)))
         except self._unreachable as exc:
-            raise BackendUnavailableError(
-                f"Redis at {self.url} did not take the {envelope.kind} to group {group!r} ({exc}); not sent."
-            ) from exc
-        return int(receivers)
+            raise BackendUnavailableError(f"Redis at {self.url} did not take the {what} ({exc}); not sent.") from exc
 
 
 def _make_client(target: str | sync_redis.Redis, timeout: float) -> sync_redis.Redis:
@@ -219,4 +198,4 @@ def _make_client(target: str | sync_redis.Redis, timeout: float) -> sync_redis.R
             target, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
         )
     except ValueError as exc:
-        raise ConfigurationError(f"not a Redis URL: {redacted_url(target)!r} ({exc})") from None
+        raise ConfigurationError(f"not a Redis URL: {keys.redacted_url(target)!r} ({exc})") from None

@@ -51,6 +51,13 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     exclude: tuple[str, ...] = ()
     origin: str = ""
 
+    @classmethod
+    def group_send(
+        cls, group: str, payload: bytes, opcode: int, *, exclude: tuple[str, ...] = (), origin: str
+    ) -> Envelope:
+        """Return the envelope that delivers *payload* to *group*'s members but *exclude*, sent by *origin*."""
+        return cls("group_send", "", payload=payload, opcode=opcode, group=group, exclude=exclude, origin=origin)
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)

@@ -57,13 +57,12 @@ from ._dirs import (
     resolve_directory,
     runtime_base,
 )
-from ._peer import Peer
+from ._peer import Peers
 
 __all__ = ["IpcBackend", "IpcBackendStats", "runtime_base", "in_gunicorn"]
 
 logger = logging.getLogger("wsframe.backends.ipc")
 
-_MAX_DEAD_NODES = 10_000
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
 
@@ -124,11 +123,7 @@ class IpcBackend(Backend):
         self._delivery: asyncio.Task[None] | None = None
         self._inbound: set[asyncio.StreamWriter] = set()
         self._inbound_tasks: set[asyncio.Task[object]] = set()
-        self._peers: dict[str, Peer] = {}
-        self._connecting: dict[str, asyncio.Lock] = {}
-        self._dead: set[str] = set()
-        self._nodes: set[str] = set()
-        """Other nodes believed alive: found at startup or said hello since; dropped once found dead."""
+        self._peers = Peers(connect_timeout=self.connect_timeout, ack_timeout=self.ack_timeout)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -165,6 +160,7 @@ class IpcBackend(Backend):
                 if attempt == 2:
                     raise
                 self.directory.mkdir(mode=0o700, exist_ok=True)
+        self._peers.start(self.directory, node.node_id)
         self._server = await asyncio.start_unix_server(self._serve_peer, sock=listener)
         self._delivery = asyncio.create_task(self._deliver_forever(), name=f"wsframe ipc delivery {node.node_id}")
         logger.debug("node %s listening on %s", node.node_id, self._socket_path)
@@ -178,12 +174,12 @@ class IpcBackend(Backend):
         """
         names = await asyncio.get_running_loop().run_in_executor(None, node_ids_in, directory)
         others = [node for node in names if node != own]
-        self._nodes.update(others)
+        self._peers.nodes.update(others)
         await asyncio.gather(*(self._greet(node) for node in others))
 
     async def _greet(self, node_id: str) -> None:
         try:
-            peer = await self._connect(node_id)
+            peer = await self._peers.connect(node_id)
             if peer is None or peer.hello is None:
                 return  # a socket nobody listens on: removed, node forgotten
             async with asyncio.timeout(self.ack_timeout):
@@ -206,12 +202,7 @@ class IpcBackend(Backend):
             # A stream blocked on a full inbox would otherwise wait forever.
             inbound.cancel()
             tasks.append(inbound)
-        for peer in list(self._peers.values()):
-            peer.close()
-            peer.task.cancel()
-            tasks.append(peer.task)
-        self._peers.clear()
-        self._nodes.clear()
+        tasks.extend(self._peers.close())
         delivery, self._delivery = self._delivery, None
         if delivery is not None:
             delivery.cancel()
@@ -296,8 +287,7 @@ class IpcBackend(Backend):
                 self.stats.bad_messages += 1
                 logger.warning("ignoring a hello from %r, which is not another node's id", node_id)
                 return wire.ACK_BAD
-            self._nodes.add(node_id)
-            self._dead.discard(node_id)
+            self._peers.heard_from(node_id)
             return wire.ACK_OK
         return wire.reply_frame(node.local_members(control.group))
 
@@ -325,90 +315,24 @@ class IpcBackend(Backend):
             # Never build a path from something that is not a node id.
             logger.debug("dropping %s for %s: %r is not a node id", envelope.kind, envelope.connection_id, node_id)
             return
-        peer = self._peers.get(node_id)
-        if peer is None or peer.closed:
-            peer = await self._connect(node_id)
-            if peer is None:
-                self.stats.dropped += 1
-                return
-        data = encode_envelope(envelope)
-        future = peer.request(wire.envelope_frame(data))
-        try:
-            async with asyncio.timeout(self.ack_timeout):
-                await peer.writer.drain()
-                acknowledged = await future
-        except TimeoutError:  # before OSError, of which it is a subclass
-            raise BackendUnavailableError(
-                f"worker node {node_id} did not take the {envelope.kind} for {_target(envelope)} within "
-                f"{self.ack_timeout} s (its event loop is blocked or its inbox is full); it may still arrive."
-            ) from None
-        except OSError:
-            acknowledged = None  # the stream broke: the node is gone
+        acknowledged = await self._peers.ask(
+            node_id,
+            wire.envelope_frame(encode_envelope(envelope)),
+            f"take the {envelope.kind} for {_target(envelope)}",
+            "(its event loop is blocked or its inbox is full); it may still arrive.",
+        )
         if acknowledged is None:
             self.stats.dropped += 1
             logger.debug(
-                "node %s went away before taking %s for %s; dropped", node_id, envelope.kind, envelope.connection_id
+                "node %s is gone or went away before taking %s for %s; dropped",
+                node_id,
+                envelope.kind,
+                envelope.connection_id,
             )
         elif acknowledged:
             self.stats.sent += 1
         else:  # pragma: no cover - only a peer running an incompatible wsframe answers this
             logger.warning("node %s could not decode the %s for %s", node_id, envelope.kind, envelope.connection_id)
-
-    async def _connect(self, node_id: str) -> Peer | None:
-        if node_id in self._dead:
-            logger.debug("node %s is gone; dropped", node_id)
-            return None
-        lock = self._connecting.setdefault(node_id, asyncio.Lock())
-        async with lock:
-            peer = self._peers.get(node_id)
-            if peer is not None and not peer.closed:
-                return peer
-            directory = self.directory
-            if directory is None:  # pragma: no cover - set by on_startup, checked by the caller
-                return None
-            path = directory / f"{node_id}.sock"
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_unix_connection(str(path))
-            except FileNotFoundError:
-                self._mark_dead(node_id)
-                logger.debug("no worker with node id %s here (no socket %s); dropped", node_id, path)
-                return None
-            except ConnectionRefusedError:
-                # Nobody listens on it: the worker died without cleaning up.
-                self._mark_dead(node_id)
-                path.unlink(missing_ok=True)
-                logger.debug("worker node %s is gone (connection refused); removed %s", node_id, path)
-                return None
-            except TimeoutError:
-                raise BackendUnavailableError(
-                    f"worker node {node_id} did not accept a connection within {self.connect_timeout} s"
-                ) from None
-            except OSError as exc:
-                raise BackendUnavailableError(f"cannot reach worker node {node_id} at {path}: {exc}") from exc
-            if self._server is None:
-                # Shut down while connecting: a stream cached now would outlive the backend.
-                writer.close()
-                return None
-            peer = Peer(node_id, reader, writer)
-            own = self._node.node_id if self._node is not None else ""
-            # Every stream opens by naming its sender: that is how a node
-            # that started later becomes known to the others.
-            peer.hello = peer.request(wire.control_frame(wire.Control("hello", node_id=own)))
-            self._peers[node_id] = peer
-            peer.task.add_done_callback(lambda _: self._forget(peer))
-            return peer
-
-    def _forget(self, peer: Peer) -> None:
-        if self._peers.get(peer.node_id) is peer:
-            del self._peers[peer.node_id]
-
-    def _mark_dead(self, node_id: str) -> None:
-        if len(self._dead) >= _MAX_DEAD_NODES:
-            self._dead.clear()
-        self._dead.add(node_id)
-        self._nodes.discard(node_id)
-        self._connecting.pop(node_id, None)
 
     # ----------------------------------------------------------------- groups
 
@@ -424,7 +348,7 @@ class IpcBackend(Backend):
         """
         self._require_started()
         results = await asyncio.gather(
-            *(self.publish_to_node(node, envelope) for node in sorted(self._nodes)), return_exceptions=True
+            *(self.publish_to_node(node, envelope) for node in sorted(self._peers.nodes)), return_exceptions=True
         )
         _raise_first(results)
 
@@ -437,7 +361,7 @@ class IpcBackend(Backend):
         and when a node does not answer within ``ack_timeout``.
         """
         node = self._require_started()
-        nodes = sorted(self._nodes)
+        nodes = sorted(self._peers.nodes)
         results = await asyncio.gather(*(self._members_of(other, group) for other in nodes), return_exceptions=True)
         _raise_first(results)
         members = set(node.local_members(group))
@@ -450,24 +374,12 @@ class IpcBackend(Backend):
         # Twice at most: a cached stream may have broken because the node
         # died, or for a reason of its own; a fresh connect tells which.
         for _ in range(2):
-            peer = self._peers.get(node_id)
-            if peer is None or peer.closed:
-                peer = await self._connect(node_id)
-                if peer is None:
-                    return set()
-            future = peer.request(wire.control_frame(wire.Control("members", group=group)))
-            answer: wire.Answer
-            try:
-                async with asyncio.timeout(self.ack_timeout):
-                    await peer.writer.drain()
-                    answer = await future
-            except TimeoutError:  # before OSError, of which it is a subclass
-                raise BackendUnavailableError(
-                    f"worker node {node_id} did not say who is in group {group!r} within {self.ack_timeout} s "
-                    "(its event loop is blocked)."
-                ) from None
-            except OSError:
-                answer = None
+            answer = await self._peers.ask(
+                node_id,
+                wire.control_frame(wire.Control("members", group=group)),
+                f"say who is in group {group!r}",
+                "(its event loop is blocked).",
+            )
             if isinstance(answer, bytes):
                 try:
                     ids = wire.decode_members(answer)
