@@ -7,11 +7,12 @@ A small backend that hands every envelope back to its own node exercises them wi
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from wsframe import BackendUnavailableError, ConfigurationError
-from wsframe.backends import MemoryBackend
+from wsframe.backends import IpcBackend, MemoryBackend, RedisBackend
 from wsframe.backends.base import Backend, BackendStats, Envelope, Node, check_positive, encode_envelope
 from wsframe.registry import Registry
 
@@ -102,6 +103,20 @@ async def test_a_backend_used_before_startup_raises_saying_how_it_starts() -> No
     assert str(caught.value) == (
         "the loopback backend is not started; start the app (its on_startup remembers its node) first."
     )
+
+
+async def test_the_redis_and_ipc_backends_say_how_they_start(tmp_path: Path) -> None:
+    unstarted = {
+        "Redis": RedisBackend("redis://127.0.0.1:6379/0"),
+        "IPC": IpcBackend(tmp_path),
+    }
+    starts = {"Redis": "connects to Redis", "IPC": "opens the worker socket"}
+    for label, backend in unstarted.items():
+        with pytest.raises(BackendUnavailableError) as caught:
+            await backend.publish_to_node("deadbeef", Envelope("send", CONNECTION))
+        assert str(caught.value) == (
+            f"the {label} backend is not started; start the app (its on_startup {starts[label]}) first."
+        )
 
 
 @pytest.mark.parametrize("value", [1, 0.25, 10**6])

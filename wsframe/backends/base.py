@@ -123,6 +123,8 @@ class Backend(abc.ABC):
     name: str = "backend"
     stats: BackendStats
     _node: Node | None = None
+    _label = ""
+    """How messages name this backend ("Redis", "IPC"); ``name`` when empty."""
     _starts = "starts it"
     """How on_startup readies this backend, for the "not started" error: "connects to Redis"."""
 
@@ -173,7 +175,8 @@ class Backend(abc.ABC):
         node = self._node
         if node is None or not self._started():
             raise BackendUnavailableError(
-                f"the {self.name} backend is not started; start the app (its on_startup {self._starts}) first."
+                f"the {self._label or self.name} backend is not started; "
+                f"start the app (its on_startup {self._starts}) first."
             )
         return node
 

@@ -94,6 +94,7 @@ class IpcBackend(Backend):
     """
 
     name = "ipc"
+    _label = "IPC"
     _starts = "opens the worker socket"
 
     def __init__(

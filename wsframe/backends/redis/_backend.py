@@ -62,6 +62,7 @@ class RedisBackend(Backend):
     """
 
     name = "redis"
+    _label = "Redis"
     _starts = "connects to Redis"
 
     def __init__(
