@@ -118,7 +118,7 @@ async def test_id_whose_node_part_is_a_path_is_dropped_without_touching_the_file
     (sockets_dir.parent / "x.sock").unlink(missing_ok=True)
     await client.app[REGISTRY_KEY].send("../x.so" + "0" * 25, "escape")
     assert backend_of(client).stats.dropped == 0
-    assert backend_of(client)._dead == set()
+    assert backend_of(client)._peers.dead == set()
 
 
 # ----------------------------------------------------------------- bad input
@@ -308,10 +308,10 @@ def test_options_must_be_positive(option: str, sockets_dir: Path) -> None:
 
 
 def test_listening_socket_appears_only_once_it_accepts_connections(tmp_path: Path) -> None:
-    from wsframe.backends.ipc import _listening_socket
+    from wsframe.backends.ipc._dirs import listening_socket
 
     path = tmp_path / "0123abcd.sock"
-    listener = _listening_socket(path)
+    listener = listening_socket(path)
     try:
         # No temporary name is left behind, and the final name answers at once.
         assert [p.name for p in tmp_path.iterdir()] == ["0123abcd.sock"]

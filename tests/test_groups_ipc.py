@@ -69,7 +69,7 @@ async def test_a_node_started_later_is_reached_by_group_sends_from_earlier_nodes
     late = await serve(node(sockets_dir))
     ws, _ = await member(late, "red")
     # The early node never listed the directory after startup: it knows the late one from its hello.
-    assert backend_of(early)._nodes == {late.app[REGISTRY_KEY].node_id}
+    assert backend_of(early)._peers.nodes == {late.app[REGISTRY_KEY].node_id}
     await send_message_to_group("red", "welcome", app=early.app)
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"welcome")
 
@@ -81,7 +81,7 @@ async def test_a_node_that_shut_down_is_forgotten_at_the_next_group_send(serve: 
     await b.close()
     await send_message_to_group("red", "still here", app=a.app)
     assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"still here")
-    assert b_id not in backend_of(a)._nodes
+    assert b_id not in backend_of(a)._peers.nodes
     assert backend_of(a).stats.dropped == 1
 
 
@@ -91,7 +91,7 @@ async def test_stale_socket_found_at_startup_is_removed_and_not_a_node(serve: Se
         listener.bind(str(stale))
     client = await serve(node(sockets_dir))
     assert not stale.exists()
-    assert backend_of(client)._nodes == set()
+    assert backend_of(client)._peers.nodes == set()
 
 
 async def test_group_send_to_a_node_that_does_not_take_it_raises_after_the_others_have_it(
@@ -177,7 +177,7 @@ async def test_hello_that_does_not_name_another_node_is_refused(serve: Serve, so
     reader, writer = await _open_to(owner)
     writer.write(control_frame(msgspec.msgpack.encode(["hello", claimed, ""])))
     assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT) == b"\x00"
-    assert backend_of(owner)._nodes == set()
+    assert backend_of(owner)._peers.nodes == set()
     writer.close()
     await writer.wait_closed()
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from . import status
@@ -15,6 +14,9 @@ from .config import SETTINGS_KEY, Settings
 from .registry import REGISTRY_KEY, Registry, started_apps
 from .routing import Route, compile_urls
 from .security import Auth, OriginPolicy, Permission
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = ["create_app", "ROUTES_KEY"]
 

@@ -12,7 +12,8 @@ does, with redis-py's synchronous client, so no event loop is needed::
         publisher.send_message_to_group("room:42", {"detail": "maintenance at noon"})
         print(len(publisher.group_members("room:42")), "people in the room")
 
-The app must run with the Redis backend on the same Redis and prefix.
+The app must run with the Redis backend on the same Redis and prefix. redis-py
+is imported when the first publisher is made, not with wsframe.
 """
 
 from __future__ import annotations
@@ -20,27 +21,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection
 from types import TracebackType
-from typing import Any
-
-import redis as sync_redis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from typing import TYPE_CHECKING, Any
 
 from . import status
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, is_node_id, validate_group_name
-from .backends.base import Envelope, encode_envelope
-from .backends.redis import (
-    DEFAULT_PREFIX,
-    alive_key,
-    check_prefix,
-    group_channel,
-    members_key,
-    node_channel,
-    redacted_url,
-)
+from .backends.base import Envelope, check_positive, encode_envelope
+from .backends.redis import _keys as keys
 from .codec import encode_frame
 from .exceptions import BackendUnavailableError, ConfigurationError
+
+if TYPE_CHECKING:
+    import redis as sync_redis
 
 __all__ = ["Publisher"]
 
@@ -57,14 +48,19 @@ class Publisher:
     :class:`~wsframe.exceptions.ConfigurationError` for a bad URL or prefix.
     """
 
-    def __init__(self, redis: str | sync_redis.Redis, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0) -> None:
-        self.prefix = check_prefix(prefix)
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    def __init__(
+        self, redis: str | sync_redis.Redis, *, prefix: str = keys.DEFAULT_PREFIX, timeout: float = 1.0
+    ) -> None:
+        self.prefix = keys.check_prefix(prefix)
+        seconds = check_positive("timeout", timeout)
+        from redis.exceptions import RedisError
+
+        self._unreachable: tuple[type[Exception], ...] = (RedisError, OSError)
+        """What the client raises when Redis is gone or too slow (redis-py is imported here, on first use)."""
         self._owns_client = isinstance(redis, str)
-        client = _make_client(redis, float(timeout))
+        client = _make_client(redis, seconds)
         self._client = client
-        self.url = redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
+        self.url = keys.redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
 
     def send_message_to_websocket(self, connection_id: str, data: Any) -> bool:
         """Send *data* to *connection_id*, encoded as :meth:`GenericWebsocket.send` does.
@@ -108,15 +104,7 @@ class Publisher:
         excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
         if not all(isinstance(connection_id, str) for connection_id in excluded):
             raise TypeError(f"exclude takes a connection id or a collection of them, got {exclude!r}")
-        envelope = Envelope(
-            "group_send",
-            "",
-            payload=payload,
-            opcode=int(opcode),
-            group=group,
-            exclude=excluded,
-            origin=_ORIGIN,
-        )
+        envelope = Envelope.group_send(group, payload, int(opcode), exclude=excluded, origin=_ORIGIN)
         return self._publish_to_group(group, envelope)
 
     def close_group(self, group: str, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> int:
@@ -142,21 +130,20 @@ class Publisher:
         answer in time.
         """
         validate_group_name(group)
-        key = members_key(self.prefix, group)
+        key = keys.members_key(self.prefix, group)
         try:
-            members = {m.decode() if isinstance(m, bytes) else str(m) for m in self._client.smembers(key)}
-            nodes = sorted({m[:NODE_ID_LENGTH] for m in members})
-            alive = self._client.mget([alive_key(self.prefix, node) for node in nodes]) if nodes else []
-        except (RedisError, OSError) as exc:
+            members = keys.member_ids(self._client.smembers(key))
+            nodes = keys.nodes_to_check(members)
+            alive = self._client.mget([keys.alive_key(self.prefix, node) for node in nodes]) if nodes else []
+        except self._unreachable as exc:
             raise BackendUnavailableError(
                 f"Redis at {self.url} did not say who is in group {group!r} ({exc})."
             ) from exc
-        dead = {node for node, flag in zip(nodes, alive, strict=True) if flag is None}
-        stale = {m for m in members if m[:NODE_ID_LENGTH] in dead}
+        stale = keys.stale_members(members, nodes, alive)
         if stale:
             # As the app's backend does: ids of a node that stopped refreshing are gone for good.
             # If Redis fails now the next look prunes them; the answer is right either way.
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*self._unreachable):
                 self._client.srem(key, *stale)
         return members - stale
 
@@ -178,25 +165,25 @@ class Publisher:
         node_id = connection_id[:NODE_ID_LENGTH]
         if len(connection_id) != CONNECTION_ID_LENGTH or not is_node_id(node_id):
             return False
-        try:
-            receivers = self._client.publish(node_channel(self.prefix, node_id), encode_envelope(envelope))
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailableError(
-                f"Redis at {self.url} did not take the {envelope.kind} for {connection_id} ({exc}); not sent."
-            ) from exc
-        return bool(receivers)
+        channel = keys.node_channel(self.prefix, node_id)
+        return bool(self._publish_on(channel, envelope, f"{envelope.kind} for {connection_id}"))
 
     def _publish_to_group(self, group: str, envelope: Envelope) -> int:
+        return self._publish_on(keys.group_channel(self.prefix, group), envelope, f"{envelope.kind} to group {group!r}")
+
+    def _publish_on(self, channel: str, envelope: Envelope, what: str) -> int:
+        """PUBLISH *envelope* on *channel*; return how many subscribers took it, or raise naming *what*."""
         try:
-            receivers = self._client.publish(group_channel(self.prefix, group), encode_envelope(envelope))
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailableError(
-                f"Redis at {self.url} did not take the {envelope.kind} to group {group!r} ({exc}); not sent."
-            ) from exc
-        return int(receivers)
+            return int(self._client.publish(channel, encode_envelope(envelope)))
+        except self._unreachable as exc:
+            raise BackendUnavailableError(f"Redis at {self.url} did not take the {what} ({exc}); not sent.") from exc
 
 
 def _make_client(target: str | sync_redis.Redis, timeout: float) -> sync_redis.Redis:
+    import redis as sync_redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     if isinstance(target, sync_redis.Redis):
         if target.connection_pool.connection_kwargs.get("decode_responses"):
             raise ConfigurationError("the Redis client given to Publisher must be made with decode_responses=False")
@@ -211,4 +198,4 @@ def _make_client(target: str | sync_redis.Redis, timeout: float) -> sync_redis.R
             target, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
         )
     except ValueError as exc:
-        raise ConfigurationError(f"not a Redis URL: {redacted_url(target)!r} ({exc})") from None
+        raise ConfigurationError(f"not a Redis URL: {keys.redacted_url(target)!r} ({exc})") from None

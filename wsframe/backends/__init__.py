@@ -6,26 +6,41 @@ one: a :class:`Backend` instance as given, or a URL by its scheme
 ``unix://`` for Redis on a socket). With neither, the default is the IPC
 backend when running under gunicorn (so ``gunicorn -w N`` works with no
 Redis) and the process-local memory backend otherwise.
+
+:class:`RedisBackend` is imported on first use, so an app that does not use
+Redis never loads redis-py.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-
-import redis.asyncio as aioredis
 
 from ..exceptions import ConfigurationError
 from .base import Backend, Envelope
 from .ipc import IpcBackend, in_gunicorn
 from .memory import MemoryBackend
-from .redis import RedisBackend
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from .redis import RedisBackend
 
 __all__ = ["Backend", "Envelope", "MemoryBackend", "IpcBackend", "RedisBackend", "backend_from_url", "resolve_backend"]
 
 logger = logging.getLogger("wsframe.backends")
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def __getattr__(name: str) -> Any:
+    # RedisBackend imports redis.asyncio: loaded when asked for, not with wsframe.
+    if name == "RedisBackend":
+        from .redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def backend_from_url(url: str) -> Backend:
@@ -44,6 +59,8 @@ def backend_from_url(url: str) -> Backend:
             raise ConfigurationError(f"an ipc URL names a local directory: ipc:///abs/path, got {url!r}")
         return IpcBackend(unquote(parts.path) or None)
     if scheme in _REDIS_SCHEMES:
+        from .redis import RedisBackend
+
         return RedisBackend(url)
     raise ConfigurationError(
         f"unknown backend URL {url!r}: use memory://, ipc://, ipc:///a/dir, redis://host:port/db or rediss://..."
@@ -61,6 +78,8 @@ def resolve_backend(backend: Backend | str | None = None, redis: str | aioredis.
     if backend is not None and redis is not None:
         raise ConfigurationError("pass either backend= or redis= to create_app, not both")
     if redis is not None:
+        from .redis import RedisBackend
+
         return RedisBackend(redis)
     if backend is None:
         return IpcBackend() if in_gunicorn() else MemoryBackend()

@@ -2,20 +2,31 @@
 
 A backend only moves encoded envelopes between processes (nodes). The
 registry owns connections, encoding and lifecycle; it calls the backend only
-for a connection id that does not live in this process.
+for a connection id that does not live in this process. What a backend needs
+of the registry is the :class:`Node` protocol: its id, a way to deliver an
+envelope, and the local members of a group.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Literal
+import dataclasses
+import logging
+from typing import Literal, Protocol
 
 import msgspec
 
-if TYPE_CHECKING:
-    from ..registry import Registry
+from ..exceptions import BackendUnavailableError, ConfigurationError
 
-__all__ = ["Backend", "Envelope", "encode_envelope", "decode_envelope"]
+__all__ = [
+    "Backend",
+    "BackendStats",
+    "Envelope",
+    "Node",
+    "check_positive",
+    "encode_envelope",
+    "decode_envelope",
+]
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):
@@ -40,6 +51,13 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     exclude: tuple[str, ...] = ()
     origin: str = ""
 
+    @classmethod
+    def group_send(
+        cls, group: str, payload: bytes, opcode: int, *, exclude: tuple[str, ...] = (), origin: str
+    ) -> Envelope:
+        """Return the envelope that delivers *payload* to *group*'s members but *exclude*, sent by *origin*."""
+        return cls("group_send", "", payload=payload, opcode=opcode, group=group, exclude=exclude, origin=origin)
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
@@ -55,18 +73,63 @@ def decode_envelope(data: bytes) -> Envelope:
     return _decoder.decode(data)
 
 
+class Node(Protocol):
+    """What a backend may ask of the process it serves (the registry is one).
+
+    ``node_id`` names this process to the others; ``deliver_envelope`` carries
+    out an envelope that arrived for it; ``local_members`` answers who of
+    *group* is connected here.
+    """
+
+    node_id: str
+
+    async def deliver_envelope(self, envelope: Envelope) -> None:
+        """Carry out *envelope* on this node's connections; may raise on a bug, never on a gone connection."""
+
+    def local_members(self, group: str) -> list[str]:
+        """Return the ids of this node's connections in *group* (empty when none is here)."""
+
+
+@dataclasses.dataclass
+class BackendStats:
+    """The counters every cross-process backend keeps, for monitoring and tests."""
+
+    delivered: int = 0
+    """Envelopes received from another node and handed to this process's registry."""
+    bad_messages: int = 0
+    """Incoming messages that did not decode, or whose delivery raised; skipped."""
+
+
+def check_positive(name: str, value: object, unit: str = "seconds", *, whole: bool = False) -> float:
+    """Return *value* as a float when it is a positive number (a positive ``int`` if *whole*).
+
+    Raises :class:`~wsframe.exceptions.ConfigurationError` naming the option
+    *name* and the *unit* it is counted in otherwise.
+    """
+    if (isinstance(value, int) or (not whole and isinstance(value, float))) and value > 0:
+        return float(value)
+    raise ConfigurationError(f"{name} must be a positive number of {unit}, got {value!r}")
+
+
 class Backend(abc.ABC):
     """Moves envelopes to the process that owns a connection.
 
-    Lifecycle: ``on_startup(registry)`` when the app starts (after any fork),
+    Lifecycle: ``on_startup(node)`` when the app starts (after any fork),
     ``on_shutdown()`` when it stops. Implementations deliver incoming envelopes
-    by calling ``registry.deliver_envelope``.
+    through :meth:`_receive` (or :meth:`_decode` then :meth:`_deliver`), which
+    call ``node.deliver_envelope`` and keep ``stats`` counted.
     """
 
     name: str = "backend"
+    stats: BackendStats
+    _node: Node | None = None
+    _label = ""
+    """How messages name this backend ("Redis", "IPC"); ``name`` when empty."""
+    _starts = "starts it"
+    """How on_startup readies this backend, for the "not started" error: "connects to Redis"."""
 
-    async def on_startup(self, registry: Registry) -> None:  # noqa: B027 - optional hook
-        """Start listening for envelopes addressed to ``registry.node_id``."""
+    async def on_startup(self, node: Node) -> None:  # noqa: B027 - optional hook
+        """Start listening for envelopes addressed to ``node.node_id``."""
 
     async def on_shutdown(self) -> None:  # noqa: B027 - optional hook
         """Stop listening and release connections."""
@@ -100,3 +163,51 @@ class Backend(abc.ABC):
     async def group_members(self, group: str) -> set[str] | None:
         """Return the member ids of *group* on every node, or None when only this node's are known."""
         return None
+
+    # Shared by the backends that carry envelopes between processes.
+
+    def _started(self) -> bool:
+        """Whether on_startup has readied the transport; override where more than the node is needed."""
+        return self._node is not None
+
+    def _require_started(self) -> Node:
+        """Return the node served; raise BackendUnavailableError saying how to start the backend otherwise."""
+        node = self._node
+        if node is None or not self._started():
+            raise BackendUnavailableError(
+                f"the {self._label or self.name} backend is not started; "
+                f"start the app (its on_startup {self._starts}) first."
+            )
+        return node
+
+    def _decode(self, data: bytes, where: str) -> Envelope | None:
+        """Return the envelope in *data* that arrived on *where*, or None (counted, logged) when it is garbage."""
+        try:
+            return decode_envelope(data)
+        except (msgspec.DecodeError, TypeError) as exc:
+            self.stats.bad_messages += 1
+            logging.getLogger(f"wsframe.backends.{self.name}").warning(
+                "skipping a message on %s that is not a wsframe envelope: %s", where, exc
+            )
+            return None
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        """Hand *envelope* to the node; a delivery that raises is counted, logged and skipped."""
+        node = self._node
+        if node is None:  # pragma: no cover - receiving starts after on_startup set the node
+            return
+        try:
+            await node.deliver_envelope(envelope)
+        except Exception:
+            self.stats.bad_messages += 1
+            logging.getLogger(f"wsframe.backends.{self.name}").exception(
+                "delivering %s to %s failed; skipped", envelope.kind, envelope.connection_id
+            )
+            return
+        self.stats.delivered += 1
+
+    async def _receive(self, data: bytes, where: str) -> None:
+        """Decode *data* (arrived on *where*) and deliver it: the one receive path of every backend."""
+        envelope = self._decode(data, where)
+        if envelope is not None:
+            await self._deliver(envelope)
