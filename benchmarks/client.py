@@ -1,0 +1,326 @@
+"""A minimal websocket client made for load generation, not for applications.
+
+The load generator must stay far cheaper than the servers it measures, so this
+client skips everything a general client does per message: frames are built
+once (masked with a fixed random key, which RFC 6455 allows servers no way to
+tell apart), replies are parsed by a few byte reads in ``data_received``, and
+everything runs in protocol callbacks with no task per connection or message.
+It understands only what the benchmark servers send: unfragmented text and
+binary frames, pings (answered with pongs) and close frames. Every benchmark
+that drives raw websockets uses it, the 100,000-connection scale case included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import hashlib
+import json
+import os
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+__all__ = [
+    "next_frame",
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "HandshakeError",
+    "WsClient",
+    "client_frame",
+    "connect",
+    "connect_many",
+    "post",
+]
+
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_KEY = base64.b64encode(os.urandom(16))
+_ACCEPT = base64.b64encode(hashlib.sha1(_KEY + _GUID).digest())
+_MASK = os.urandom(4)
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+"""Lets the kernel pick the source port at connect(), so one source address serves many destinations."""
+
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds to wait for the server's 101 before giving up on a connection."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds a TCP connect may take when :func:`connect_many` retries (``attempts`` > 1)."""
+
+
+class HandshakeError(Exception):
+    """The server did not answer the upgrade with ``101 Switching Protocols``."""
+
+
+def next_frame(data: bytes, pos: int, size: int) -> tuple[int, int, int] | None:
+    """The server frame at *pos*: (opcode, payload start, payload end), or None when it is not all in *data* yet."""
+    if size - pos < 2:
+        return None
+    length = data[pos + 1] & 0x7F
+    start = pos + 2
+    if length == 126:
+        if size - pos < 4:
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        start = pos + 4
+    elif length == 127:
+        if size - pos < 10:
+            return None
+        (length,) = struct.unpack_from("!Q", data, pos + 2)
+        start = pos + 10
+    end = start + length
+    if end > size:
+        return None
+    return data[pos] & 0x0F, start, end
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """Return one final, masked client frame carrying *payload*."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    masked = bytes(b ^ _MASK[i % 4] for i, b in enumerate(payload))
+    return header + _MASK + masked
+
+
+CLOSE_FRAME = client_frame(OP_CLOSE, struct.pack("!H", 1000))
+
+
+def handshake_request(host: str, port: int, path: str) -> bytes:
+    """Return the HTTP upgrade request for *path*."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+class WsClient(asyncio.Protocol):
+    """One websocket connection driven by callbacks.
+
+    ``on_message(client, opcode, payload)`` runs for every text or binary
+    frame; ``opened`` resolves after the handshake, ``closed`` when the TCP
+    connection is gone, ``close_received`` when the server's close frame arrived.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_handshaking",
+        "_request",
+        "close_received",
+        "closed",
+        "on_message",
+        "opened",
+        "pings",
+        "sent_at",
+        "transport",
+    )
+
+    def __init__(self, request: bytes, on_message: Callable[[WsClient, int, bytes], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.on_message = on_message
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.close_received: asyncio.Future[None] = loop.create_future()
+        self._buffer = b""
+        self._handshaking = True
+        self._request = request
+        self.sent_at = 0  # free slot for the load generator: when the message in flight was sent (ns)
+        self.pings = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance() check here.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        stream.write(self._request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for future in (self.opened, self.close_received):
+            if not future.done():
+                future.set_exception(ConnectionResetError("connection lost"))
+                future.exception()  # mark as retrieved: a lost connection is reported through `closed`
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, frame: bytes) -> None:
+        """Write a prebuilt frame (see :func:`client_frame`); ignored once the connection is gone."""
+        transport = self.transport
+        if transport is not None:
+            transport.write(frame)
+
+    def close(self) -> None:
+        """Drop the TCP connection without a closing handshake."""
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        if self._handshaking:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self._buffer = data
+                return
+            head = data[:end]
+            data = data[end + 4 :]
+            self._handshaking = False
+            if not head.startswith(b"HTTP/1.1 101") or _ACCEPT not in head:
+                self.opened.set_exception(HandshakeError(head.split(b"\r\n", 1)[0].decode(errors="replace")))
+                self.close()
+                return
+            self.opened.set_result(None)
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        pos, size = 0, len(data)
+        while (frame := next_frame(data, pos, size)) is not None:
+            opcode, start, end = frame
+            payload = data[start:end]
+            pos = end
+            if opcode in (OP_TEXT, OP_BINARY):
+                if self.on_message is not None:
+                    self.on_message(self, opcode, payload)
+            elif opcode == OP_PING:
+                self.pings += 1
+                self.send(client_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE and not self.close_received.done():
+                self.close_received.set_result(None)
+        if pos < size:
+            self._buffer = data[pos:]
+
+
+async def connect(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    source: str | None = None,
+    on_message: Callable[[WsClient, int, bytes], None] | None = None,
+    connect_timeout: float | None = None,
+) -> WsClient:
+    """Open one websocket, from loopback address *source* when given.
+
+    Raises OSError when the TCP connect fails, TimeoutError when it takes over *connect_timeout*
+    seconds (no limit when None), and :class:`HandshakeError` when the server does not answer 101.
+    """
+    loop = asyncio.get_running_loop()
+    request = handshake_request(host, port, path)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source is not None:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+        if connect_timeout is None:
+            await loop.sock_connect(sock, (host, port))
+        else:
+            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), connect_timeout)
+    except BaseException:
+        sock.close()
+        raise
+    _, client = await loop.create_connection(lambda: WsClient(request, on_message), sock=sock)
+    try:
+        await asyncio.wait_for(asyncio.shield(client.opened), HANDSHAKE_TIMEOUT)
+    except TimeoutError:
+        client.close()
+        raise HandshakeError(f"no handshake answer from {host}:{port} within {HANDSHAKE_TIMEOUT} s") from None
+    return client
+
+
+def error_name(exc: BaseException) -> str:
+    """``ConnectionRefusedError[ECONNREFUSED]``: an exception's class and errno, to count connect errors by."""
+    code = getattr(exc, "errno", None)
+    name = type(exc).__name__
+    return f"{name}[{errno.errorcode.get(code, code)}]" if code else name
+
+
+async def connect_many(
+    host: str,
+    port: int,
+    path: str,
+    count: int,
+    *,
+    sources: Sequence[str],
+    concurrency: int = 100,
+    on_message: Callable[[WsClient, int, bytes], None] | None = None,
+    attempts: int = 1,
+    errors: Counter[str] | None = None,
+) -> list[WsClient]:
+    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*.
+
+    Without *errors*, the first failure closes every client and raises. With it, each failed try is
+    counted there by :func:`error_name` and retried after a growing pause, up to *attempts* tries;
+    a connection that fails them all is left out of the list.
+    """
+    clients: list[WsClient] = []
+    cursor = iter(range(count))
+
+    async def one(source: str | None) -> None:
+        for attempt in range(attempts):
+            try:
+                timeout = CONNECT_TIMEOUT if errors is not None else None
+                clients.append(
+                    await connect(host, port, path, source=source, on_message=on_message, connect_timeout=timeout)
+                )
+                return
+            except (OSError, TimeoutError, HandshakeError) as exc:
+                if errors is None:
+                    raise
+                errors[error_name(exc)] += 1
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+
+    async def worker() -> None:
+        for index in cursor:
+            await one(sources[index % len(sources)] if sources else None)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, count)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        for client in clients:
+            client.close()
+        raise
+    return clients
+
+
+async def post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, path: str, within: float = 60
+) -> tuple[float, dict[str, Any]]:
+    """POST an empty body on an open HTTP/1.1 connection; return when the answer began (monotonic) and its JSON.
+
+    Raises RuntimeError for a status other than 200, TimeoutError when no answer begins within *within* s.
+    """
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
+    answered_at = time.monotonic()
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await asyncio.wait_for(reader.readexactly(length), within)
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if not status.startswith("HTTP/1.1 200"):
+        raise RuntimeError(f"POST {path} answered {status}: {body[:200]!r}")
+    result: dict[str, Any] = json.loads(body)
+    return answered_at, result
