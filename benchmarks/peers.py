@@ -19,7 +19,8 @@ Peers:
                each connection's ``send``. Panther logs at DEBUG by default (to stderr and to
                ``logs/main.log``); it is turned down to WARNING like every other server here.
 
-A server runs as ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``.
+A server runs as ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``
+(:func:`benchmarks.servers.command`).
 Install the peers with ``pip install starlette 'uvicorn[standard]' panther``.
 """
 
@@ -33,12 +34,12 @@ import sys
 import tempfile
 import time
 import types
-from importlib import metadata
 from typing import Any
 
+from .harness import version
 from .servers import FANOUT_MESSAGE, HEARTBEAT, MAX_MESSAGE_SIZE
 
-__all__ = ["PEERS", "available", "command", "describe", "label", "missing", "panther_app", "starlette_app", "main"]
+__all__ = ["PEERS", "available", "describe", "label", "panther_app", "starlette_app", "main"]
 
 PEERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "starlette": ("Starlette", ("starlette", "uvicorn")),
@@ -56,21 +57,9 @@ def available() -> list[str]:
     return [peer for peer, (_, modules) in PEERS.items() if all(_installed(m) for m in modules)]
 
 
-def missing() -> list[str]:
-    """The peers that cannot run here (a module is not installed)."""
-    return [peer for peer in PEERS if peer not in available()]
-
-
 def label(kind: str) -> str:
     """How a peer is named in tables and charts."""
     return PEERS[kind][0]
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def describe(kind: str) -> str:
@@ -78,15 +67,7 @@ def describe(kind: str) -> str:
     ws = "websockets-sansio" if _installed("websockets") else "wsproto" if _installed("wsproto") else "none"
     http = "httptools" if _installed("httptools") else "h11"
     package = PEERS[kind][1][0]
-    return f"{label(kind)} {_version(package)} on uvicorn {_version('uvicorn')} (ws {ws}, http {http})"
-
-
-def command(kind: str, port: int, use_uvloop: bool) -> list[str]:
-    """The command line that serves peer *kind* on 127.0.0.1:*port* (run it from the repository root)."""
-    if kind not in PEERS:
-        raise ValueError(f"unknown peer {kind!r}; choose from {', '.join(PEERS)}")
-    line = [sys.executable, "-m", "benchmarks.peers", kind, "--port", str(port)]
-    return [*line, "--uvloop"] if use_uvloop else line
+    return f"{label(kind)} {version(package)} on uvicorn {version('uvicorn')} (ws {ws}, http {http})"
 
 
 def starlette_app() -> Any:

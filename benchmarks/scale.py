@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .wsclient import next_frame
+from .client import next_frame
 
 __all__ = ["main", "loadgen_main", "run_size", "PER_PROCESS"]
 

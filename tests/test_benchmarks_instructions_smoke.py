@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import instructions
+from benchmarks.tools import instructions
 
 
 def test_instruction_count_smoke_run_writes_a_row_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

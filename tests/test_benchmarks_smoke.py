@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks import peers
-from benchmarks.cross_worker import MODES, TARGET_P99_MS
-from benchmarks.cross_worker_app import paced_sends
+from benchmarks.cases.cross_worker import MODES, TARGET_P99_MS, paced_sends
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_CASES = {"idle_memory", "echo_1", "echo_100", "open_close", "fanout_100", "fanout_1000"}
@@ -115,7 +114,7 @@ def test_smoke_run_draws_no_chart_by_default(smoke: dict[str, Any]) -> None:
 
 def test_chart_is_drawn_from_the_smoke_report(smoke: dict[str, Any], tmp_path: Path) -> None:
     """render_chart() turns a report, cross-worker panels included, into a PNG file (matplotlib: test extra)."""
-    from benchmarks.run import render_chart
+    from benchmarks.report import render_chart
 
     path = tmp_path / "chart.png"
     render_chart(smoke["report"], path)

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m benchmarks.memory wsframe      # or: raw
-    python -m benchmarks.memory wsframe --connections 5000 --top 40
+    python -m benchmarks.tools.memory wsframe      # or: raw
+    python -m benchmarks.tools.memory wsframe --connections 5000 --top 40
 
 Serves the benchmark app in this process (asyncio's loop: tracemalloc sees
 Python allocations, not uvloop's C ones), opens the connections from a load
@@ -23,14 +23,14 @@ import tracemalloc
 
 from aiohttp import web
 
-from .run import ROOT
-from .servers import raw_app, wsframe_app
+from ..harness import ROOT
+from ..servers import raw_app, wsframe_app
 
 __all__ = ["main", "measure"]
 
 _CLIENT = """
 import asyncio, sys
-from benchmarks.wsclient import connect_many
+from benchmarks.client import connect_many
 async def main():
     clients = await connect_many("127.0.0.1", {port}, "/ws/", {count}, sources=["127.0.0.2", "127.0.0.3"])
     print("open", flush=True)

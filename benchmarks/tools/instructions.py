@@ -2,35 +2,16 @@
 
 ::
 
-    python -m benchmarks.instructions                 # open+close and echo, 500 each
-    python -m benchmarks.instructions --count 100     # quicker
-    python -m benchmarks.instructions --smoke         # seconds: checks that it runs
+    python -m benchmarks.tools.instructions                 # open+close and echo, 500 each
+    python -m benchmarks.tools.instructions --count 100     # quicker
+    python -m benchmarks.tools.instructions --smoke         # seconds: checks that it runs
 
-Wall-clock figures on a shared 2-core machine move by 10-20 % from one run to
-the next, which hides a 5 % regression. Instructions do not: valgrind's
-callgrind counts the instructions the server process executes, whatever else
-the machine is doing, and the same code gives the same count to within about 0.5 % (hash seeds
-and random ids vary).
-So this is the figure to watch while optimising; ``benchmarks.run`` then shows
-what it is worth in time.
-
-Each server (the same two apps as :mod:`benchmarks.run`, uvloop when installed)
-runs under ``valgrind --tool=callgrind --instr-atstart=no``, so it starts at
-near full speed. The client, a separate process at full speed, warms the
-server up, then turns instrumentation on (``callgrind_control -i on``), runs
-*count* operations, and turns it off: the total is divided by *count*.
-Instruction counts measure work, not waiting: a change that blocks on I/O, or
-moves work onto another process, does not show here.
-
-Cases:
-
-``open_close``  open a connection (handshake), send a close frame, wait for the
-                server's close frame, drop the TCP connection; 8 at a time.
-``echo``        one 64-byte text message to the server and its echo back, on
-                one connection.
-
-Needs ``valgrind`` (``apt-get install valgrind``). Writes
-``benchmarks/results/instructions.{md,json}``.
+Each server (the same two apps as :mod:`benchmarks.run`, uvloop when installed) runs under
+``valgrind --tool=callgrind --instr-atstart=no``; the client warms it up, turns counting on
+(``callgrind_control -i on``), runs *count* operations (``open_close``: open, close frame, wait for
+the server's, drop; 8 at a time. ``echo``: one 64-byte text round trip on one connection), turns it
+off, and divides. Repeatable to about 0.5 % whatever else the machine does; it measures work, not
+waiting. Needs ``valgrind``. Writes ``benchmarks/results/instructions.{md,json}``.
 """
 
 from __future__ import annotations
@@ -50,14 +31,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .processes import free_port, wait_for_port
-from .run import _server_command
-from .wsclient import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
+from ..client import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
+from ..harness import ROOT, commit, free_port, uvloop_available, wait_for_port
+from ..report import table
+from ..servers import KINDS, command
 
 __all__ = ["CASES", "count_instructions", "main", "render_markdown"]
 
-ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("raw", "wsframe")
 WS_PATH = "/ws/"
 ECHO_FRAME = client_frame(OP_TEXT, b"e" * 64)
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
@@ -124,9 +104,9 @@ def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvl
     drive = CASES[case][1]
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
-        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
         process = subprocess.Popen(
-            [*command, *_server_command(kind, port, use_uvloop)],
+            [*valgrind, *command(kind, port, use_uvloop)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -158,18 +138,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
         "Repeatable to about 0.5 %; wsframe/raw > 1 means wsframe does more work.",
         "",
-        "| case | raw aiohttp | wsframe | wsframe/raw | raw/wsframe (as a speed ratio) |",
-        "|---|---|---|---|---|",
     ]
-    for row in report["cases"]:
-        raw, ours = row["raw"], row["wsframe"]
-        lines.append(f"| {row['title']} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.3f}x | {raw / ours:.3f}x |")
-    return "\n".join(lines) + "\n"
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
+    rows = [[r["title"], f"{r['raw']:,.0f}", f"{r['wsframe']:,.0f}", f"{r['wsframe'] / r['raw']:.3f}x",
+             f"{r['raw'] / r['wsframe']:.3f}x"] for r in report["cases"]]
+    header = ["case", "raw aiohttp", "wsframe", "wsframe/raw", "raw/wsframe (as a speed ratio)"]
+    return "\n".join(lines + table(header, rows)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,12 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("benchmarks.instructions needs valgrind: apt-get install valgrind")
     count, warmup = (20, 10) if args.smoke else (args.count, args.warmup)
-    try:
-        import uvloop  # noqa: F401
-
-        use_uvloop = not args.no_uvloop
-    except ImportError:
-        use_uvloop = False
+    use_uvloop = uvloop_available() and not args.no_uvloop
     rows = []
     for case in cases:
         row: dict[str, Any] = {"id": case, "title": CASES[case][0]}
@@ -205,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "commit": _commit(),
+            "commit": commit(),
             "count": count,
             "loop": "uvloop" if use_uvloop else "asyncio",
             "python": sys.version.split()[0],

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m benchmarks.profiling                           # echo, 100 connections, both servers
-    python -m benchmarks.profiling --case fanout --size 10000 --server wsframe
+    python -m benchmarks.tools.profiling                           # echo, 100 connections, both servers
+    python -m benchmarks.tools.profiling --case fanout --size 10000 --server wsframe
 
 Starts the server pinned like ``benchmarks.run`` does, drives one case from
 the load generator on the other core, attaches ``py-spy record`` (sampling,
@@ -31,7 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .run import ROOT, _cores, _free_port, _pinned, _server_command, _stop, _uvloop_available, _wait_for_port
+from ..harness import ROOT, cores, free_port, pinned, stop, uvloop_available, wait_for_port
+from ..servers import command
 
 __all__ = ["main", "summarise", "profile_server"]
 
@@ -78,9 +79,9 @@ def profile_server(
     the load generator's figures for the case.
     """
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    server_core, loadgen_core = _cores()
-    port = _free_port()
-    use_uvloop = _uvloop_available()
+    server_core, loadgen_core = cores()
+    port = free_port()
+    use_uvloop = uvloop_available()
     if case == "echo":
         config: dict[str, Any] = {"echo_connections": [size], "echo_seconds": seconds, "warmup_seconds": 1}
     elif case == "open_close":
@@ -93,13 +94,13 @@ def profile_server(
     if use_uvloop:
         loadgen_command.append("--uvloop")
     with tempfile.TemporaryFile() as server_log:
-        server_command = _pinned(_server_command(kind, port, use_uvloop), server_core)
+        server_command = pinned(command(kind, port, use_uvloop), server_core)
         server = subprocess.Popen(server_command, cwd=ROOT, stdout=server_log, stderr=server_log)
         recorder: subprocess.Popen[str] | None = None
         try:
-            _wait_for_port(port, server, timeout=30)
+            wait_for_port(port, server, timeout=30)
             loadgen = subprocess.Popen(
-                _pinned([*loadgen_command, "--target", f"{kind}:{port}:{server.pid}"], loadgen_core),
+                pinned([*loadgen_command, "--target", f"{kind}:{port}:{server.pid}"], loadgen_core),
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -142,7 +143,7 @@ def profile_server(
             if recorder is not None:
                 recorder.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 recorder.wait(timeout=60)
-            _stop(server)
+            stop(server)
     if recorder is None or recorder.returncode not in (0, -signal.SIGINT):
         log = recorder.stdout.read() if recorder is not None and recorder.stdout else "py-spy did not start"
         raise SystemExit(f"py-spy failed: {log[-2000:]}")
