@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.scale import markdown
+from benchmarks.report import scale_markdown as markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_N = 200
@@ -22,7 +22,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run ``python -m benchmarks.scale --smoke`` once as a subprocess and collect what it wrote."""
     results_dir = tmp_path_factory.mktemp("scale")
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--smoke", "--results-dir", str(results_dir)],
+        [sys.executable, "-m", "benchmarks.cases.scale", "--smoke", "--results-dir", str(results_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -93,7 +93,7 @@ def test_markdown_table_has_one_row_per_size(smoke: dict[str, Any], row: dict[st
 def test_n_below_one_is_rejected() -> None:
     """``--n 0`` is a usage error (exit 2) naming the option, before anything starts."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--n", "0"],
+        [sys.executable, "-m", "benchmarks.cases.scale", "--n", "0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
