@@ -16,7 +16,7 @@ pytestmark = pytest.mark.functional
 
 def test_flood_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.flood", "--smoke", "--results-dir", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.cases.flood", "--smoke", "--results-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
