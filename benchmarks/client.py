@@ -25,20 +25,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-__all__ = [
-    "next_frame",
-    "OP_TEXT",
-    "OP_BINARY",
-    "OP_CLOSE",
-    "OP_PING",
-    "OP_PONG",
-    "HandshakeError",
-    "WsClient",
-    "client_frame",
-    "connect",
-    "connect_many",
-    "post",
-]
+__all__ = ["next_frame", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "HandshakeError", "WsClient",
+           "client_frame", "connect", "connect_many", "post"]
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -104,10 +92,8 @@ CLOSE_FRAME = client_frame(OP_CLOSE, struct.pack("!H", 1000))
 
 def handshake_request(host: str, port: int, path: str) -> bytes:
     """Return the HTTP upgrade request for *path*."""
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
 class WsClient(asyncio.Protocol):
@@ -118,18 +104,8 @@ class WsClient(asyncio.Protocol):
     connection is gone, ``close_received`` when the server's close frame arrived.
     """
 
-    __slots__ = (
-        "_buffer",
-        "_handshaking",
-        "_request",
-        "close_received",
-        "closed",
-        "on_message",
-        "opened",
-        "pings",
-        "sent_at",
-        "transport",
-    )
+    __slots__ = ("_buffer", "_handshaking", "_request", "close_received", "closed", "on_message", "opened", "pings",
+                 "sent_at", "transport")
 
     def __init__(self, request: bytes, on_message: Callable[[WsClient, int, bytes], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -207,15 +183,9 @@ class WsClient(asyncio.Protocol):
             self._buffer = data[pos:]
 
 
-async def connect(
-    host: str,
-    port: int,
-    path: str,
-    *,
-    source: str | None = None,
-    on_message: Callable[[WsClient, int, bytes], None] | None = None,
-    connect_timeout: float | None = None,
-) -> WsClient:
+async def connect(host: str, port: int, path: str, *, source: str | None = None,
+                  on_message: Callable[[WsClient, int, bytes], None] | None = None,
+                  connect_timeout: float | None = None) -> WsClient:
     """Open one websocket, from loopback address *source* when given.
 
     Raises OSError when the TCP connect fails, TimeoutError when it takes over *connect_timeout*
@@ -252,18 +222,9 @@ def error_name(exc: BaseException) -> str:
     return f"{name}[{errno.errorcode.get(code, code)}]" if code else name
 
 
-async def connect_many(
-    host: str,
-    port: int,
-    path: str,
-    count: int,
-    *,
-    sources: Sequence[str],
-    concurrency: int = 100,
-    on_message: Callable[[WsClient, int, bytes], None] | None = None,
-    attempts: int = 1,
-    errors: Counter[str] | None = None,
-) -> list[WsClient]:
+async def connect_many(host: str, port: int, path: str, count: int, *, sources: Sequence[str], concurrency: int = 100,
+                       on_message: Callable[[WsClient, int, bytes], None] | None = None, attempts: int = 1,
+                       errors: Counter[str] | None = None) -> list[WsClient]:
     """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*.
 
     Without *errors*, the first failure closes every client and raises. With it, each failed try is

@@ -24,40 +24,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = [
-    "REDIS_MISSING",
-    "ROOT",
-    "CpuMeter",
-    "Gunicorn",
-    "children",
-    "commit",
-    "cores",
-    "cpu_seconds",
-    "free_port",
-    "gunicorn",
-    "number",
-    "percentile",
-    "pinned",
-    "raise_file_limit",
-    "redis_server",
-    "redis_version",
-    "rss_kib",
-    "run_loop",
-    "stop",
-    "summary",
-    "uvloop_available",
-    "version",
-    "wait_for_port",
-    "worker_class",
-]
+__all__ = ["REDIS_MISSING", "ROOT", "CpuMeter", "Gunicorn", "children", "commit", "cores", "cpu_seconds", "free_port",
+           "gunicorn", "number", "percentile", "pinned", "raise_file_limit", "redis_server", "redis_version", "rss_kib",
+           "run_loop", "stop", "summary", "uvloop_available", "version", "wait_for_port", "worker_class"]
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: every server and helper process runs from here."""
 
-REDIS_MISSING = (
-    "redis-server is not installed: the cross-worker case starts a private one. "
-    "Install it (apt-get install redis-server) or skip the case with --no-cross-worker."
-)
+REDIS_MISSING = ("redis-server is not installed: the cross-worker case starts a private one. "
+                 "Install it (apt-get install redis-server) or skip the case with --no-cross-worker.")
 T = TypeVar("T")
 
 

@@ -38,6 +38,7 @@ def loadgen_cases(echo_connections: list[int], idle: int, fanout_sizes: list[int
     """The cases the load generator measures, for these sizes."""
     memory = Metric("kib_per_connection", "KiB of server RSS", "lower", 1.15)
     cases = [Case("idle_memory", f"memory per idle connection ({idle:,} open)", (memory,))]
+    metrics: tuple[Metric, ...]
     for n in echo_connections:
         metrics = (Metric("msgs_per_s", "round trips/s", "higher", 0.95 if n >= 100 else None),
                    Metric("msgs_per_cpu_s", "round trips per server CPU-second", "higher"),
@@ -96,13 +97,14 @@ def cross_worker_summary(runs: list[dict[str, dict[str, Any]]], meta: dict[str, 
     """The cross-worker repetitions as medians (min-max) per mode, Redis/same-process ratios, and the p99 target."""
     from .cases.cross_worker import MODES, TARGET_P99_MS, TITLES
 
-    modes = []
+    modes: list[dict[str, Any]] = []
     for mode in [m for m in MODES if all(m in run for run in runs)]:
         keys = [k for k, v in runs[0][mode].items() if isinstance(v, int | float) and not k.endswith("_pid")]
         metrics = {key: summary([float(run[mode][key]) for run in runs]) for key in keys}
         modes.append({"mode": mode, "title": TITLES[mode], "metrics": metrics})
     by_mode = {entry["mode"]: entry["metrics"] for entry in modes}
-    ratios, target = {}, None
+    ratios: dict[str, float] = {}
+    target: dict[str, Any] | None = None
     if "redis" in by_mode and "same-process" in by_mode:
         floors = {key: by_mode["same-process"][key]["median"] for key in ("p50_ms", "p99_ms", "sends_per_s")}
         ratios = {key: by_mode["redis"][key]["median"] / floor for key, floor in floors.items() if floor}

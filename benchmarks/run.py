@@ -49,30 +49,14 @@ __all__ = ["FULL_CONFIG", "LOADGEN_CASES", "SMOKE_CONFIG", "main", "run_repetiti
 
 LOADGEN_CASES = ["idle_memory", "echo", "open_close", "fanout"]
 """Kinds of case the load generator runs; ``cross_worker`` is the other kind in ``config["cases"]``."""
-FULL_CONFIG: dict[str, Any] = {
-    "warmup_seconds": 0.5,
-    "echo_seconds": 3.0,
-    "echo_connections": [1, 100],
-    "open_close_seconds": 3.0,
-    "idle_connections": 5000,
-    "settle_seconds": 1.0,
-    "fanout_sizes": [1000, 10000],
-    "fanout_triggers": 5,
-    "cases": [*LOADGEN_CASES, "cross_worker"],
-    "cross_worker": {},
-}
-SMOKE_CONFIG: dict[str, Any] = {
-    "warmup_seconds": 0.1,
-    "echo_seconds": 0.3,
-    "echo_connections": [1, 100],
-    "open_close_seconds": 0.3,
-    "idle_connections": 100,
-    "settle_seconds": 0.1,
-    "fanout_sizes": [100, 1000],
-    "fanout_triggers": 1,
-    "cases": [*LOADGEN_CASES, "cross_worker"],
-    "cross_worker": dict(cross_worker.SMOKE),
-}
+FULL_CONFIG: dict[str, Any] = {"warmup_seconds": 0.5, "echo_seconds": 3.0, "echo_connections": [1, 100],
+                               "open_close_seconds": 3.0, "idle_connections": 5000, "settle_seconds": 1.0,
+                               "fanout_sizes": [1000, 10000], "fanout_triggers": 5,
+                               "cases": [*LOADGEN_CASES, "cross_worker"], "cross_worker": {}}
+SMOKE_CONFIG: dict[str, Any] = {"warmup_seconds": 0.1, "echo_seconds": 0.3, "echo_connections": [1, 100],
+                                "open_close_seconds": 0.3, "idle_connections": 100, "settle_seconds": 0.1,
+                                "fanout_sizes": [100, 1000], "fanout_triggers": 1,
+                                "cases": [*LOADGEN_CASES, "cross_worker"], "cross_worker": dict(cross_worker.SMOKE)}
 
 
 def server_kinds(*, with_peers: bool, like_for_like: bool = False) -> list[str]:
@@ -167,12 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cross-worker", action="store_true", help="skip the cross-worker case (gunicorn, Redis)")
     parser.add_argument("--no-peers", action="store_true", help="leave out Starlette and Panther even when installed")
     parser.add_argument("--like-for-like", action="store_true", help="add raw aiohttp given wsframe's heartbeat")
-    parser.add_argument(
-        "--config",
-        default="{}",
-        help='JSON overrides of benchmarks.cases.Config fields, "cases" '
-        f'(of {", ".join([*LOADGEN_CASES, "cross_worker"])}), "cross_worker" (its Config fields)',
-    )
+    parser.add_argument("--config", default="{}", help='JSON overrides of benchmarks.cases.Config fields, "cases" '
+                        f'(of {", ".join([*LOADGEN_CASES, "cross_worker"])}), "cross_worker" (its Config fields)')
     args = parser.parse_args(argv)
     base, overrides = SMOKE_CONFIG if args.smoke else FULL_CONFIG, json.loads(args.config)
     config = {**base, **overrides, "cross_worker": {**base["cross_worker"], **overrides.get("cross_worker", {})}}
@@ -197,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     server_core, loadgen_core = cores()
     loadavg_before, started = _loadavg(), time.monotonic()
     sessions: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    cross_runs, cross_meta, timeout = [], {}, 120 if args.smoke else 900
+    cross_runs: list[dict[str, dict[str, Any]]] = []
+    cross_meta: dict[str, Any] = {}
+    timeout = 120 if args.smoke else 900
     for repetition in range(repetitions):
         print(f"repetition {repetition + 1}/{repetitions} ...", file=sys.stderr, flush=True)
         if loadgen_config["cases"]:
@@ -212,29 +194,17 @@ def main(argv: list[str] | None = None) -> int:
             cross, cross_meta = run_cross_worker(sizes, first=repetition, use_uvloop=use_uvloop, timeout=timeout)
             cross_runs.append(cross)
     cases = report.loadgen_cases(config["echo_connections"], config["idle_connections"], config["fanout_sizes"])
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": "smoke" if args.smoke else "full",
-        "repetitions": repetitions,
-        "seconds": round(time.monotonic() - started, 1),
-        "commit": commit(),
-        "cpu": _cpu_model(),
-        "python": platform.python_version(),
-        "aiohttp": version("aiohttp"),
-        "wsframe": version("wsframe"),
-        "uvloop": version("uvloop") if use_uvloop else None,
-        "server_core": server_core,
-        "loadgen_core": loadgen_core,
-        "loadavg_before": loadavg_before,
-        "loadavg_after": _loadavg(),
-        "config": config,
-        "servers": kinds,
-        "peers": {kind: peers.describe(kind) for kind in kinds if kind in peers.PEERS},
-        "peers_missing": [kind for kind in peers.PEERS if kind not in kinds],
-        "peers_skipped": args.no_peers,
-        "fanout_api": "wsframe: send_message_to_group() (ms), send_message_to_websocket() per id (ms_per_id); "
-        "the others: one send per connection in both",
-    }
+    meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "mode": "smoke" if args.smoke else "full", "repetitions": repetitions,
+            "seconds": round(time.monotonic() - started, 1), "commit": commit(), "cpu": _cpu_model(),
+            "python": platform.python_version(), "aiohttp": version("aiohttp"), "wsframe": version("wsframe"),
+            "uvloop": version("uvloop") if use_uvloop else None, "server_core": server_core,
+            "loadgen_core": loadgen_core, "loadavg_before": loadavg_before, "loadavg_after": _loadavg(),
+            "config": config, "servers": kinds,
+            "peers": {kind: peers.describe(kind) for kind in kinds if kind in peers.PEERS},
+            "peers_missing": [kind for kind in peers.PEERS if kind not in kinds], "peers_skipped": args.no_peers,
+            "fanout_api": "wsframe: send_message_to_group() (ms), send_message_to_websocket() per id (ms_per_id); "
+            "the others: one send per connection in both"}
     measured = [case for case in cases if sessions["raw"] and all(case.id in s for s in sessions["raw"])]
     result: dict[str, Any] = {"meta": meta, "cases": report.aggregate(measured, sessions) if measured else []}
     result["cross_worker"] = report.cross_worker_summary(cross_runs, cross_meta) if cross_runs else None

@@ -1,18 +1,8 @@
 """Cross-worker delivery: targeted sends (same process, Redis, local IPC) against fan-out to every worker.
 
-::
-
-    python -m benchmarks.cases.cross_worker                    # every mode, one repetition; a Markdown table
-    python -m benchmarks.cases.cross_worker redis --repetitions 3
-    python -m benchmarks.cases.cross_worker --smoke            # seconds: 2 workers, a few hundred messages
-
-``gunicorn -w 4`` serves :func:`make_app` (its processes and a private redis-server on the server core,
-this driver on the other). The driver keeps 16 websocket clients per worker; per mode, one worker sends
-to the others' connections paced at 1,000 messages/s (latency: client receipt minus the
-``CLOCK_MONOTONIC`` stamp in the message), then every worker sends as fast as 8 senders go (throughput).
-Modes: ``same-process`` (own connections: the floor), ``redis`` (one PUBLISH to the owner's channel),
-``ipc`` (the local IPC backend, ``--preload``), ``fanout`` (every send on one channel all workers read:
-the Panther / python-socketio design). See ``docs/benchmarks.md``.
+``python -m benchmarks.cases.cross_worker [MODE ...] [--repetitions N] [--smoke]``; ``benchmarks.run`` runs
+it too (``--json``, one repetition per fresh process). ``gunicorn -w 4`` serves :func:`make_app`; one
+worker sends to the others' connections, paced, then every worker sends flat out. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -49,12 +39,9 @@ from ..harness import (
 __all__ = ["MODES", "SMOKE", "TARGET_P99_MS", "TITLES", "Config", "main", "make_app", "paced_sends", "run_repetition"]
 
 MODES = ("same-process", "redis", "ipc", "fanout")
-TITLES = {
-    "same-process": "same process (no hop)",
-    "redis": "Redis, targeted (wsframe)",
-    "ipc": "local IPC, targeted (wsframe, no Redis)",
-    "fanout": "Redis, fan-out to every worker (Panther / python-socketio design)",
-}
+TITLES = {"same-process": "same process (no hop)", "redis": "Redis, targeted (wsframe)",
+          "ipc": "local IPC, targeted (wsframe, no Redis)",
+          "fanout": "Redis, fan-out to every worker (Panther / python-socketio design)"}
 SERVERS = (("redis", ("same-process", "redis")), ("fanout", ("fanout",)), ("ipc", ("ipc",)))
 """Each gunicorn configuration and the modes measured on it (same-process and redis share one server)."""
 TARGET_P99_MS = 2.0
@@ -117,14 +104,8 @@ async def paced_sends(
     late.sort()
     span = (last_ns - first_ns) / 1e9
     lateness = {f"late_{n}_ms": percentile(late, f) * 1000 if late else 0.0 for n, f in (("p50", 0.5), ("p99", 0.99))}
-    return {
-        "pid": os.getpid(),
-        "sent": count - len(errors),
-        "errors": len(errors),
-        **lateness,
-        "first_error": errors[0] if errors else None,
-        "achieved_rate": (count - 1) / span if span else 0.0,
-    }
+    return {"pid": os.getpid(), "sent": count - len(errors), "errors": len(errors), **lateness,
+            "first_error": errors[0] if errors else None, "achieved_rate": (count - 1) / span if span else 0.0}
 
 
 async def make_app() -> web.Application:
@@ -268,7 +249,7 @@ class Receiver:
 
 async def open_clients(port: int, cfg: Config, receiver: Receiver) -> dict[str, int]:
     """Connect until each worker owns ``clients // workers`` clients; return connection id -> owner pid."""
-    share, per_worker, owner = max(1, cfg.clients // cfg.workers), Counter[int](), {}
+    share, per_worker, owner = max(1, cfg.clients // cfg.workers), Counter[int](), dict[str, int]()
     for _ in range(cfg.clients * 20):
         if len(per_worker) == cfg.workers and all(n >= share for n in per_worker.values()):
             return owner
@@ -289,16 +270,8 @@ async def _post(lane: aiohttp.ClientSession, port: int, path: str, body: dict[st
         return result
 
 
-async def measure_mode(
-    mode: str,
-    cfg: Config,
-    port: int,
-    lanes: dict[int, aiohttp.ClientSession],
-    owner: dict[str, int],
-    receiver: Receiver,
-    meter: CpuMeter,
-    first: int,
-) -> dict[str, Any]:
+async def measure_mode(mode: str, cfg: Config, port: int, lanes: dict[int, aiohttp.ClientSession],
+                       owner: dict[str, int], receiver: Receiver, meter: CpuMeter, first: int) -> dict[str, Any]:
     """Latency at the paced rate from one sender, then throughput with every worker sending."""
     pids = sorted(lanes)
     sender = pids[first % len(pids)]
@@ -314,9 +287,8 @@ async def measure_mode(
     await receiver.collect(cfg.warmup_sends * len(pids), record=False, within=30, during=blast_all(cfg.warmup_sends, 1))
     body = {"targets": targets[sender], "count": cfg.latency_sends, "rate": cfg.rate}
     meter.start()
-    paced = await receiver.collect(
-        cfg.latency_sends, record=True, within=30, during=_post(lanes[sender], port, "/paced/", body)
-    )
+    sending = _post(lanes[sender], port, "/paced/", body)
+    paced = await receiver.collect(cfg.latency_sends, record=True, within=30, during=sending)
     cpu = meter.stop()
     if paced["pid"] != sender or paced["errors"]:
         raise RuntimeError(f"{mode}: paced sends went to worker {paced['pid']} (not {sender}) or failed: {paced}")
@@ -326,25 +298,14 @@ async def measure_mode(
     started = time.perf_counter()
     await receiver.collect(total, record=False, within=120, during=blast_all(cfg.sends_per_worker, cfg.concurrency))
     seconds = time.perf_counter() - started
-    return {
-        "mode": mode,
-        "sender_pid": sender,
-        "targets": len(targets[sender]),
-        "samples": len(latencies),
-        "p50_ms": percentile(latencies, 0.50) / 1e6,
-        "p99_ms": percentile(latencies, 0.99) / 1e6,
-        "max_ms": latencies[-1] / 1e6,
-        "achieved_rate": paced["achieved_rate"],
-        "late_p99_ms": paced["late_p99_ms"],
-        "sends_per_s": total / seconds,
-        **cpu,
-        **meter.stop("throughput_"),
-    }
+    figures = {"mode": mode, "sender_pid": sender, "targets": len(targets[sender]), "samples": len(latencies)}
+    figures |= {"p50_ms": percentile(latencies, 0.5) / 1e6, "p99_ms": percentile(latencies, 0.99) / 1e6}
+    figures |= {"max_ms": latencies[-1] / 1e6, "achieved_rate": paced["achieved_rate"], "sends_per_s": total / seconds}
+    return {**figures, "late_p99_ms": paced["late_p99_ms"], **cpu, **meter.stop("throughput_")}
 
 
-async def run_repetition(
-    cfg: Config, *, first: int, use_uvloop: bool, server_core: int | None, driver_core: int | None
-) -> dict[str, dict[str, Any]]:
+async def run_repetition(cfg: Config, *, first: int, use_uvloop: bool, server_core: int | None,
+                         driver_core: int | None) -> dict[str, dict[str, Any]]:
     """Measure every mode of *cfg* once, on fresh servers; return mode -> figures.
 
     Raises RuntimeError when redis-server is missing, a server does not start, or messages go missing.
@@ -359,12 +320,10 @@ async def run_repetition(
             redis_pid = redis.pid
         for kind, modes in servers[shift:] + servers[:shift]:
             backend = {"redis": url, "fanout": f"fanout:{url}", "ipc": ""}[kind]
-            args = ("--keep-alive", "75", *(["--preload"] if kind == "ipc" else []))
-            env = {"BENCH_BACKEND": backend}
+            args, env = ("--keep-alive", "75", *(["--preload"] if kind == "ipc" else [])), {"BENCH_BACKEND": backend}
             app = "benchmarks.cases.cross_worker:make_app"
-            with gunicorn(
-                app, workers=cfg.workers, core=server_core, use_uvloop=use_uvloop, env=env, args=args
-            ) as server:
+            serving = gunicorn(app, workers=cfg.workers, core=server_core, use_uvloop=use_uvloop, env=env, args=args)
+            with serving as server:
                 print(f"cross-worker: {kind} server, modes {', '.join(modes)}", file=sys.stderr, flush=True)
                 receiver = Receiver()
                 async with lanes_to_workers(server.port, cfg.workers) as lanes:
@@ -401,20 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     if driver_core is not None:
         os.sched_setaffinity(0, {driver_core})
     use_uvloop = uvloop_available() and not args.no_uvloop
-    meta = {
-        "config": dataclasses.asdict(cfg),
-        "worker_class": worker_class(use_uvloop),
-        "redis": redis_version(),
-        "client_loop": f"uvloop {version('uvloop')}" if use_uvloop else "asyncio",
-        "server_core": server_core,
-        "redis_core": driver_core if cfg.redis_on == "driver" else server_core,
-        "driver_core": driver_core,
-    }
-    cores_ = {"server_core": server_core, "driver_core": driver_core}
-    runs = [
-        run_loop(run_repetition(cfg, first=args.first + r, use_uvloop=use_uvloop, **cores_), use_uvloop)
-        for r in range(1 if args.json else args.repetitions)
-    ]
+    meta = {"config": dataclasses.asdict(cfg), "worker_class": worker_class(use_uvloop), "redis": redis_version(),
+            "client_loop": f"uvloop {version('uvloop')}" if use_uvloop else "asyncio", "server_core": server_core,
+            "redis_core": driver_core if cfg.redis_on == "driver" else server_core, "driver_core": driver_core}
+    pins = {"server_core": server_core, "driver_core": driver_core}
+    runs = [run_loop(run_repetition(cfg, first=args.first + r, use_uvloop=use_uvloop, **pins), use_uvloop)
+            for r in range(1 if args.json else args.repetitions)]
     if args.json:
         sys.stdout.write(json.dumps({"results": runs[0], "meta": meta}) + "\n")
     else:

@@ -70,10 +70,5 @@ async def echo(cfg: Config, connections: int) -> dict[str, float]:
         raise RuntimeError(f"echo_{connections}: no reply arrived in {cfg.echo_seconds} s")
     latencies.sort()
     rate = len(latencies) / cfg.echo_seconds
-    return {
-        "msgs_per_s": rate,
-        "msgs_per_cpu_s": rate / cpu["server_cpu"] if cpu["server_cpu"] else 0.0,
-        "p50_ms": percentile(latencies, 0.50) / 1e6,
-        "p99_ms": percentile(latencies, 0.99) / 1e6,
-        **cpu,
-    }
+    return {"msgs_per_s": rate, "msgs_per_cpu_s": rate / cpu["server_cpu"] if cpu["server_cpu"] else 0.0,
+            "p50_ms": percentile(latencies, 0.50) / 1e6, "p99_ms": percentile(latencies, 0.99) / 1e6, **cpu}

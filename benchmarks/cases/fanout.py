@@ -55,15 +55,8 @@ async def fanout(cfg: Config, clients: list[WsClient], size: int, counter: Deliv
     of connections, or a delivery was not the message sent.
     """
     if len(clients) < size:
-        clients += await connect_many(
-            cfg.host,
-            cfg.port,
-            WS_PATH,
-            size - len(clients),
-            sources=cfg.sources,
-            concurrency=cfg.connect_concurrency,
-            on_message=counter.on_message,
-        )
+        clients += await connect_many(cfg.host, cfg.port, WS_PATH, size - len(clients), sources=cfg.sources,
+                                      concurrency=cfg.connect_concurrency, on_message=counter.on_message)
     await asyncio.sleep(cfg.settle_seconds)
     reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
     results: dict[str, Any] = {}

@@ -23,8 +23,5 @@ async def idle_memory(cfg: Config) -> dict[str, float]:
     await asyncio.sleep(cfg.settle_seconds)
     after = rss_kib(cfg.server_pid)
     await close_all(clients, settle=cfg.settle_seconds)
-    return {
-        "kib_per_connection": (after - before) / cfg.idle_connections,
-        "rss_before_kib": float(before),
-        "rss_after_kib": float(after),
-    }
+    return {"kib_per_connection": (after - before) / cfg.idle_connections, "rss_before_kib": float(before),
+            "rss_after_kib": float(after)}

@@ -37,17 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from ..client import OP_TEXT, WsClient, connect_many, post
-from ..harness import (
-    ROOT,
-    cpu_seconds,
-    gunicorn,
-    percentile,
-    pinned,
-    redis_server,
-    rss_kib,
-    run_loop,
-    uvloop_available,
-)
+from ..harness import ROOT, cpu_seconds, gunicorn, percentile, pinned, redis_server, rss_kib, run_loop, uvloop_available
 
 __all__ = ["PER_PROCESS", "main", "make_app", "run_size"]
 
