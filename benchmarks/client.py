@@ -1,13 +1,10 @@
 """A minimal websocket client made for load generation, not for applications.
 
-The load generator must stay far cheaper than the servers it measures, so this
-client skips everything a general client does per message: frames are built
-once (masked with a fixed random key, which RFC 6455 allows servers no way to
-tell apart), replies are parsed by a few byte reads in ``data_received``, and
-everything runs in protocol callbacks with no task per connection or message.
-It understands only what the benchmark servers send: unfragmented text and
-binary frames, pings (answered with pongs) and close frames. Every benchmark
-that drives raw websockets uses it, the 100,000-connection scale case included.
+The load generator must stay far cheaper than the servers it measures, so this client builds frames once
+(masked with one fixed random key, which servers cannot tell apart), parses replies with a few byte reads
+in ``data_received``, and runs in protocol callbacks with no task per connection or message. It
+understands only what the benchmark servers send: unfragmented text and binary frames, pings (answered
+with pongs) and close frames.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""What every benchmark shares: ports, core pinning, server processes (gunicorn, Redis), CPU and memory
-readings, statistics, versions and the file limit.
-
-Linux only (``/proc``, ``taskset``), like the benchmarks.
+"""What every benchmark shares: ports, core pinning, gunicorn and Redis, CPU and memory readings,
+statistics, versions and the file limit. Linux only (``/proc``, ``taskset``).
 """
 
 from __future__ import annotations
@@ -34,9 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_MISSING = ("redis-server is not installed: the cross-worker case starts a private one. "
                  "Install it (apt-get install redis-server) or skip the case with --no-cross-worker.")
 T = TypeVar("T")
-
-
-# ------------------------------------------------------------------ processes
 
 
 def free_port() -> int:
@@ -130,9 +125,6 @@ def raise_file_limit(needed: int = 0) -> int:
     return soft
 
 
-# ---------------------------------------------------------- Redis, gunicorn
-
-
 @contextlib.contextmanager
 def redis_server(core: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A private redis-server on a free port (no persistence), pinned to *core*; yields its URL and process.
@@ -213,8 +205,6 @@ def gunicorn(
             os.killpg(process.pid, signal.SIGKILL)  # workers of a master that was killed
 
 
-# ------------------------------------------------------------ measurements
-
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -281,9 +271,6 @@ def number(value: float) -> str:
     if abs(value) >= 10:
         return f"{value:.1f}"
     return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
-
-
-# ------------------------------------------------------------------- versions
 
 
 def version(name: str) -> str | None:

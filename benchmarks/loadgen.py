@@ -1,14 +1,8 @@
-"""The load generator: runs the single-server cases against every server of a run, in turn, and prints JSON.
+"""The load generator: runs the single-server cases against every server of a run in turn; prints JSON.
 
-It runs as its own process (``benchmarks.run`` pins it to a core of its own) and measures, besides
-each case's figures, its own CPU use and the server's over the same window, so a reader can see which
-side was the bottleneck::
-
-    python -m benchmarks.loadgen --target raw:8001:1234 --target wsframe:8002:1235 --config '{"echo_seconds": 1}'
-
-Cases, in the order they run (on fresh servers, so memory is measured first): ``idle_memory``
-(:mod:`.cases.memory`), ``echo_<n>`` (:mod:`.cases.echo`), ``open_close`` (:mod:`.cases.open_close`),
-``fanout_<n>`` (:mod:`.cases.fanout`). The servers take turns case by case.
+``python -m benchmarks.loadgen --target raw:8001:PID --target wsframe:8002:PID [--config JSON]``. It runs
+in a process of its own (``benchmarks.run`` pins it to its own core) and measures its own CPU and the
+server's over each window. Cases, in order: memory, echo, open + close, fan-out (:mod:`benchmarks.cases`).
 """
 
 from __future__ import annotations

@@ -1,27 +1,9 @@
-"""Optional peer servers, measured in the same run as raw aiohttp when their packages are installed.
-
-Each does what the raw aiohttp server in :mod:`benchmarks.servers` does, the
-way a user of that framework would write it, on uvicorn (uvloop when asked,
-``--ws auto``, ``--http auto``, heartbeat ping every 25 s, 1 MiB message limit,
-logging at WARNING, no access log):
-
-- ``/ws/``: echo every message back as it came (text as text, binary as binary);
-- ``POST /fanout/``: send the 64-byte :data:`~benchmarks.servers.FANOUT_MESSAGE` to every open
-  websocket, one send per connection, and answer ``{"sent": n, "seconds": s}``.
-
-Peers:
-
-``starlette``  Starlette on uvicorn: a websocket route looping over ``websocket.receive()``,
-               connections kept in a set, as in raw aiohttp.
-``panther``    Panther (whose ``GenericWebsocket`` wsframe follows) on uvicorn: a
-               ``GenericWebsocket`` whose ``receive`` sends the data back; the fan-out goes over
-               Panther's own connection table (``config.WEBSOCKET_CONNECTIONS.connections``) calling
-               each connection's ``send``. Panther logs at DEBUG by default (to stderr and to
-               ``logs/main.log``); it is turned down to WARNING like every other server here.
-
-A server runs as ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``
-(:func:`benchmarks.servers.command`).
-Install the peers with ``pip install starlette 'uvicorn[standard]' panther``.
+"""Optional peer servers on uvicorn, measured in the same run as raw aiohttp when their packages are installed
+(``pip install -e '.[peers]'``), each written the way a user of that framework would write it, serving what
+:mod:`benchmarks.servers` serves: ``starlette`` (a websocket route looping over ``websocket.receive()``,
+connections in a set) and ``panther`` (a ``GenericWebsocket`` whose ``receive`` sends the data back; the
+fan-out over Panther's own connection table; its DEBUG logging turned down to WARNING like every server
+here). Both get a 25 s ping and a 1 MiB limit. ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``.
 """
 
 from __future__ import annotations

@@ -116,9 +116,6 @@ def cross_worker_summary(runs: list[dict[str, dict[str, Any]]], meta: dict[str, 
     return {**section, "ratios_redis_to_same_process": ratios}
 
 
-# ------------------------------------------------------------------ tables
-
-
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table's lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
@@ -277,8 +274,6 @@ def flood_markdown(results: dict[str, Any]) -> str:
              "per phase; median (min-max) over repetitions.")
     return "\n".join([intro, "", *table(header, body)])
 
-
-# ------------------------------------------------------------------ chart
 
 CHARTED = {("idle_memory", "kib_per_connection"), ("echo_1", "msgs_per_s"), ("echo_1", "p99_ms"),
            ("echo_100", "msgs_per_s"), ("echo_100", "p99_ms"), ("echo_100", "msgs_per_cpu_s"), ("open_close", "per_s")}

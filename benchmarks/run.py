@@ -1,15 +1,12 @@
 """Run every case against wsframe and raw aiohttp in the same run; write a table, JSON and a chart.
 
-::
-
     python -m benchmarks.run            # full run: 5 repetitions (about 10 minutes on 2 cores; more with peers)
     python -m benchmarks.run --smoke    # seconds: tiny sizes, one repetition; checks that it runs
     python -m benchmarks.run --config '{"cases": ["cross_worker"]}' --repetitions 2   # one case
 
-Each repetition starts a fresh process per server (pinned to one core) and a fresh load generator
-(pinned to the other), which runs the cases of :mod:`benchmarks.loadgen` against the servers in turn;
-then the cross-worker case in a fresh driver process. Every figure is the median over repetitions,
-with min-max, and its ratio to raw aiohttp's. See ``docs/benchmarks.md``.
+Each repetition starts fresh servers (pinned to one core) and a fresh load generator (pinned to the other),
+then the cross-worker case in a fresh driver. Figures are medians over repetitions with min-max, and ratios
+to raw aiohttp's medians. See docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """The servers under test: wsframe as a user gets it, and the same behaviour hand-written on raw aiohttp.
 
-Both serve the same two URLs:
-
-- ``/ws/``: a websocket that echoes every message back as it came (text as text, binary as binary);
-- ``POST /fanout/``: sends one 64-byte text message to every open websocket and answers
-  ``{"sent": n, "seconds": s}`` once the last one is handed to its transport (``?via=id``: one
-  send per connection id, for wsframe; raw aiohttp always loops over ``send_str``).
-
-Each runs with its own defaults: wsframe's (heartbeat 25 s, 1 MiB message limit) and aiohttp's
-(no heartbeat, 4 MiB). The ``raw-matched`` server is raw aiohttp given wsframe's heartbeat and
-limit, a like-for-like row beside the headline one (``--like-for-like``). All use ``web.run_app``
-with logging at WARNING (no access log lines), and uvloop when asked::
-
-    python -m wsframe run benchmarks.servers:wsframe_app --port 8001 --log-level warning --loop uvloop
-    python -m benchmarks.servers --port 8002 [--matched] [--uvloop]
+Both serve ``/ws/`` (echo every message back as it came) and ``POST /fanout/`` (send one 64-byte text
+message to every open websocket; answer ``{"sent": n, "seconds": s}`` once the last one is handed to its
+transport; ``?via=id``: one send per connection id, for wsframe). Each runs with its own defaults:
+wsframe's (heartbeat 25 s, 1 MiB message limit) and aiohttp's (no heartbeat, 4 MiB); ``raw-matched`` is
+raw aiohttp given wsframe's heartbeat and limit, a like-for-like row beside the headline one. All run
+``web.run_app`` with logging at WARNING, and uvloop when asked (see :func:`command`).
 """
 
 from __future__ import annotations

@@ -68,9 +68,6 @@ SMOKE: dict[str, Any] = {"workers": 2, "clients": 8, "latency_sends": 200, "send
 """Config overrides of ``--smoke``: checks that it runs, measures nothing."""
 
 
-# ---------------------------------------------------------------- the server
-
-
 async def paced_sends(
     send: Callable[[str, str], Awaitable[object]], targets: list[str], count: int, rate: float
 ) -> dict[str, Any]:
@@ -154,9 +151,6 @@ async def make_app() -> web.Application:
     urls = {"ws/": Hello, "paced/": paced, "blast/": blast, "pid/": pid}
     backend = FanoutRedisBackend(spec.removeprefix("fanout:")) if spec.startswith("fanout:") else spec or None
     return create_app(urls, backend=backend, heartbeat=0)
-
-
-# ---------------------------------------------------------------- the driver
 
 
 @contextlib.asynccontextmanager

@@ -1,19 +1,9 @@
 """Scale: hold N open websockets (heartbeat on), then deliver one group message to every one of them.
 
-::
-
-    python -m benchmarks.cases.scale                      # N = 10,000 then 100,000 (about 4 minutes)
-    python -m benchmarks.cases.scale --n 50000 --backend redis
-    python -m benchmarks.cases.scale --n 100000 --gc-freeze 5   # workers call gc.freeze() every 5 s
-    python -m benchmarks.cases.scale --smoke              # N = 200, 1 s heartbeat: checks that it runs
-
-One process may hold 20,000 open files on the benchmark machine, so the server is ``gunicorn -w W``
-serving :func:`make_app` (W = N / 12,500 rounded up, at least 2; the group spans the workers through the
-IPC backend, or Redis) on one core, and the clients are as many ``--loadgen`` processes on the other, each
-on loopback source addresses of its own. Per N: the workers' RSS with 0 and N connections (held longer
-than a heartbeat), the time to open them, the time from ``POST /trigger/`` (one
-``send_message_to_group``) to each client's receipt, that every client got exactly one message, the CPU
-of each side, and the workers' garbage collections. Writes ``benchmarks/results/scale.{json,md}``.
+``python -m benchmarks.cases.scale [--n N ...] [--backend ipc|redis] [--gc-freeze S] [--smoke]`` (default
+N = 10,000 then 100,000). gunicorn serves :func:`make_app` with N / 12,500 workers (at least 2) on one
+core; as many ``--loadgen`` processes hold the clients on the other. See docs/benchmarks.md for what each
+column measures. Writes ``benchmarks/results/scale.{json,md}``.
 """
 
 from __future__ import annotations
@@ -46,16 +36,12 @@ PER_PROCESS = 12_500
 GROUP, MESSAGE = "everyone", "m" * 64
 
 
-# ---------------------------------------------------------------- the server
-
-
 async def make_app() -> web.Application:
     """The app gunicorn serves: ``/ws/`` joins the group, ``POST /trigger/`` sends MESSAGE to it.
 
-    Environment: ``SCALE_BACKEND`` (a URL, or empty: IPC), ``SCALE_HEARTBEAT`` (seconds, empty: wsframe's
-    default), ``SCALE_GC_LOG`` (a directory: each worker writes ``<pid>.json``, its generation 1 and 2
-    collections as ``[start, seconds, generation]``, at shutdown), ``SCALE_GC_FREEZE`` (seconds: call
-    ``gc.freeze()`` that often). Raises ConfigurationError for a bad URL, ValueError for a bad number.
+    ``SCALE_BACKEND``: a URL, or empty (IPC); ``SCALE_HEARTBEAT``: seconds, or empty (wsframe's default);
+    ``SCALE_GC_LOG``: where each worker writes its generation 1 and 2 collections (``[start, seconds,
+    generation]``) at shutdown; ``SCALE_GC_FREEZE``: call ``gc.freeze()`` every so many seconds.
     """
     from wsframe import GenericWebsocket, create_app, send_message_to_group
 
@@ -110,9 +96,6 @@ async def make_app() -> web.Application:
     return app
 
 
-# ---------------------------------------------------------- a load generator
-
-
 async def _loadgen(port: int, count: int, sources: list[str]) -> None:
     """Open *count* clients, report, then answer ``status``, ``arm``, ``wait DEADLINE SETTLE`` and ``exit`` lines."""
     received: Counter[WsClient] = Counter()
@@ -159,32 +142,29 @@ async def _loadgen(port: int, count: int, sources: list[str]) -> None:
         client.close()
 
 
-class Loadgen:
-    """One load-generator process, spoken to in lines on its stdin and JSON lines on its stdout."""
+Loadgen = asyncio.subprocess.Process
+"""A load-generator process: spoken to in lines on its stdin, answering in JSON lines on its stdout."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
 
-    async def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
+async def _send(lg: Loadgen, line: str) -> None:
+    assert lg.stdin is not None
+    lg.stdin.write(line.encode() + b"\n")
+    await lg.stdin.drain()
 
-    async def read(self, seconds: float) -> dict[str, Any]:
-        """The next JSON event; TimeoutError after *seconds*, RuntimeError if the process exited."""
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), seconds)
-        if not line:
-            raise RuntimeError(f"load generator {self.process.pid} exited with {await self.process.wait()}")
-        event: dict[str, Any] = json.loads(line)
-        return event
+
+async def _read(lg: Loadgen, seconds: float) -> dict[str, Any]:
+    assert lg.stdout is not None
+    if not (line := await asyncio.wait_for(lg.stdout.readline(), seconds)):
+        raise RuntimeError(f"load generator {lg.pid} exited with {await lg.wait()}")
+    event: dict[str, Any] = json.loads(line)
+    return event
 
 
 async def _all(group: list[Loadgen], command: str | None, seconds: float) -> list[dict[str, Any]]:
-    """Send *command* (when given) to every load generator, then read each one's next event."""
+    """Send *command* (when given) to every load generator, then read each one's next event; TimeoutError."""
     for lg in group if command else []:
-        await lg.send(command or "")
-    return list(await asyncio.gather(*(lg.read(seconds) for lg in group)))
+        await _send(lg, command or "")
+    return list(await asyncio.gather(*(_read(lg, seconds) for lg in group)))
 
 
 @contextlib.asynccontextmanager
@@ -197,23 +177,19 @@ async def loadgens(n: int, port: int, core: int | None, run_index: int) -> Async
             sources = f"127.{run_index % 200 + 1}.0.{i + 2},127.{run_index % 200 + 1}.1.{i + 2}"
             line = [sys.executable, "-m", "benchmarks.cases.scale", "--loadgen", str(port), str(share), sources]
             pipe = asyncio.subprocess.PIPE
-            process = await asyncio.create_subprocess_exec(*pinned(line, core), cwd=ROOT, stdin=pipe, stdout=pipe,
-                                                           limit=1 << 26)
-            group.append(Loadgen(process))
+            group.append(await asyncio.create_subprocess_exec(*pinned(line, core), cwd=ROOT, stdin=pipe, stdout=pipe,
+                                                              limit=1 << 26))
         yield group
     finally:
         for lg in group:
             with contextlib.suppress(OSError, RuntimeError):
-                await lg.send("exit")
+                await _send(lg, "exit")
         for lg in group:
             try:
-                await asyncio.wait_for(lg.process.wait(), 20)
+                await asyncio.wait_for(lg.wait(), 20)
             except TimeoutError:
-                lg.process.kill()
-                await lg.process.wait()
-
-
-# ---------------------------------------------------------------- the driver
+                lg.kill()
+                await lg.wait()
 
 
 def _tcp_kernel_bytes() -> int:
@@ -291,7 +267,7 @@ async def run_size(n: int, *, backend: str, hold: float, heartbeat: float | None
         await asyncio.sleep(1.0)
         rss_0, tcp_0, cpu_0 = sum(map(rss_kib, server.workers)), _tcp_kernel_bytes(), _cpu(everyone)
         async with loadgens(n, port, loadgen_core, run_index + 1) as group:
-            loadgen_pids = [lg.process.pid for lg in group]
+            loadgen_pids = [lg.pid for lg in group]
             opened = await _all(group, None, 240)
             errors = sum((Counter(e["errors"]) for e in opened), Counter[str]())
             windows["open"] = (min(e["started"] for e in opened), max(e["finished"] for e in opened))

@@ -60,11 +60,12 @@ def profile_server(kind: str, *, case: str, seconds: float, size: int, rate: int
     """
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     (server_core, loadgen_core), port, use_uvloop = cores(), free_port(), uvloop_available()
-    config: dict[str, Any] = {
+    configs: dict[str, dict[str, Any]] = {
         "echo": {"echo_connections": [size], "echo_seconds": seconds, "warmup_seconds": 1},
         "open_close": {"open_close_seconds": seconds, "open_close_concurrency": size},
         "fanout": {"fanout_sizes": [size], "fanout_triggers": max(5, int(seconds / 0.15)), "fanout_via": [via]},
-    }[case] | {"cases": [case]}
+    }
+    config = {**configs[case], "cases": [case]}
     line = [sys.executable, "-m", "benchmarks.loadgen", "--config", json.dumps(config), *(["--uvloop"] * use_uvloop)]
     recorder: subprocess.Popen[str] | None = None
     with tempfile.TemporaryFile() as log:
