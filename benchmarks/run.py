@@ -25,21 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import peers, report
+from . import harness, peers, report
 from .cases import cross_worker
-from .harness import (
-    REDIS_MISSING,
-    ROOT,
-    commit,
-    cores,
-    free_port,
-    pinned,
-    raise_file_limit,
-    stop,
-    uvloop_available,
-    version,
-    wait_for_port,
-)
 from .servers import KINDS, command
 
 __all__ = ["FULL_CONFIG", "LOADGEN_CASES", "SMOKE_CONFIG", "main", "run_repetition", "server_kinds"]
@@ -68,27 +55,28 @@ def run_repetition(
 
     Raises RuntimeError, with the servers' output, when a server does not start or the load generator fails.
     """
-    server_core, loadgen_core = cores()
+    server_core, loadgen_core = harness.cores()
     servers: dict[str, subprocess.Popen[bytes]] = {}
-    ports = {kind: free_port() for kind in kinds}
+    ports = {kind: harness.free_port() for kind in kinds}
     with tempfile.TemporaryFile() as log:
         try:
             for kind in kinds:
-                line = pinned(command(kind, ports[kind], use_uvloop), server_core)
-                servers[kind] = subprocess.Popen(line, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                line = harness.pinned(command(kind, ports[kind], use_uvloop), server_core)
+                servers[kind] = subprocess.Popen(line, cwd=harness.ROOT, stdout=log, stderr=subprocess.STDOUT)
             for kind in kinds:
                 try:
-                    wait_for_port(ports[kind], servers[kind], timeout=30)
+                    harness.wait_for_port(ports[kind], servers[kind], timeout=30)
                 except RuntimeError as exc:
                     log.seek(0)
                     raise RuntimeError(f"{kind}: {exc}:\n{log.read().decode(errors='replace')[-3000:]}") from None
             line = [sys.executable, "-m", "benchmarks.loadgen", "--config", json.dumps(config), "--first", str(first)]
             line += [f"--target={kind}:{ports[kind]}:{servers[kind].pid}" for kind in kinds]
             line += ["--uvloop"] if use_uvloop else []
-            done = subprocess.run(pinned(line, loadgen_core), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(harness.pinned(line, loadgen_core), cwd=harness.ROOT, capture_output=True, text=True,
+                                  timeout=timeout)
         finally:
             for server in servers.values():
-                stop(server)
+                harness.stop(server)
             log.seek(0)
             output = log.read().decode(errors="replace")
     if done.returncode != 0:
@@ -111,7 +99,7 @@ def run_cross_worker(
     # Files, not pipes: a gunicorn the driver failed to stop would hold a pipe open forever.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            returncode = subprocess.run(line, cwd=ROOT, stdout=out, stderr=err, timeout=timeout).returncode
+            returncode = subprocess.run(line, cwd=harness.ROOT, stdout=out, stderr=err, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             returncode = -1
         out.seek(0)
@@ -141,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark wsframe against raw aiohttp in one run.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks that it runs")
     parser.add_argument("--repetitions", type=int, help="repetitions (default 5; smoke 1)")
-    parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=harness.ROOT / "benchmarks" / "results")
     parser.add_argument("--chart", type=Path, help="PNG to draw (default docs/img/benchmarks.png; smoke: none)")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's loop even when uvloop is installed")
@@ -159,19 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join([*LOADGEN_CASES, 'cross_worker'])}")
     run_cross = "cross_worker" in config["cases"]
     if run_cross and shutil.which("redis-server") is None:
-        parser.error(REDIS_MISSING)
+        parser.error(harness.REDIS_MISSING)
     loadgen_config = {k: v for k, v in config.items() if k != "cross_worker"}
     loadgen_config["cases"] = [case for case in config["cases"] if case in LOADGEN_CASES]
     repetitions = args.repetitions or (1 if args.smoke else 5)
     if repetitions < 1:
         parser.error("--repetitions must be at least 1")
-    use_uvloop = uvloop_available() and not args.no_uvloop
-    chart = (
-        None if args.no_chart else (args.chart or (None if args.smoke else ROOT / "docs" / "img" / "benchmarks.png"))
-    )
+    use_uvloop = harness.uvloop_available() and not args.no_uvloop
+    default_chart = None if args.smoke else harness.ROOT / "docs" / "img" / "benchmarks.png"
+    chart = None if args.no_chart else (args.chart or default_chart)
     kinds = server_kinds(with_peers=not args.no_peers, like_for_like=args.like_for_like)
-    raise_file_limit()
-    server_core, loadgen_core = cores()
+    harness.raise_file_limit()
+    server_core, loadgen_core = harness.cores()
     loadavg_before, started = _loadavg(), time.monotonic()
     sessions: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     cross_runs: list[dict[str, dict[str, Any]]] = []
@@ -193,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     cases = report.loadgen_cases(config["echo_connections"], config["idle_connections"], config["fanout_sizes"])
     meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "mode": "smoke" if args.smoke else "full", "repetitions": repetitions,
-            "seconds": round(time.monotonic() - started, 1), "commit": commit(), "cpu": _cpu_model(),
-            "python": platform.python_version(), "aiohttp": version("aiohttp"), "wsframe": version("wsframe"),
-            "uvloop": version("uvloop") if use_uvloop else None, "server_core": server_core,
+            "seconds": round(time.monotonic() - started, 1), "commit": harness.commit(), "cpu": _cpu_model(),
+            "python": platform.python_version(), "aiohttp": harness.version("aiohttp"),
+            "wsframe": harness.version("wsframe"),
+            "uvloop": harness.version("uvloop") if use_uvloop else None, "server_core": server_core,
             "loadgen_core": loadgen_core, "loadavg_before": loadavg_before, "loadavg_after": _loadavg(),
             "config": config, "servers": kinds,
             "peers": {kind: peers.describe(kind) for kind in kinds if kind in peers.PEERS},

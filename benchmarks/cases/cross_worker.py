@@ -22,19 +22,8 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
+from .. import harness
 from ..client import WsClient, connect
-from ..harness import (
-    CpuMeter,
-    cores,
-    gunicorn,
-    percentile,
-    redis_server,
-    redis_version,
-    run_loop,
-    uvloop_available,
-    version,
-    worker_class,
-)
 
 __all__ = ["MODES", "SMOKE", "TARGET_P99_MS", "TITLES", "Config", "main", "make_app", "paced_sends", "run_repetition"]
 
@@ -100,8 +89,9 @@ async def paced_sends(
             errors.append(repr(exc))
     late.sort()
     span = (last_ns - first_ns) / 1e9
-    lateness = {f"late_{n}_ms": percentile(late, f) * 1000 if late else 0.0 for n, f in (("p50", 0.5), ("p99", 0.99))}
-    return {"pid": os.getpid(), "sent": count - len(errors), "errors": len(errors), **lateness,
+    p50, p99 = (harness.percentile(late, f) * 1000 if late else 0.0 for f in (0.5, 0.99))
+    return {"pid": os.getpid(), "sent": count - len(errors), "errors": len(errors), "late_p50_ms": p50,
+            "late_p99_ms": p99,
             "first_error": errors[0] if errors else None, "achieved_rate": (count - 1) / span if span else 0.0}
 
 
@@ -265,7 +255,8 @@ async def _post(lane: aiohttp.ClientSession, port: int, path: str, body: dict[st
 
 
 async def measure_mode(mode: str, cfg: Config, port: int, lanes: dict[int, aiohttp.ClientSession],
-                       owner: dict[str, int], receiver: Receiver, meter: CpuMeter, first: int) -> dict[str, Any]:
+                       owner: dict[str, int], receiver: Receiver, meter: harness.CpuMeter,
+                       first: int) -> dict[str, Any]:
     """Latency at the paced rate from one sender, then throughput with every worker sending."""
     pids = sorted(lanes)
     sender = pids[first % len(pids)]
@@ -293,7 +284,7 @@ async def measure_mode(mode: str, cfg: Config, port: int, lanes: dict[int, aioht
     await receiver.collect(total, record=False, within=120, during=blast_all(cfg.sends_per_worker, cfg.concurrency))
     seconds = time.perf_counter() - started
     figures = {"mode": mode, "sender_pid": sender, "targets": len(targets[sender]), "samples": len(latencies)}
-    figures |= {"p50_ms": percentile(latencies, 0.5) / 1e6, "p99_ms": percentile(latencies, 0.99) / 1e6}
+    figures |= {"p50_ms": harness.percentile(latencies, 0.5) / 1e6, "p99_ms": harness.percentile(latencies, 0.99) / 1e6}
     figures |= {"max_ms": latencies[-1] / 1e6, "achieved_rate": paced["achieved_rate"], "sends_per_s": total / seconds}
     return {**figures, "late_p99_ms": paced["late_p99_ms"], **cpu, **meter.stop("throughput_")}
 
@@ -310,21 +301,22 @@ async def run_repetition(cfg: Config, *, first: int, use_uvloop: bool, server_co
     with contextlib.ExitStack() as stack:
         url, redis_pid = "", None
         if any(kind != "ipc" for kind, _ in servers):
-            url, redis = stack.enter_context(redis_server(driver_core if cfg.redis_on == "driver" else server_core))
+            redis_core = driver_core if cfg.redis_on == "driver" else server_core
+            url, redis = stack.enter_context(harness.redis_server(redis_core))
             redis_pid = redis.pid
         for kind, modes in servers[shift:] + servers[:shift]:
             backend = {"redis": url, "fanout": f"fanout:{url}", "ipc": ""}[kind]
             args, env = ("--keep-alive", "75", *(["--preload"] if kind == "ipc" else [])), {"BENCH_BACKEND": backend}
             app = "benchmarks.cases.cross_worker:make_app"
-            serving = gunicorn(app, workers=cfg.workers, core=server_core, use_uvloop=use_uvloop, env=env, args=args)
-            with serving as server:
+            with harness.gunicorn(app, workers=cfg.workers, core=server_core, use_uvloop=use_uvloop, env=env,
+                                  args=args) as server:
                 print(f"cross-worker: {kind} server, modes {', '.join(modes)}", file=sys.stderr, flush=True)
                 receiver = Receiver()
                 async with lanes_to_workers(server.port, cfg.workers) as lanes:
                     owner = await open_clients(server.port, cfg, receiver)
                     groups = {"server_cpu": sorted(lanes)}
                     groups |= {"redis_cpu": [redis_pid]} if redis_pid and kind != "ipc" else {}
-                    meter = CpuMeter(**groups)
+                    meter = harness.CpuMeter(**groups)
                     for mode in modes[first % len(modes) :] + modes[: first % len(modes)]:
                         results[mode] = await measure_mode(mode, cfg, server.port, lanes, owner, receiver, meter, first)
                     for client in receiver.hellos:
@@ -350,15 +342,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     cfg = Config(**{**(SMOKE if args.smoke else {}), **json.loads(args.config)})
     cfg.modes = args.modes or cfg.modes
-    server_core, driver_core = (None, None) if args.no_pin else cores()
+    server_core, driver_core = (None, None) if args.no_pin else harness.cores()
     if driver_core is not None:
         os.sched_setaffinity(0, {driver_core})
-    use_uvloop = uvloop_available() and not args.no_uvloop
-    meta = {"config": dataclasses.asdict(cfg), "worker_class": worker_class(use_uvloop), "redis": redis_version(),
-            "client_loop": f"uvloop {version('uvloop')}" if use_uvloop else "asyncio", "server_core": server_core,
+    use_uvloop = harness.uvloop_available() and not args.no_uvloop
+    meta = {"config": dataclasses.asdict(cfg), "worker_class": harness.worker_class(use_uvloop),
+            "redis": harness.redis_version(), "server_core": server_core,
+            "client_loop": f"uvloop {harness.version('uvloop')}" if use_uvloop else "asyncio",
             "redis_core": driver_core if cfg.redis_on == "driver" else server_core, "driver_core": driver_core}
     pins = {"server_core": server_core, "driver_core": driver_core}
-    runs = [run_loop(run_repetition(cfg, first=args.first + r, use_uvloop=use_uvloop, **pins), use_uvloop)
+    runs = [harness.run_loop(run_repetition(cfg, first=args.first + r, use_uvloop=use_uvloop, **pins), use_uvloop)
             for r in range(1 if args.json else args.repetitions)]
     if args.json:
         sys.stdout.write(json.dumps({"results": runs[0], "meta": meta}) + "\n")
