@@ -163,8 +163,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                  *(c for k in others for c in (_cell(row[k]), _ratio(row["ratios"].get(k)))),
                  *([_ratio(row["like_for_like"])] if matched else [])] for title, row in rows]
         described = "; ".join(meta.get("peers", {}).get(kind, label(kind)) for kind in others)
-        lines += ["", f"Other servers in the same run: {described}. The peers have no group send: both of their "
-                  "fan-out rows loop over the connections.", "", *table(header + matched, body)]
+        peers_ran = any(kind in meta.get("peers", {}) for kind in others)
+        note = " The peers have no group send: both their fan-out rows loop over the connections." if peers_ran else ""
+        lines += ["", f"Other servers in the same run: {described}.{note}", "", *table(header + matched, body)]
     if (absent := meta.get("peers_missing", [])) and rows:
         why = "left out (--no-peers)" if meta.get("peers_skipped") else "not installed"
         lines += ["", f"Peers {why}, so not measured: {', '.join(label(kind) for kind in absent)}."]
