@@ -1,26 +1,9 @@
-"""Optional peer servers, measured in the same run as raw aiohttp when their packages are installed.
-
-Each does what the raw aiohttp server in :mod:`benchmarks.servers` does, the
-way a user of that framework would write it, on uvicorn (uvloop when asked,
-``--ws auto``, ``--http auto``, heartbeat ping every 25 s, 1 MiB message limit,
-logging at WARNING, no access log):
-
-- ``/ws/``: echo every message back as it came (text as text, binary as binary);
-- ``POST /fanout/``: send the 64-byte :data:`~benchmarks.servers.FANOUT_MESSAGE` to every open
-  websocket, one send per connection, and answer ``{"sent": n, "seconds": s}``.
-
-Peers:
-
-``starlette``  Starlette on uvicorn: a websocket route looping over ``websocket.receive()``,
-               connections kept in a set, as in raw aiohttp.
-``panther``    Panther (whose ``GenericWebsocket`` wsframe follows) on uvicorn: a
-               ``GenericWebsocket`` whose ``receive`` sends the data back; the fan-out goes over
-               Panther's own connection table (``config.WEBSOCKET_CONNECTIONS.connections``) calling
-               each connection's ``send``. Panther logs at DEBUG by default (to stderr and to
-               ``logs/main.log``); it is turned down to WARNING like every other server here.
-
-A server runs as ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``.
-Install the peers with ``pip install starlette 'uvicorn[standard]' panther``.
+"""Optional peer servers on uvicorn, measured in the same run as raw aiohttp when their packages are installed
+(``pip install -e '.[peers]'``), each written the way a user of that framework would write it, serving what
+:mod:`benchmarks.servers` serves: ``starlette`` (a websocket route looping over ``websocket.receive()``,
+connections in a set) and ``panther`` (a ``GenericWebsocket`` whose ``receive`` sends the data back; the
+fan-out over Panther's own connection table; its DEBUG logging turned down to WARNING like every server
+here). Both get a 25 s ping and a 1 MiB limit. ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``.
 """
 
 from __future__ import annotations
@@ -33,17 +16,15 @@ import sys
 import tempfile
 import time
 import types
-from importlib import metadata
 from typing import Any
 
+from .harness import version
 from .servers import FANOUT_MESSAGE, HEARTBEAT, MAX_MESSAGE_SIZE
 
-__all__ = ["PEERS", "available", "command", "describe", "label", "missing", "panther_app", "starlette_app", "main"]
+__all__ = ["PEERS", "available", "describe", "label", "panther_app", "starlette_app", "main"]
 
-PEERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "starlette": ("Starlette", ("starlette", "uvicorn")),
-    "panther": ("Panther", ("panther", "uvicorn")),
-}
+PEERS: dict[str, tuple[str, tuple[str, ...]]] = {"starlette": ("Starlette", ("starlette", "uvicorn")),
+                                                 "panther": ("Panther", ("panther", "uvicorn"))}
 """Peer id -> (label, modules it needs). Order is the order of the columns."""
 
 
@@ -56,21 +37,9 @@ def available() -> list[str]:
     return [peer for peer, (_, modules) in PEERS.items() if all(_installed(m) for m in modules)]
 
 
-def missing() -> list[str]:
-    """The peers that cannot run here (a module is not installed)."""
-    return [peer for peer in PEERS if peer not in available()]
-
-
 def label(kind: str) -> str:
     """How a peer is named in tables and charts."""
     return PEERS[kind][0]
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def describe(kind: str) -> str:
@@ -78,15 +47,7 @@ def describe(kind: str) -> str:
     ws = "websockets-sansio" if _installed("websockets") else "wsproto" if _installed("wsproto") else "none"
     http = "httptools" if _installed("httptools") else "h11"
     package = PEERS[kind][1][0]
-    return f"{label(kind)} {_version(package)} on uvicorn {_version('uvicorn')} (ws {ws}, http {http})"
-
-
-def command(kind: str, port: int, use_uvloop: bool) -> list[str]:
-    """The command line that serves peer *kind* on 127.0.0.1:*port* (run it from the repository root)."""
-    if kind not in PEERS:
-        raise ValueError(f"unknown peer {kind!r}; choose from {', '.join(PEERS)}")
-    line = [sys.executable, "-m", "benchmarks.peers", kind, "--port", str(port)]
-    return [*line, "--uvloop"] if use_uvloop else line
+    return f"{label(kind)} {version(package)} on uvicorn {version('uvicorn')} (ws {ws}, http {http})"
 
 
 def starlette_app() -> Any:
@@ -177,16 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="wsframe-bench-peer-") as workdir:
         app = starlette_app() if args.peer == "starlette" else panther_app(workdir)
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            loop="uvloop" if args.uvloop else "asyncio",
-            log_level="warning",
-            access_log=False,
-            ws_ping_interval=HEARTBEAT,
-            ws_max_size=MAX_MESSAGE_SIZE,
-        )
+        uvicorn.run(app, host=args.host, port=args.port, loop="uvloop" if args.uvloop else "asyncio",
+                    log_level="warning", access_log=False, ws_ping_interval=HEARTBEAT, ws_max_size=MAX_MESSAGE_SIZE)
 
 
 if __name__ == "__main__":

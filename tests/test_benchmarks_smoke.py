@@ -1,10 +1,13 @@
-"""The benchmark harness runs end to end in ``--smoke`` mode: it checks that it runs, not how fast."""
+"""Every benchmark runs end to end in its ``--smoke`` mode: these check that it runs and reports what it
+should, never how fast: ``benchmarks.run`` (memory, echo, open + close, fan-out, cross-worker), the scale
+case, the flood case and the callgrind instruction counter."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +16,17 @@ from typing import Any
 import pytest
 
 from benchmarks import peers
-from benchmarks.cross_worker import MODES, TARGET_P99_MS
-from benchmarks.cross_worker_app import paced_sends
+from benchmarks.cases.cross_worker import MODES, TARGET_P99_MS, paced_sends
+from benchmarks.report import aggregate, loadgen_cases, render_markdown, scale_markdown
+from benchmarks.run import server_kinds
+from benchmarks.servers import command
+from benchmarks.tools import instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_CASES = {"idle_memory", "echo_1", "echo_100", "open_close", "fanout_100", "fanout_1000"}
 SERVERS = ("raw", "wsframe")
+
+SCALE_N = 200
 
 # The smoke run starts six servers and three gunicorns: about 20 s on an idle machine.
 pytestmark = pytest.mark.timeout(240)
@@ -115,7 +123,7 @@ def test_smoke_run_draws_no_chart_by_default(smoke: dict[str, Any]) -> None:
 
 def test_chart_is_drawn_from_the_smoke_report(smoke: dict[str, Any], tmp_path: Path) -> None:
     """render_chart() turns a report, cross-worker panels included, into a PNG file (matplotlib: test extra)."""
-    from benchmarks.run import render_chart
+    from benchmarks.report import render_chart
 
     path = tmp_path / "chart.png"
     render_chart(smoke["report"], path)
@@ -229,3 +237,184 @@ async def test_paced_sends_count_a_failed_send_and_go_on() -> None:
     result = await paced_sends(send, ["a"], 4, rate=10_000)
     assert (calls, result["sent"], result["errors"]) == (4, 3, 1)
     assert result["first_error"] == "ConnectionError('gone')"
+
+
+# ------------------------------------------------------- the like-for-like row
+
+
+def test_raw_aiohttp_with_wsframes_heartbeat_is_an_extra_server_beside_the_headline_one() -> None:
+    """--like-for-like adds raw aiohttp given wsframe's heartbeat after raw and wsframe; the headline raw server
+    is started without it."""
+    assert server_kinds(with_peers=False) == ["raw", "wsframe"]
+    assert server_kinds(with_peers=False, like_for_like=True) == ["raw", "wsframe", "raw-matched"]
+    assert "--matched" in command("raw-matched", 8000, use_uvloop=False)
+    assert "--matched" not in command("raw", 8000, use_uvloop=False)
+
+
+def test_like_for_like_ratio_stands_beside_the_ratio_to_raw_aiohttps_defaults() -> None:
+    """With the matched server in the run, wsframe/raw stays the headline ratio and wsframe/matched is a column."""
+    case = loadgen_cases([], 100, [])[0]  # memory per idle connection
+    runs = {"raw": 10.0, "wsframe": 11.0, "raw-matched": 12.0}
+    sessions = {kind: [{"idle_memory": {"kib_per_connection": kib}}] for kind, kib in runs.items()}
+    (entry,) = aggregate([case], sessions)
+    (row,) = entry["metrics"]
+    assert (row["ratio"], row["like_for_like"]) == (pytest.approx(1.1), pytest.approx(11 / 12))
+    meta = {
+        "date": "d",
+        "mode": "smoke",
+        "repetitions": 1,
+        "commit": "c",
+        "cpu": "cpu",
+        "python": "3",
+        "aiohttp": "3",
+        "uvloop": None,
+        "server_core": 0,
+        "loadgen_core": 1,
+        "loadavg_before": "0",
+        "loadavg_after": "0",
+        "servers": list(runs),
+    }
+    markdown = render_markdown({"meta": meta, "cases": [entry]})
+    assert "| wsframe / raw aiohttp with wsframe's heartbeat |" in markdown
+    assert "| 10.0 (10.0-10.0) | 11.0 (11.0-11.0) | 1.10x |" in markdown
+
+
+# -------------------------------------------------------------------- scale
+
+
+@pytest.fixture(scope="module")
+def scale_smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run ``python -m benchmarks.cases.scale --smoke`` once as a subprocess and collect what it wrote."""
+    results_dir = tmp_path_factory.mktemp("scale")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cases.scale", "--smoke", "--results-dir", str(results_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    report = json.loads((results_dir / "scale.json").read_text()) if (results_dir / "scale.json").exists() else {}
+    return {
+        "returncode": done.returncode,
+        "stderr": done.stderr,
+        "report": report,
+        "markdown": (results_dir / "scale.md").read_text() if (results_dir / "scale.md").exists() else "",
+    }
+
+
+@pytest.fixture(scope="module")
+def scale_row(scale_smoke: dict[str, Any]) -> dict[str, Any]:
+    """The one result row of the scale smoke run."""
+    rows: list[dict[str, Any]] = scale_smoke["report"]["results"]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+@pytest.mark.timeout(60)
+def test_scale_smoke_run_exits_zero(scale_smoke: dict[str, Any]) -> None:
+    """Every connection opened, held and got its message, so the command exits 0."""
+    assert scale_smoke["returncode"] == 0, scale_smoke["stderr"][-4000:]
+
+
+def test_scale_opens_every_connection_and_holds_it_through_heartbeats(scale_row: dict[str, Any]) -> None:
+    """All 200 open, none is dropped while the 1 s heartbeat pings them, and the pings were answered."""
+    row = scale_row
+    assert (row["n"], row["opened"], row["held"], row["lost_while_holding"]) == (SCALE_N, SCALE_N, SCALE_N, 0)
+    assert row["pings_answered"] >= SCALE_N
+
+
+def test_scale_delivers_the_group_message_to_every_client_exactly_once(scale_row: dict[str, Any]) -> None:
+    """The one group send reaches all 200 clients once: none missed, none duplicated."""
+    row = scale_row
+    assert (row["delivered_exactly_once"], row["delivered_none"], row["delivered_more"]) == (SCALE_N, 0, 0)
+
+
+def test_scale_connections_span_at_least_two_workers(scale_row: dict[str, Any]) -> None:
+    """The group spans processes: each of the (two or more) workers holds some of the sockets."""
+    assert scale_row["workers"] >= 2
+    assert len(scale_row["sockets_per_worker"]) == scale_row["workers"]
+    assert all(count > 0 for count in scale_row["sockets_per_worker"])
+
+
+def test_scale_delivery_times_are_ordered_and_finite(scale_row: dict[str, Any]) -> None:
+    """first <= median <= p99 <= last receipt, all finite and non-negative milliseconds."""
+    keys = ("first_received_ms", "median_received_ms", "p99_received_ms", "last_received_ms")
+    times = [scale_row[key] for key in keys]
+    assert all(isinstance(t, int | float) and math.isfinite(t) and t >= 0 for t in times), times
+    assert times == sorted(times)
+
+
+def test_scale_memory_is_measured_with_zero_and_n_connections(scale_row: dict[str, Any]) -> None:
+    """Server RSS is read with 0 and with N connections and the per-connection figure is an integer."""
+    assert scale_row["server_rss_0_mb"] > 0
+    assert scale_row["server_rss_n_mb"] > 0
+    assert isinstance(scale_row["server_bytes_per_connection"], int)
+
+
+def test_scale_markdown_table_has_one_row_per_size(scale_smoke: dict[str, Any], scale_row: dict[str, Any]) -> None:
+    """scale.md is the table scale_markdown() renders from scale.json, with a row for N=200."""
+    report = scale_smoke["report"]
+    assert scale_smoke["markdown"] == scale_markdown(report["results"], report["meta"])
+    assert f"\n| {SCALE_N} | ipc |" in scale_smoke["markdown"]
+
+
+@pytest.mark.timeout(60)
+def test_scale_n_below_one_is_rejected() -> None:
+    """``--n 0`` is a usage error (exit 2) naming the option, before anything starts."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cases.scale", "--n", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--n must be at least 1" in done.stderr
+
+
+# -------------------------------------------------------------------- flood
+
+
+@pytest.mark.functional
+@pytest.mark.timeout(60)
+def test_flood_smoke_run_measures_every_phase(tmp_path: Path) -> None:
+    """The idle, flood and rate-limited phases each time the quiet clients' round trips, and both attackers ran."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cases.flood", "--smoke", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "flood.json").read_text())
+    assert list(data["phases"]) == ["idle", "flood", "flood, rate-limited"]
+    for rows in data["phases"].values():
+        assert rows[0]["round_trips"] > 0
+        assert rows[0]["p99_ms"] >= rows[0]["p50_ms"] > 0
+    assert data["attackers"]["flood"][0]["sent"] > 0
+    assert data["attackers"]["flood, rate-limited"][0]["opened"] > 0
+    assert "| flood, rate-limited |" in (tmp_path / "flood.md").read_text()
+
+
+# ------------------------------------------------------- instruction counts
+
+
+@pytest.mark.timeout(60)
+def test_instruction_count_smoke_run_writes_a_row_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.tools.instructions`` counts both servers' instructions for a case under callgrind."""
+    if shutil.which("valgrind") is None:
+        pytest.fail("valgrind is not installed: apt-get install valgrind (scripts/setup-machine installs it)")
+    code = instructions.main(["--cases", "open_close", "--count", "5", "--warmup", "2", "--results-dir", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "instructions.json").read_text())
+    (row,) = report["cases"]
+    assert row["id"] == "open_close"
+    # A server that did nothing while counted would report 0; one open+close is
+    # hundreds of thousands of instructions in either server.
+    assert row["raw"] > 10_000
+    assert row["wsframe"] > 10_000
+    assert "| connection open + close |" in (tmp_path / "instructions.md").read_text()
+    assert "connection open + close" in capsys.readouterr().out

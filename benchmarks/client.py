@@ -1,38 +1,29 @@
 """A minimal websocket client made for load generation, not for applications.
 
-The load generator must stay far cheaper than the servers it measures, so this
-client skips everything a general client does per message: frames are built
-once (masked with a fixed random key, which RFC 6455 allows servers no way to
-tell apart), replies are parsed by a few byte reads in ``data_received``, and
-everything runs in protocol callbacks with no task per connection or message.
-It understands only what the benchmark servers send: unfragmented text and
-binary frames, pings (answered with pongs) and close frames.
+The load generator must stay far cheaper than the servers it measures, so this client builds frames once
+(masked with one fixed random key, which servers cannot tell apart), parses replies with a few byte reads
+in ``data_received``, and runs in protocol callbacks with no task per connection or message. It
+understands only what the benchmark servers send: unfragmented text and binary frames, pings (answered
+with pongs) and close frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
+import json
 import os
 import socket
 import struct
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
-__all__ = [
-    "next_frame",
-    "OP_TEXT",
-    "OP_BINARY",
-    "OP_CLOSE",
-    "OP_PING",
-    "OP_PONG",
-    "HandshakeError",
-    "WsClient",
-    "client_frame",
-    "connect",
-    "connect_many",
-]
+__all__ = ["next_frame", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "HandshakeError", "WsClient",
+           "client_frame", "connect", "connect_many", "post"]
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -50,6 +41,8 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds to wait for the server's 101 before giving up on a connection."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds a TCP connect may take when :func:`connect_many` retries (``attempts`` > 1)."""
 
 
 class HandshakeError(Exception):
@@ -96,10 +89,8 @@ CLOSE_FRAME = client_frame(OP_CLOSE, struct.pack("!H", 1000))
 
 def handshake_request(host: str, port: int, path: str) -> bytes:
     """Return the HTTP upgrade request for *path*."""
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
 class WsClient(asyncio.Protocol):
@@ -110,17 +101,8 @@ class WsClient(asyncio.Protocol):
     connection is gone, ``close_received`` when the server's close frame arrived.
     """
 
-    __slots__ = (
-        "_buffer",
-        "_handshaking",
-        "_request",
-        "close_received",
-        "closed",
-        "on_message",
-        "opened",
-        "sent_at",
-        "transport",
-    )
+    __slots__ = ("_buffer", "_handshaking", "_request", "close_received", "closed", "on_message", "opened", "pings",
+                 "sent_at", "transport")
 
     def __init__(self, request: bytes, on_message: Callable[[WsClient, int, bytes], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +115,7 @@ class WsClient(asyncio.Protocol):
         self._handshaking = True
         self._request = request
         self.sent_at = 0  # free slot for the load generator: when the message in flight was sent (ns)
+        self.pings = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance() check here.
@@ -189,6 +172,7 @@ class WsClient(asyncio.Protocol):
                 if self.on_message is not None:
                     self.on_message(self, opcode, payload)
             elif opcode == OP_PING:
+                self.pings += 1
                 self.send(client_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE and not self.close_received.done():
                 self.close_received.set_result(None)
@@ -196,15 +180,14 @@ class WsClient(asyncio.Protocol):
             self._buffer = data[pos:]
 
 
-async def connect(
-    host: str,
-    port: int,
-    path: str,
-    *,
-    source: str | None = None,
-    on_message: Callable[[WsClient, int, bytes], None] | None = None,
-) -> WsClient:
-    """Open one websocket, from loopback address *source* when given; raises on a failed handshake."""
+async def connect(host: str, port: int, path: str, *, source: str | None = None,
+                  on_message: Callable[[WsClient, int, bytes], None] | None = None,
+                  connect_timeout: float | None = None) -> WsClient:
+    """Open one websocket, from loopback address *source* when given.
+
+    Raises OSError when the TCP connect fails, TimeoutError when it takes over *connect_timeout*
+    seconds (no limit when None), and :class:`HandshakeError` when the server does not answer 101.
+    """
     loop = asyncio.get_running_loop()
     request = handshake_request(host, port, path)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -213,7 +196,10 @@ async def connect(
         if source is not None:
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
-        await loop.sock_connect(sock, (host, port))
+        if connect_timeout is None:
+            await loop.sock_connect(sock, (host, port))
+        else:
+            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), connect_timeout)
     except BaseException:
         sock.close()
         raise
@@ -226,29 +212,44 @@ async def connect(
     return client
 
 
-async def connect_many(
-    host: str,
-    port: int,
-    path: str,
-    count: int,
-    *,
-    sources: Sequence[str],
-    concurrency: int = 100,
-    on_message: Callable[[WsClient, int, bytes], None] | None = None,
-) -> list[WsClient]:
-    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*."""
+def error_name(exc: BaseException) -> str:
+    """``ConnectionRefusedError[ECONNREFUSED]``: an exception's class and errno, to count connect errors by."""
+    code = getattr(exc, "errno", None)
+    name = type(exc).__name__
+    return f"{name}[{errno.errorcode.get(code, code)}]" if code else name
+
+
+async def connect_many(host: str, port: int, path: str, count: int, *, sources: Sequence[str], concurrency: int = 100,
+                       on_message: Callable[[WsClient, int, bytes], None] | None = None, attempts: int = 1,
+                       errors: Counter[str] | None = None) -> list[WsClient]:
+    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*.
+
+    Without *errors*, the first failure closes every client and raises. With it, each failed try is
+    counted there by :func:`error_name` and retried after a growing pause, up to *attempts* tries;
+    a connection that fails them all is left out of the list.
+    """
     clients: list[WsClient] = []
-    next_index = 0
+    cursor = iter(range(count))
+
+    async def one(source: str | None) -> None:
+        for attempt in range(attempts):
+            try:
+                timeout = CONNECT_TIMEOUT if errors is not None else None
+                clients.append(
+                    await connect(host, port, path, source=source, on_message=on_message, connect_timeout=timeout)
+                )
+                return
+            except (OSError, TimeoutError, HandshakeError) as exc:
+                if errors is None:
+                    raise
+                errors[error_name(exc)] += 1
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
 
     async def worker() -> None:
-        nonlocal next_index
-        while next_index < count:
-            index = next_index
-            next_index += 1
-            source = sources[index % len(sources)] if sources else None
-            clients.append(await connect(host, port, path, source=source, on_message=on_message))
+        for index in cursor:
+            await one(sources[index % len(sources)] if sources else None)
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, count))]
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, count)))]
     try:
         await asyncio.gather(*workers)
     except BaseException:
@@ -258,3 +259,26 @@ async def connect_many(
             client.close()
         raise
     return clients
+
+
+async def post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, path: str, within: float = 60
+) -> tuple[float, dict[str, Any]]:
+    """POST an empty body on an open HTTP/1.1 connection; return when the answer began (monotonic) and its JSON.
+
+    Raises RuntimeError for a status other than 200, TimeoutError when no answer begins within *within* s.
+    """
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
+    answered_at = time.monotonic()
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await asyncio.wait_for(reader.readexactly(length), within)
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if not status.startswith("HTTP/1.1 200"):
+        raise RuntimeError(f"POST {path} answered {status}: {body[:200]!r}")
+    result: dict[str, Any] = json.loads(body)
+    return answered_at, result

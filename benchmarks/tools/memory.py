@@ -1,16 +1,10 @@
 """Where a server's memory per idle connection goes, by allocation site (``tracemalloc``).
 
-::
+    python -m benchmarks.tools.memory wsframe [--connections 5000 --top 40]      # or: raw
 
-    python -m benchmarks.memory wsframe      # or: raw
-    python -m benchmarks.memory wsframe --connections 5000 --top 40
-
-Serves the benchmark app in this process (asyncio's loop: tracemalloc sees
-Python allocations, not uvloop's C ones), opens the connections from a load
-generator subprocess, and prints the traced growth per connection, then the
-allocation sites in wsframe's code (and the benchmark handlers) with their
-bytes per connection. Compare the two servers' outputs to see what wsframe
-holds that raw aiohttp does not.
+Serves the app in this process (asyncio's loop: tracemalloc sees Python allocations, not uvloop's), opens
+the connections from a subprocess, and prints the traced growth per connection and the allocation sites
+in wsframe's code (and the benchmark handlers) with their bytes per connection.
 """
 
 from __future__ import annotations
@@ -23,14 +17,14 @@ import tracemalloc
 
 from aiohttp import web
 
-from .run import ROOT
-from .servers import raw_app, wsframe_app
+from ..harness import ROOT
+from ..servers import raw_app, wsframe_app
 
 __all__ = ["main", "measure"]
 
 _CLIENT = """
 import asyncio, sys
-from benchmarks.wsclient import connect_many
+from benchmarks.client import connect_many
 async def main():
     clients = await connect_many("127.0.0.1", {port}, "/ws/", {count}, sources=["127.0.0.2", "127.0.0.3"])
     print("open", flush=True)
@@ -41,20 +35,12 @@ asyncio.run(main())
 
 async def _open_clients(port: int, count: int, hold: float) -> asyncio.subprocess.Process:
     """Start a subprocess holding *count* idle connections for *hold* seconds; return once they are open."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _CLIENT.format(port=port, count=count, hold=hold),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c",
+                                                   _CLIENT.format(port=port, count=count, hold=hold), cwd=ROOT,
+                                                   stdout=asyncio.subprocess.PIPE)
     if process.stdout is None or await process.stdout.readline() != b"open\n":
         raise RuntimeError("the client process did not open its connections")
     return process
-
-
-def _short(filename: str) -> str:
-    return filename.split(f"{ROOT}/")[-1].split("site-packages/")[-1]
 
 
 async def measure(kind: str, connections: int, top: int) -> str:
@@ -62,8 +48,7 @@ async def measure(kind: str, connections: int, top: int) -> str:
     app = wsframe_app() if kind == "wsframe" else raw_app()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
     try:
         warm = await _open_clients(port, 50, hold=0.5)  # first-use allocations are not per connection
@@ -83,18 +68,13 @@ async def measure(kind: str, connections: int, top: int) -> str:
     total = sum(stat.size_diff for stat in after.compare_to(before, "traceback"))
     lines = [f"{kind}: traced growth {total / connections:,.0f} bytes per connection ({connections} connections)"]
     lines.append("bytes/conn  blocks/conn  allocated at (innermost frame in wsframe/, benchmarks/ or a middleware)")
-    shown = 0
-    for stat in after.compare_to(before, "lineno"):
-        frame = stat.traceback[0]
-        mine = ("wsframe/", "benchmarks/servers", "web_middlewares")
-        if any(part in frame.filename for part in mine) and stat.size_diff / connections >= 8:
-            lines.append(
-                f"{stat.size_diff / connections:10,.0f}  {stat.count_diff / connections:11.1f}  "
-                f"{_short(frame.filename)}:{frame.lineno}"
-            )
-            shown += 1
-            if shown >= top:
-                break
+    mine = ("wsframe/", "benchmarks/servers", "web_middlewares")
+    stats = [s for s in after.compare_to(before, "lineno") if s.size_diff / connections >= 8
+             and any(part in s.traceback[0].filename for part in mine)]
+    for stat in stats[:top]:
+        where = stat.traceback[0].filename.split(f"{ROOT}/")[-1].split("site-packages/")[-1]
+        lines.append(f"{stat.size_diff / connections:10,.0f}  {stat.count_diff / connections:11.1f}  "
+                     f"{where}:{stat.traceback[0].lineno}")
     return "\n".join(lines) + "\n"
 
 

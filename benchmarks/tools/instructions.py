@@ -1,36 +1,13 @@
 """Count the server's CPU instructions per operation under callgrind: wsframe against raw aiohttp.
 
-::
+    python -m benchmarks.tools.instructions [--cases open_close,echo] [--count 500] [--smoke]
 
-    python -m benchmarks.instructions                 # open+close and echo, 500 each
-    python -m benchmarks.instructions --count 100     # quicker
-    python -m benchmarks.instructions --smoke         # seconds: checks that it runs
-
-Wall-clock figures on a shared 2-core machine move by 10-20 % from one run to
-the next, which hides a 5 % regression. Instructions do not: valgrind's
-callgrind counts the instructions the server process executes, whatever else
-the machine is doing, and the same code gives the same count to within about 0.5 % (hash seeds
-and random ids vary).
-So this is the figure to watch while optimising; ``benchmarks.run`` then shows
-what it is worth in time.
-
-Each server (the same two apps as :mod:`benchmarks.run`, uvloop when installed)
-runs under ``valgrind --tool=callgrind --instr-atstart=no``, so it starts at
-near full speed. The client, a separate process at full speed, warms the
-server up, then turns instrumentation on (``callgrind_control -i on``), runs
-*count* operations, and turns it off: the total is divided by *count*.
-Instruction counts measure work, not waiting: a change that blocks on I/O, or
-moves work onto another process, does not show here.
-
-Cases:
-
-``open_close``  open a connection (handshake), send a close frame, wait for the
-                server's close frame, drop the TCP connection; 8 at a time.
-``echo``        one 64-byte text message to the server and its echo back, on
-                one connection.
-
-Needs ``valgrind`` (``apt-get install valgrind``). Writes
-``benchmarks/results/instructions.{md,json}``.
+Wall-clock rates on a shared machine move by 10-20 % between runs; instruction counts repeat to about
+0.5 %, so they are the figure to watch while optimising. Each server (the apps of :mod:`benchmarks.servers`)
+runs under ``valgrind --tool=callgrind --instr-atstart=no``; the client warms it up, turns counting on
+(``callgrind_control -i on``), runs *count* operations, turns it off, and divides. ``open_close``: open,
+close frame, wait for the server's, drop (8 at a time); ``echo``: one 64-byte text round trip on one
+connection. It measures work, not waiting. Needs valgrind. Writes ``benchmarks/results/instructions.{md,json}``.
 """
 
 from __future__ import annotations
@@ -50,20 +27,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .processes import free_port, wait_for_port
-from .run import _server_command
-from .wsclient import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
+from ..client import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
+from ..harness import ROOT, commit, free_port, uvloop_available, wait_for_port
+from ..report import table
+from ..servers import KINDS, command
 
 __all__ = ["CASES", "count_instructions", "main", "render_markdown"]
 
-ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("raw", "wsframe")
 WS_PATH = "/ws/"
 ECHO_FRAME = client_frame(OP_TEXT, b"e" * 64)
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
-
-
-# ------------------------------------------------------------------- the cases
 
 
 async def _open_close(port: int, count: int) -> None:
@@ -104,12 +77,8 @@ async def _echo(port: int, count: int) -> None:
 
 CASES: dict[str, tuple[str, Callable[[int, int], Coroutine[Any, Any, None]]]] = {
     "open_close": ("connection open + close", _open_close),
-    "echo": ("echo round trip, 64-byte text, 1 connection", _echo),
-}
+    "echo": ("echo round trip, 64-byte text, 1 connection", _echo)}
 """Case id -> (title, coroutine driving *count* operations against a port)."""
-
-
-# ------------------------------------------------------------------ measuring
 
 
 def _callgrind_control(pid: int, switch: str) -> None:
@@ -124,13 +93,9 @@ def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvl
     drive = CASES[case][1]
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
-        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-        process = subprocess.Popen(
-            [*command, *_server_command(kind, port, use_uvloop)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        process = subprocess.Popen([*valgrind, *command(kind, port, use_uvloop)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
         try:
             wait_for_port(port, process, timeout=180)
             asyncio.run(drive(port, warmup))
@@ -153,23 +118,13 @@ def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvl
 def render_markdown(report: dict[str, Any]) -> str:
     """The counts as a Markdown table."""
     meta = report["meta"]
-    lines = [
-        f"Instructions per operation in the server process, counted by callgrind ({meta['date']}, commit "
-        f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
-        "Repeatable to about 0.5 %; wsframe/raw > 1 means wsframe does more work.",
-        "",
-        "| case | raw aiohttp | wsframe | wsframe/raw | raw/wsframe (as a speed ratio) |",
-        "|---|---|---|---|---|",
-    ]
-    for row in report["cases"]:
-        raw, ours = row["raw"], row["wsframe"]
-        lines.append(f"| {row['title']} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.3f}x | {raw / ours:.3f}x |")
-    return "\n".join(lines) + "\n"
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
+    lines = [f"Instructions per operation in the server process, counted by callgrind ({meta['date']}, commit "
+             f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
+             "Repeatable to about 0.5 %; wsframe/raw > 1 means wsframe does more work.", ""]
+    rows = [[r["title"], f"{r['raw']:,.0f}", f"{r['wsframe']:,.0f}", f"{r['wsframe'] / r['raw']:.3f}x",
+             f"{r['raw'] / r['wsframe']:.3f}x"] for r in report["cases"]]
+    header = ["case", "raw aiohttp", "wsframe", "wsframe/raw", "raw/wsframe (as a speed ratio)"]
+    return "\n".join(lines + table(header, rows)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,18 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
+    if unknown := sorted(set(cases) - set(CASES)):
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("benchmarks.instructions needs valgrind: apt-get install valgrind")
+        raise SystemExit("benchmarks.tools.instructions needs valgrind: apt-get install valgrind")
     count, warmup = (20, 10) if args.smoke else (args.count, args.warmup)
-    try:
-        import uvloop  # noqa: F401
-
-        use_uvloop = not args.no_uvloop
-    except ImportError:
-        use_uvloop = False
+    use_uvloop = uvloop_available() and not args.no_uvloop
     rows = []
     for case in cases:
         row: dict[str, Any] = {"id": case, "title": CASES[case][0]}
@@ -202,16 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case}: {kind} under callgrind ...", file=sys.stderr, flush=True)
             row[kind] = count_instructions(kind, case, count, warmup=warmup, use_uvloop=use_uvloop) / count
         rows.append(row)
-    report = {
-        "meta": {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "commit": _commit(),
-            "count": count,
-            "loop": "uvloop" if use_uvloop else "asyncio",
-            "python": sys.version.split()[0],
-        },
-        "cases": rows,
-    }
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(), "count": count,
+            "loop": "uvloop" if use_uvloop else "asyncio", "python": sys.version.split()[0]}
+    report = {"meta": meta, "cases": rows}
     markdown = render_markdown(report)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "instructions.json").write_text(json.dumps(report, indent=2) + "\n")
