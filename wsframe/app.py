@@ -14,7 +14,7 @@ from .backends.base import Backend
 from .config import SETTINGS_KEY, Settings
 from .registry import REGISTRY_KEY, Registry, started_apps
 from .routing import Route, compile_urls
-from .security import Auth, OriginPolicy, Permission
+from .types import Auth, OriginPolicy, Permission
 
 __all__ = ["create_app", "ROUTES_KEY"]
 

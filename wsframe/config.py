@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from .exceptions import ConfigurationError
-
-if TYPE_CHECKING:
-    from .security import Auth, OriginPolicy, Permission
+from .types import Auth, OriginPolicy, Permission
 
 __all__ = ["Settings", "SETTINGS_KEY", "MIB"]
 
@@ -95,8 +93,6 @@ class Settings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigurationError(f"{name} must be a positive whole number or None, got {value!r}")
-        from .security import validate_origin_policy
-
         object.__setattr__(self, "allowed_origins", validate_origin_policy(self.allowed_origins, "allowed_origins"))
         object.__setattr__(self, "permissions", tuple(self.permissions))
 
@@ -104,6 +100,17 @@ class Settings:
         """Return these settings with *overrides* applied (``None`` values are ignored)."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **changes) if changes else self
+
+
+def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
+    """Check a policy given as a setting; raises ConfigurationError saying what is accepted."""
+    if policy is None or policy == "*":
+        return policy  # type: ignore[no-any-return]
+    if isinstance(policy, str) or not all(isinstance(p, str) for p in policy):
+        raise ConfigurationError(
+            f"{where}: allowed_origins must be '*', None or a list of origins such as ['https://example.com']"
+        )
+    return tuple(policy)
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))

@@ -25,7 +25,7 @@ from .limits import ConnectionLimiter
 from .messages import MessageDecoder, decoder_for
 from .pathvars import PathConverters
 from .registry import current_app
-from .security import _has_session, authenticate, load_session, origin_allowed
+from .security import authenticate, has_session, load_session, origin_allowed
 from .websocket import GenericWebsocket, _json_error
 
 __all__ = ["HandlerConfig", "make_route_handler"]
@@ -160,7 +160,7 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
             else:
                 path_variables = {}
             connection = cls(request, path_variables, config, app)
-            if _has_session(request):
+            if has_session(request):
                 connection.session = await load_session(request)
             if needs_auth:
                 try:

@@ -30,7 +30,7 @@ from .codec import build_close_frame, build_frame, encode_frame
 from .exceptions import ConnectionClosed, WsframeError
 from .messages import describe_error
 from .registry import REGISTRY_KEY, get_registry
-from .security import Auth, OriginPolicy, Permission
+from .types import Auth, OriginPolicy, Permission
 
 if TYPE_CHECKING:
     from .handshake import HandlerConfig
