@@ -11,7 +11,7 @@ from aiohttp import web
 from . import status
 from .backends import resolve_backend
 from .backends.base import Backend
-from .config import SETTINGS_KEY, Settings
+from .config import FIELDS, SETTINGS_KEY, Settings
 from .registry import REGISTRY_KEY, Registry, started_apps
 from .routing import Route, compile_urls
 from .types import Auth, OriginPolicy, Permission
@@ -59,25 +59,10 @@ def create_app(
     Raises :class:`~wsframe.exceptions.ConfigurationError` naming the problem
     for a bad url table or setting, before anything is served.
     """
-    settings = Settings().merged(
-        {
-            "max_message_size": max_message_size,
-            "heartbeat": heartbeat,
-            "compression": compression,
-            "close_timeout": close_timeout,
-            "shutdown_timeout": shutdown_timeout,
-            "max_outbound_buffer": max_outbound_buffer,
-            "slow_consumer": slow_consumer,
-            "handshake_timeout": handshake_timeout,
-            "idle_timeout": idle_timeout,
-            "rate_limit": rate_limit,
-            "max_connections": max_connections,
-            "max_connections_per_ip": max_connections_per_ip,
-            "allowed_origins": allowed_origins,
-            "auth": auth,
-            "permissions": permissions,
-        }
-    )
+    # Every keyword named like a setting, read by name: a setting added to
+    # Settings but not here fails on the first call (and in tests/test_config.py).
+    given = locals()
+    settings = Settings().merged({name: given[name] for name in FIELDS})
     # No middleware of our own: a middleware's frame would stay suspended for the
     # whole life of every websocket. The handlers routing.py mounts set the
     # current app themselves (see registry.current_app).

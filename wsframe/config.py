@@ -1,7 +1,11 @@
-"""Per-application settings and their defaults (DESIGN.md section 5).
+"""Per-application settings and their defaults: the one declaration of every setting.
 
-Every setting can be given to :func:`wsframe.create_app` for the whole app and
-overridden on a handler class by a class attribute of the same name.
+Every field of :class:`Settings` is a keyword of :func:`wsframe.create_app` for
+the whole app, and every field in :data:`OVERRIDABLE` (all but
+``shutdown_timeout``, which is about the app, not a connection) is also a
+class attribute of :class:`~wsframe.GenericWebsocket` of the same name that
+overrides it for one handler. tests/test_config.py fails when the keywords,
+the class attributes or the docs' settings table drift from this list.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from aiohttp import web
 from .exceptions import ConfigurationError
 from .types import Auth, OriginPolicy, Permission
 
-__all__ = ["Settings", "SETTINGS_KEY", "MIB"]
+__all__ = ["Settings", "SETTINGS_KEY", "MIB", "FIELDS", "OVERRIDABLE", "validate_origin_policy"]
 
 MIB = 1024 * 1024
 
@@ -113,6 +117,9 @@ def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
     return tuple(policy)
 
 
-FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+"""Every setting, in declaration order."""
+OVERRIDABLE: tuple[str, ...] = tuple(name for name in FIELDS if name != "shutdown_timeout")
+"""The settings a handler class may override with a class attribute of the same name."""
 
 SETTINGS_KEY = web.AppKey("wsframe_settings", Settings)

@@ -2,10 +2,10 @@
 
 :func:`make_route_handler` returns the aiohttp handler that routing mounts for
 a :class:`~wsframe.websocket.GenericWebsocket` subclass. It refuses what it
-must before any handler code runs, each with its status (DESIGN.md section
-2): 426 no upgrade, 400 malformed handshake, 403 origin, 503/429 connection
-limits, 404 path variable, 401/403 auth and permissions; then it makes the
-handler instance and runs the connection. :class:`HandlerConfig` holds what
+must before any handler code runs, each with its status: 426 no upgrade, 400
+malformed handshake, 403 origin, 503/429 connection limits, 404 path
+variable, 401/403 auth and permissions; then it makes the handler instance
+and runs the connection. :class:`HandlerConfig` holds what
 that needs, computed once at ``create_app``.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from . import status
-from .config import Settings
+from .config import OVERRIDABLE, Settings
 from .exceptions import AuthenticationFailed, PermissionDenied
 from .limits import ConnectionLimiter
 from .messages import MessageDecoder, decoder_for
@@ -81,7 +81,7 @@ class HandlerConfig:
         where: str,
     ) -> HandlerConfig:
         """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
-        overrides = {name: getattr(handler, name, None) for name in _OVERRIDABLE}
+        overrides = {name: getattr(handler, name, None) for name in OVERRIDABLE}
         settings = app_settings.merged(overrides)
         limiter = app_limiter
         if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
@@ -97,28 +97,10 @@ class HandlerConfig:
         )
 
 
-_OVERRIDABLE = (
-    "max_message_size",
-    "heartbeat",
-    "compression",
-    "close_timeout",
-    "max_outbound_buffer",
-    "slow_consumer",
-    "handshake_timeout",
-    "idle_timeout",
-    "rate_limit",
-    "max_connections",
-    "max_connections_per_ip",
-    "allowed_origins",
-    "auth",
-    "permissions",
-)
-
-
 def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Handler:
     """Return the aiohttp handler that serves *cls* with *config*.
 
-    The checks run in the order of DESIGN.md section 2, each with its status:
+    The checks run in this order, each with its status:
     426 no upgrade, 400 malformed handshake, 403 origin, 503/429 connection
     limits, 404 path variable, 401/403 auth and permissions.
     """

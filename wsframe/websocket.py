@@ -117,10 +117,13 @@ class _WebSocketResponse(web.WebSocketResponse):
 class GenericWebsocket:
     """Base class of websocket handlers: one instance per connection.
 
-    Override :meth:`connect`, :meth:`receive` and :meth:`disconnect`. The
-    class attributes ``max_message_size``, ``heartbeat``, ``compression``,
-    ``close_timeout`` override the app's settings for this handler (``None``:
-    as the app).
+    Override :meth:`connect`, :meth:`receive` and :meth:`disconnect`. These
+    class attributes override the app's settings of the same name for this
+    handler (``None``: as the app): ``max_message_size``, ``heartbeat``,
+    ``compression``, ``close_timeout``, ``max_outbound_buffer``,
+    ``slow_consumer``, ``handshake_timeout``, ``idle_timeout``, ``rate_limit``,
+    ``max_connections``, ``max_connections_per_ip``, ``allowed_origins``,
+    ``auth`` and ``permissions``.
 
     Do not override ``__init__``; set up per-connection state in :meth:`connect`.
     """
