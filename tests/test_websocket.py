@@ -280,6 +280,18 @@ async def test_send_encodes_each_type_to_the_exact_frame(serve: Serve, value: An
     assert await ws.frames_until_eof(TIMEOUT) == [expected, close_frame(1000)]
 
 
+async def test_send_without_an_argument_sends_json_null(serve: Serve) -> None:
+    class Sender(GenericWebsocket):
+        async def connect(self) -> None:
+            await self.accept()
+            await self.send()
+            await self.close()
+
+    client = await serve(create_app({"ws/": Sender}))
+    ws = await raw_connect(client, "/ws/")
+    assert await ws.frames_until_eof(TIMEOUT) == [Frame(TEXT, b"null"), close_frame(1000)]
+
+
 async def test_send_of_unencodable_value_raises_type_error_and_sends_nothing(serve: Serve) -> None:
     errors: list[str] = []
 

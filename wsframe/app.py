@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -19,6 +20,13 @@ from .types import Auth, OriginPolicy, Permission
 __all__ = ["create_app", "ROUTES_KEY"]
 
 ROUTES_KEY = web.AppKey("wsframe_routes", list[Route])
+
+
+def _not_a_subprotocol_mismatch(record: logging.LogRecord) -> bool:
+    # aiohttp warns on every handshake whose offered subprotocols the server
+    # does not pick: a client could flood the log with them. Declining a
+    # subprotocol is a normal outcome (RFC 6455 4.2.2), not a warning.
+    return not (isinstance(record.msg, str) and record.msg.startswith("%s: Client protocols"))
 
 
 def create_app(
@@ -67,6 +75,9 @@ def create_app(
     # whole life of every websocket. The handlers routing.py mounts set the
     # current app themselves (see registry.current_app).
     app = web.Application(middlewares=list(middlewares), **app_options)
+    # Here rather than at import: importing wsframe changes no logging. Adding
+    # the same filter again is a no-op.
+    logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
     registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry

@@ -17,9 +17,12 @@ from typing import Any, Literal
 from aiohttp import web
 
 from .exceptions import ConfigurationError
+from .limits import ConnectionLimiter, OutboundPolicy
+from .messages import MessageDecoder
+from .pathvars import PathConverters
 from .types import Auth, OriginPolicy, Permission
 
-__all__ = ["Settings", "SETTINGS_KEY", "MIB", "FIELDS", "OVERRIDABLE", "validate_origin_policy"]
+__all__ = ["Settings", "SETTINGS_KEY", "MIB", "FIELDS", "OVERRIDABLE", "HandlerConfig", "validate_origin_policy"]
 
 MIB = 1024 * 1024
 
@@ -123,3 +126,22 @@ OVERRIDABLE: tuple[str, ...] = tuple(name for name in FIELDS if name != "shutdow
 """The settings a handler class may override with a class attribute of the same name."""
 
 SETTINGS_KEY = web.AppKey("wsframe_settings", Settings)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    """What a mounted handler class needs per connection, computed once at create_app.
+
+    Built by :func:`wsframe.handshake.build_handler_config`.
+    """
+
+    settings: Settings
+    converters: PathConverters
+    decoder: MessageDecoder | None
+    limiter: ConnectionLimiter
+    outbound: OutboundPolicy
+    """What to do past max_outbound_buffer; shared by every connection of the handler."""
+    outbound_limit: int
+    """settings.max_outbound_buffer, one attribute away on the per-frame path."""
+    calls_disconnect: bool = True
+    """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""

@@ -11,7 +11,6 @@ that needs, computed once at ``create_app``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -19,16 +18,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from . import status
-from .config import OVERRIDABLE, Settings
+from ._session import json_error
+from .config import OVERRIDABLE, HandlerConfig, Settings
 from .exceptions import AuthenticationFailed, PermissionDenied
-from .limits import ConnectionLimiter
-from .messages import MessageDecoder, decoder_for
+from .limits import ConnectionLimiter, OutboundPolicy
+from .messages import decoder_for
 from .pathvars import PathConverters
 from .registry import current_app
 from .security import authenticate, has_session, load_session, origin_allowed
-from .websocket import GenericWebsocket, _json_error
+from .websocket import GenericWebsocket, serve_connection
 
-__all__ = ["HandlerConfig", "make_route_handler"]
+__all__ = ["build_handler_config", "make_route_handler"]
 
 logger = logging.getLogger("wsframe.websocket")
 
@@ -58,43 +58,29 @@ _KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 """16 bytes in base64: 22 characters and two of padding (one regex call instead of b64decode's several)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class HandlerConfig:
-    """What a mounted handler class needs per connection, computed once at create_app."""
-
-    settings: Settings
-    converters: PathConverters
-    decoder: MessageDecoder | None
-    limiter: ConnectionLimiter
-    outbound_limit: int = 0
-    """settings.max_outbound_buffer, one attribute away on the per-frame path."""
-    calls_disconnect: bool = True
-    """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""
-
-    @classmethod
-    def build(
-        cls,
-        handler: type[GenericWebsocket],
-        converters: PathConverters,
-        app_settings: Settings,
-        app_limiter: ConnectionLimiter,
-        where: str,
-    ) -> HandlerConfig:
-        """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
-        overrides = {name: getattr(handler, name, None) for name in OVERRIDABLE}
-        settings = app_settings.merged(overrides)
-        limiter = app_limiter
-        if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
-            # The class has limits of its own: count its connections apart from the app's.
-            limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
-        return cls(
-            settings,
-            converters,
-            decoder_for(handler.receive, where),
-            limiter,
-            settings.max_outbound_buffer,
-            handler.disconnect is not GenericWebsocket.disconnect,
-        )
+def build_handler_config(
+    handler: type[GenericWebsocket],
+    converters: PathConverters,
+    app_settings: Settings,
+    app_limiter: ConnectionLimiter,
+    where: str,
+) -> HandlerConfig:
+    """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
+    overrides = {name: getattr(handler, name, None) for name in OVERRIDABLE}
+    settings = app_settings.merged(overrides)
+    limiter = app_limiter
+    if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
+        # The class has limits of its own: count its connections apart from the app's.
+        limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
+    return HandlerConfig(
+        settings,
+        converters,
+        decoder_for(handler.receive, where),
+        limiter,
+        OutboundPolicy(settings.max_outbound_buffer, settings.slow_consumer),
+        settings.max_outbound_buffer,
+        handler.disconnect is not GenericWebsocket.disconnect,
+    )
 
 
 def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Handler:
@@ -116,29 +102,29 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
         app = request.app
         current_app.set(app)
         if request.headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
-            return _json_error(
+            return json_error(
                 status.HTTP_426_UPGRADE_REQUIRED,
                 "This URL is a websocket endpoint; connect with a websocket client.",
                 headers={hdrs.UPGRADE: "websocket", hdrs.CONNECTION: "Upgrade"},
             )
         problem = _handshake_problem(request)
         if problem is not None:
-            return _json_error(status.HTTP_400_BAD_REQUEST, problem)
+            return json_error(status.HTTP_400_BAD_REQUEST, problem)
         # Most clients that are not browsers send no Origin: no call for them.
         if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
             logger.info("refused handshake from origin %r to %s", request.headers.get(hdrs.ORIGIN), request.path)
-            return _json_error(status.HTTP_403_FORBIDDEN, "Origin not allowed.")
+            return json_error(status.HTTP_403_FORBIDDEN, "Origin not allowed.")
         limited = limiter.active
         if limited:
             address = request.remote or ""
             refused = limiter.admit(address)
             if refused is not None:
-                return _json_error(refused, "Too many connections; try again later.")
+                return json_error(refused, "Too many connections; try again later.")
         try:
             if has_variables:
                 path_variables = converters.convert(request.match_info)
                 if path_variables is None:
-                    return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
+                    return json_error(status.HTTP_404_NOT_FOUND, "Not found")
             else:
                 path_variables = {}
             connection = cls(request, path_variables, config, app)
@@ -149,14 +135,14 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                     await authenticate(connection, auth, permissions)
                 except AuthenticationFailed as exc:
                     logger.info("authentication failed for %s: %s", request.path, exc)
-                    return _json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
+                    return json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
                 except PermissionDenied as exc:
                     logger.info("permission denied for %s: %s", request.path, exc)
-                    return _json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
+                    return json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
                 except Exception:
                     logger.exception("auth or permission check of %s failed", cls.__qualname__)
-                    return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
-            return await connection._serve()
+                    return json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            return await serve_connection(connection)
         finally:
             if limited:
                 limiter.release(address)
