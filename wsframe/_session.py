@@ -29,6 +29,9 @@ __all__ = ["Session", "Hooks", "json_error"]
 
 logger = logging.getLogger("wsframe.websocket")
 
+_HANDSHAKE_EXPIRED = "wsframe: handshake timeout"
+"""The message of the cancellation the handshake timer sends."""
+
 _FAIR_SHARE = 16
 """Messages one connection handles in a row before letting the others run."""
 
@@ -54,6 +57,7 @@ def _utf8_size(data: str | bytes, limit: int) -> int:
 class Hooks(Protocol):
     """What the driver calls on a handler: :class:`~wsframe.GenericWebsocket`'s hooks."""
 
+    request: web.Request
     path_variables: dict[str, Any]
 
     async def connect(self, *args: Any, **path_variables: Any) -> None: ...
@@ -65,15 +69,12 @@ class Hooks(Protocol):
 class Session(Connection):
     """A connection with its driver: :meth:`serve` runs it from ``connect()`` to ``disconnect()``."""
 
-    __slots__ = ("handshake_expired", "handshake_timer", "query_params", "registry")
+    __slots__ = ("handshake_timer", "registry")
 
     def __init__(self, registry: Registry, config: HandlerConfig) -> None:
         super().__init__(registry.new_connection_id(), config)
         self.registry = registry
         self.handshake_timer: asyncio.TimerHandle | None = None
-        self.handshake_expired = False
-        self.query_params: dict[str, str] | None = None
-        """The handler's query_params, computed on first use."""
 
     # ---------------------------------------------------------------- handshake
 
@@ -97,13 +98,15 @@ class Session(Connection):
             timer.cancel()
             self.handshake_timer = None
 
-    def _expire_handshake(self, task: asyncio.Task[Any]) -> None:
-        self.handshake_expired = True
-        task.cancel()
+    @staticmethod
+    def _expire_handshake(task: asyncio.Task[Any]) -> None:
+        # The message tells this cancellation apart from aiohttp's (client gone,
+        # shutdown): a flag for it would cost a slot on every connection.
+        task.cancel(_HANDSHAKE_EXPIRED)
 
     # ---------------------------------------------------------------- serving
 
-    async def serve(self, handler: Hooks, request: web.Request) -> web.StreamResponse:
+    async def serve(self, handler: Hooks) -> web.StreamResponse:
         """Run the whole connection: connect, receive loop, disconnect.
 
         One coroutine frame for the connection's whole life (with the receive
@@ -127,7 +130,7 @@ class Session(Connection):
             ws = self.ws
             if ws is None:
                 if self.state is _CLOSING:
-                    return await self._close_before_accept(handler, request)
+                    return await self._close_before_accept(handler)
                 return json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
             if self.state is _OPEN:
                 await self._receive_loop(handler, ws)
@@ -155,8 +158,8 @@ class Session(Connection):
         name = type(handler).__qualname__
         try:
             await handler.connect(**handler.path_variables)
-        except asyncio.CancelledError:
-            if self.ws is not None or not self.handshake_expired:
+        except asyncio.CancelledError as cancelled:
+            if self.ws is not None or cancelled.args != (_HANDSHAKE_EXPIRED,):
                 raise  # after accept(), serve() cleans up
             task.uncancel()  # type: ignore[union-attr]  # set whenever the timer could fire
             logger.warning(
@@ -179,12 +182,12 @@ class Session(Connection):
                 self.end_handshake_timer()
         return None
 
-    async def _close_before_accept(self, handler: Hooks, request: web.Request) -> web.StreamResponse:
+    async def _close_before_accept(self, handler: Hooks) -> web.StreamResponse:
         """Complete the handshake only to close it with the code close() recorded in connect()."""
         code, reason = self.close_code or status.WS_1000_NORMAL_CLOSURE, self.close_reason
         ws = self.make_response(None)
         try:
-            await ws.prepare(request)
+            await ws.prepare(handler.request)
         except (ClientConnectionResetError, ConnectionResetError):
             logger.debug("client of %s left before its close frame", type(handler).__qualname__)
             return ws
@@ -193,10 +196,10 @@ class Session(Connection):
 
     async def _receive_loop(self, handler: Hooks, ws: web.WebSocketResponse) -> None:
         """Hand each data message to receive(), answer control frames, return when the connection ends."""
-        receive = handler.receive
-        config = self.config
-        decode = config.decoder
-        idle_timeout = config.settings.idle_timeout
+        # No local for handler.receive: the bound method would be one more
+        # object kept for every open connection.
+        decode = self.config.decoder
+        idle_timeout = self.config.settings.idle_timeout
         limited = self._message_limits()
         in_a_row = 0
         while True:
@@ -217,14 +220,14 @@ class Session(Connection):
                     return
                 try:
                     if decode is None:
-                        await receive(msg.data)
+                        await handler.receive(msg.data)
                     else:
                         try:
                             data = decode(msg.data)
                         except (msgspec.ValidationError, msgspec.DecodeError) as error:
                             await handler.on_invalid_message(error)
                         else:
-                            await receive(data)
+                            await handler.receive(data)
                 except ConnectionClosed:
                     # A send inside receive() raced with a close; not a crash.
                     return

@@ -18,6 +18,7 @@ in :mod:`wsframe._session`; writes, close and abort in :mod:`wsframe._connection
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -104,15 +105,12 @@ class GenericWebsocket:
         """The handshake's headers, case-insensitive."""
         return self.request.headers
 
-    @property
+    @functools.cached_property
     def query_params(self) -> dict[str, str]:
         """The handshake's query string; for a repeated name the last value wins."""
-        connection = self._connection
-        params = connection.query_params
-        if params is None:
-            # Last value wins; dict(MultiDict) would keep the first.
-            params = connection.query_params = {key: value for key, value in self.request.query.items()}
-        return params
+        # Last value wins; dict(MultiDict) would keep the first. Cached in the
+        # instance's own dict, so a connection that never asks pays nothing.
+        return {key: value for key, value in self.request.query.items()}
 
     @property
     def cookies(self) -> Mapping[str, str]:
@@ -241,7 +239,7 @@ class GenericWebsocket:
 
 def serve_connection(handler: GenericWebsocket) -> Coroutine[Any, Any, web.StreamResponse]:
     """Run *handler*'s connection from connect() to disconnect() (what the mounted route awaits)."""
-    return handler._connection.serve(handler, handler.request)
+    return handler._connection.serve(handler)
 
 
 async def send_message_to_websocket(connection_id: str, data: Any, *, app: web.Application | None = None) -> None:
