@@ -15,7 +15,6 @@ import asyncio
 import enum
 import logging
 import zlib
-from collections.abc import Mapping
 
 from aiohttp import ClientConnectionResetError, WSMsgType, web
 
@@ -136,32 +135,6 @@ class Connection:
             # the buffer instead, so one slow client cannot stall a sender.
             writer_limit=_NO_DRAIN,
         )
-
-    async def open(self, request: web.Request, subprotocol: str | None, headers: Mapping[str, str] | None) -> None:
-        """Send the 101 and move to OPEN.
-
-        Raises :class:`ConnectionClosed` after a close or when the client left
-        mid-handshake (then 1006), and :class:`WsframeError` when already open.
-        """
-        if self.state is not _CONNECTING:
-            if self.ws is not None and self.state is _OPEN:
-                raise WsframeError("accept() was already called for this connection")
-            raise self.closed_error()
-        ws = self.make_response(subprotocol)
-        if headers:
-            ws.headers.update(headers)
-        try:
-            await ws.prepare(request)
-        except (ClientConnectionResetError, ConnectionResetError):
-            # The client left mid-handshake: routine on busy servers, not a crash.
-            self.state = _CLOSED
-            self.close_code = status.WS_1006_ABNORMAL_CLOSURE
-            raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
-        self.ws = ws
-        self.transport = request.transport
-        if self.config.settings.compression and ws.compress:
-            self.compressed = True
-        self.state = _OPEN
 
     # ---------------------------------------------------------------- writing
 

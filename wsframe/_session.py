@@ -19,9 +19,10 @@ from aiohttp import ClientConnectionResetError, WSMsgType, web
 
 from . import status
 from ._connection import Connection, State, truncate_reason
+from ._ids import new_connection_id
 from .codec import build_frame
 from .config import HandlerConfig
-from .exceptions import ConnectionClosed
+from .exceptions import ConnectionClosed, WsframeError
 from .limits import TokenBucket
 from .registry import Registry
 
@@ -72,15 +73,38 @@ class Session(Connection):
     __slots__ = ("handshake_timer", "registry")
 
     def __init__(self, registry: Registry, config: HandlerConfig) -> None:
-        super().__init__(registry.new_connection_id(), config)
+        # Not super() nor registry.new_connection_id(): two calls fewer per connection.
+        Connection.__init__(self, new_connection_id(registry.node_id), config)
         self.registry = registry
         self.handshake_timer: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- handshake
 
     async def accept(self, request: web.Request, subprotocol: str | None, headers: Mapping[str, str] | None) -> None:
-        """Complete the handshake and register the connection (see GenericWebsocket.accept)."""
-        await self.open(request, subprotocol, headers)
+        """Send the 101, move to OPEN and register the connection (see GenericWebsocket.accept).
+
+        Raises :class:`ConnectionClosed` after a close or when the client left
+        mid-handshake (then 1006), and :class:`WsframeError` when already open.
+        """
+        if self.state is not _CONNECTING:
+            if self.ws is not None and self.state is _OPEN:
+                raise WsframeError("accept() was already called for this connection")
+            raise self.closed_error()
+        ws = self.make_response(subprotocol)
+        if headers:
+            ws.headers.update(headers)
+        try:
+            await ws.prepare(request)
+        except (ClientConnectionResetError, ConnectionResetError):
+            # The client left mid-handshake: routine on busy servers, not a crash.
+            self.state = _CLOSED
+            self.close_code = status.WS_1006_ABNORMAL_CLOSURE
+            raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
+        self.ws = ws
+        self.transport = request.transport
+        if self.config.settings.compression and ws.compress:
+            self.compressed = True
+        self.state = _OPEN
         registry = self.registry
         registry.add(self)
         if self.handshake_timer is not None:
@@ -200,7 +224,9 @@ class Session(Connection):
         # object kept for every open connection.
         decode = self.config.decoder
         idle_timeout = self.config.settings.idle_timeout
-        limited = self._message_limits()
+        limited = None
+        if self.compressed or self.config.settings.rate_limit is not None:
+            limited = self._message_limits()
         in_a_row = 0
         while True:
             try:
@@ -256,16 +282,17 @@ class Session(Connection):
                 continue
             if kind is _PONG:
                 continue  # the heartbeat already counted it as traffic
-            await self._on_end_frame(ws, msg)
+            if kind is _CLOSE:
+                await ws.close(code=self._peer_closed(msg.data, msg.extra), drain=False)
+            else:
+                self._read_ended(ws, msg)
             return
 
-    def _message_limits(self) -> tuple[int | None, TokenBucket | None] | None:
-        """The per-message checks this connection needs (inflated size, rate), or None for none."""
+    def _message_limits(self) -> tuple[int | None, TokenBucket | None]:
+        """The per-message checks this connection needs: the inflated size limit and the rate limit."""
         settings = self.config.settings
         inflated_limit = settings.max_message_size if self.compressed else None
         rate = settings.rate_limit
-        if inflated_limit is None and rate is None:
-            return None
         bucket = TokenBucket(rate, asyncio.get_running_loop().time()) if rate is not None else None
         return inflated_limit, bucket
 
@@ -280,17 +307,17 @@ class Session(Connection):
             return True
         return False
 
-    async def _on_end_frame(self, ws: web.WebSocketResponse, msg: Any) -> None:
-        """Record how the connection ended: the peer's close frame, a failed read, or EOF."""
+    def _peer_closed(self, code: int, reason: str | None) -> int:
+        """Record the peer's close frame; return the code to answer it with."""
+        self.mark_closed(code or status.WS_1005_NO_STATUS_RCVD, reason or "")
+        # aiohttp's reader lets 1006 and codes >= 5000 through; RFC 6455 7.4 forbids them.
+        valid = not code or status.is_valid_close_code(code)
+        return status.WS_1000_NORMAL_CLOSURE if valid else status.WS_1002_PROTOCOL_ERROR
+
+    def _read_ended(self, ws: web.WebSocketResponse, msg: Any) -> None:
+        """Record how the connection ended without a close frame: a failed read, or EOF."""
         kind = msg.type
-        if kind is _CLOSE:
-            code = msg.data or status.WS_1005_NO_STATUS_RCVD
-            self.mark_closed(code, msg.extra or "")
-            # aiohttp's reader lets 1006 and codes >= 5000 through; RFC 6455 7.4 forbids them.
-            valid = not msg.data or status.is_valid_close_code(msg.data)
-            reply = status.WS_1000_NORMAL_CLOSURE if valid else status.WS_1002_PROTOCOL_ERROR
-            await ws.close(code=reply, drain=False)
-        elif kind is _ERROR:
+        if kind is _ERROR:
             # Oversized or malformed frame, or a failed heartbeat; aiohttp
             # sent the matching close code (1009, 1002, 1007) if it could.
             # aiohttp then reports 1006 in ws.close_code (its close() reads

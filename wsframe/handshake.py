@@ -5,8 +5,8 @@ a :class:`~wsframe.websocket.GenericWebsocket` subclass. It refuses what it
 must before any handler code runs, each with its status: 426 no upgrade, 400
 malformed handshake, 403 origin, 503/429 connection limits, 404 path
 variable, 401/403 auth and permissions; then it makes the handler instance
-and runs the connection. :class:`HandlerConfig` holds what
-that needs, computed once at ``create_app``.
+and runs the connection. :func:`build_handler_config` computes what that
+needs (a :class:`~wsframe.config.HandlerConfig`) once, at ``create_app``.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from . import status
-from ._session import json_error
+from ._session import Session, json_error
 from .config import OVERRIDABLE, HandlerConfig, Settings
 from .exceptions import AuthenticationFailed, PermissionDenied
 from .limits import ConnectionLimiter, OutboundPolicy
 from .messages import decoder_for
 from .pathvars import PathConverters
-from .registry import current_app
+from .registry import REGISTRY_KEY, current_app
 from .security import authenticate, has_session, load_session, origin_allowed
-from .websocket import GenericWebsocket, serve_connection
+from .websocket import GenericWebsocket
 
 __all__ = ["build_handler_config", "make_route_handler"]
 
@@ -127,7 +127,8 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                     return json_error(status.HTTP_404_NOT_FOUND, "Not found")
             else:
                 path_variables = {}
-            connection = cls(request, path_variables, config, app)
+            session = Session(app[REGISTRY_KEY], config)
+            connection = cls(request, path_variables, session, app)
             if has_session(request):
                 connection.session = await load_session(request)
             if needs_auth:
@@ -142,7 +143,7 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                 except Exception:
                     logger.exception("auth or permission check of %s failed", cls.__qualname__)
                     return json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
-            return await serve_connection(connection)
+            return await session.serve(connection)
         finally:
             if limited:
                 limiter.release(address)

@@ -19,8 +19,8 @@ in :mod:`wsframe._session`; writes, close and abort in :mod:`wsframe._connection
 from __future__ import annotations
 
 import functools
-from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
@@ -31,11 +31,8 @@ from ._session import Session
 from .codec import build_frame, encode_frame
 from .exceptions import WsframeError
 from .messages import describe_error
-from .registry import REGISTRY_KEY, get_registry
+from .registry import get_registry
 from .types import Auth, OriginPolicy, Permission
-
-if TYPE_CHECKING:
-    from .config import HandlerConfig
 
 __all__ = [
     "GenericWebsocket",
@@ -92,11 +89,12 @@ class GenericWebsocket:
     """The path variables, converted by ``connect()``'s type hints."""
 
     def __init__(
-        self, request: web.Request, path_variables: dict[str, Any], config: HandlerConfig, app: web.Application
+        self, request: web.Request, path_variables: dict[str, Any], connection: Session, app: web.Application
     ) -> None:
+        # Called by wsframe (handshake.make_route_handler), never by users.
         self.request = request
         self.app = app
-        self._connection = connection = Session(app[REGISTRY_KEY], config)
+        self._connection = connection
         self.connection_id = connection.connection_id
         self.path_variables = path_variables
 
@@ -235,11 +233,6 @@ class GenericWebsocket:
     async def leave_group(self, group: str) -> None:
         """Remove this connection from *group*; leaving a group it is not in is harmless."""
         await self._connection.registry.leave_group(self._connection, group)
-
-
-def serve_connection(handler: GenericWebsocket) -> Coroutine[Any, Any, web.StreamResponse]:
-    """Run *handler*'s connection from connect() to disconnect() (what the mounted route awaits)."""
-    return handler._connection.serve(handler)
 
 
 async def send_message_to_websocket(connection_id: str, data: Any, *, app: web.Application | None = None) -> None:
