@@ -148,9 +148,25 @@ class Session(Connection):
                 self.config.settings.handshake_timeout, self._expire_handshake, task
             )
         try:
-            refusal = await self._run_connect(handler, task)
-            if refusal is not None:
-                return refusal
+            # connect() runs here rather than in a coroutine of its own: one
+            # coroutine per connection less.
+            try:
+                await handler.connect(**handler.path_variables)
+            except asyncio.CancelledError as cancelled:
+                if self.ws is not None or cancelled.args != (_HANDSHAKE_EXPIRED,):
+                    raise  # after accept(), the handler below cleans up
+                task.uncancel()  # type: ignore[union-attr]  # set whenever the timer could fire
+                return self._refusal(handler, cancelled)
+            except Exception as error:
+                if self.ws is None:
+                    return self._refusal(handler, error)
+                if not isinstance(error, ConnectionClosed):
+                    # (A send in connect() that lost a race with a close is not a crash.)
+                    logger.exception("%s.connect() failed", type(handler).__qualname__)
+                    await self._close_after_error()
+            finally:
+                if self.handshake_timer is not None:
+                    self.end_handshake_timer()
             ws = self.ws
             if ws is None:
                 if self.state is _CLOSING:
@@ -177,34 +193,18 @@ class Session(Connection):
             if self.ws is not None:
                 await self._finish(handler)
 
-    async def _run_connect(self, handler: Hooks, task: asyncio.Task[Any] | None) -> web.Response | None:
-        """Run connect(); return the HTTP answer when it ended the handshake without accepting."""
+    def _refusal(self, handler: Hooks, error: BaseException) -> web.Response:
+        """The HTTP answer when connect() ended by *error* before accept(): 408, 400 or 500 (logged)."""
         name = type(handler).__qualname__
-        try:
-            await handler.connect(**handler.path_variables)
-        except asyncio.CancelledError as cancelled:
-            if self.ws is not None or cancelled.args != (_HANDSHAKE_EXPIRED,):
-                raise  # after accept(), serve() cleans up
-            task.uncancel()  # type: ignore[union-attr]  # set whenever the timer could fire
-            logger.warning(
-                "%s.connect() neither accepted nor closed within %s s", name, self.config.settings.handshake_timeout
-            )
+        if isinstance(error, asyncio.CancelledError):
+            timeout = self.config.settings.handshake_timeout
+            logger.warning("%s.connect() neither accepted nor closed within %s s", name, timeout)
             return json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
-        except ConnectionClosed:
-            if self.ws is None:
-                logger.debug("client of %s left during the handshake", name)
-                return json_error(status.HTTP_400_BAD_REQUEST, "The client closed the connection.")
-            # A send in connect() lost a race with a close: not a crash; carry on.
-        except Exception:
-            if self.ws is None:
-                logger.exception("%s.connect() failed before accept", name)
-                return json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
-            logger.exception("%s.connect() failed", name)
-            await self._close_after_error()
-        finally:
-            if self.handshake_timer is not None:
-                self.end_handshake_timer()
-        return None
+        if isinstance(error, ConnectionClosed):
+            logger.debug("client of %s left during the handshake", name)
+            return json_error(status.HTTP_400_BAD_REQUEST, "The client closed the connection.")
+        logger.exception("%s.connect() failed before accept", name, exc_info=error)
+        return json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
 
     async def _close_before_accept(self, handler: Hooks) -> web.StreamResponse:
         """Complete the handshake only to close it with the code close() recorded in connect()."""
