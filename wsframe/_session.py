@@ -284,7 +284,17 @@ class Session(Connection):
             if kind is _PONG:
                 continue  # the heartbeat already counted it as traffic
             if kind is _CLOSE:
-                await ws.close(code=self._peer_closed(msg.data, msg.extra), drain=False)
+                # The peer's close frame, answered here (not in a method: this runs
+                # for nearly every connection that ends).
+                # No new local names either: each is a frame slot kept for the
+                # connection's life. `data` is the close code here.
+                data = msg.data
+                self.mark_closed(data or status.WS_1005_NO_STATUS_RCVD, msg.extra or "")
+                # aiohttp's reader lets 1006 and codes >= 5000 through; RFC 6455 7.4 forbids them.
+                if not data or status.is_valid_close_code(data):
+                    await ws.close(code=status.WS_1000_NORMAL_CLOSURE, drain=False)
+                else:
+                    await ws.close(code=status.WS_1002_PROTOCOL_ERROR, drain=False)
             else:
                 self._read_ended(ws, msg)
             return
@@ -307,13 +317,6 @@ class Session(Connection):
             await self.close(status.WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
             return True
         return False
-
-    def _peer_closed(self, code: int, reason: str | None) -> int:
-        """Record the peer's close frame; return the code to answer it with."""
-        self.mark_closed(code or status.WS_1005_NO_STATUS_RCVD, reason or "")
-        # aiohttp's reader lets 1006 and codes >= 5000 through; RFC 6455 7.4 forbids them.
-        valid = not code or status.is_valid_close_code(code)
-        return status.WS_1000_NORMAL_CLOSURE if valid else status.WS_1002_PROTOCOL_ERROR
 
     def _read_ended(self, ws: web.WebSocketResponse, msg: Any) -> None:
         """Record how the connection ended without a close frame: a failed read, or EOF."""
