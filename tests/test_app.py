@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import subprocess
+import sys
 
 import pytest
 from aiohttp import web
@@ -104,3 +107,25 @@ async def test_shutdown_drops_peers_that_never_answer_within_the_bound() -> None
     # TCP EOF within the test's receive timeout shows shutdown_timeout dropped it.
     frames = await silent.frames_until_eof(TIMEOUT, answer_close=False)
     assert [(f.opcode, f.close_code) for f in frames] == [(CLOSE, 1001)]
+
+
+def test_importing_every_wsframe_module_changes_no_logging_state() -> None:
+    # In a fresh interpreter: this one has imported wsframe long ago.
+    script = (
+        "import logging, pkgutil, importlib, wsframe\n"
+        "for info in pkgutil.walk_packages(wsframe.__path__, 'wsframe.'):\n"
+        "    if info.name != 'wsframe.__main__':\n"
+        "        importlib.import_module(info.name)\n"
+        "root = logging.getLogger()\n"
+        "loggers = [l for l in logging.Logger.manager.loggerDict.values() if isinstance(l, logging.Logger)]\n"
+        "changed = [l.name for l in loggers if l.filters or l.handlers or l.level]\n"
+        "print(sorted(changed), root.filters, root.handlers, logging.getLevelName(root.level))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[] [] [] WARNING"
+
+
+def test_create_app_quiets_aiohttp_warning_about_declined_subprotocols() -> None:
+    create_app({})
+    names = [getattr(f, "__name__", "") for f in logging.getLogger("aiohttp.websocket").filters]
+    assert names.count("_not_a_subprotocol_mismatch") == 1

@@ -97,7 +97,7 @@ async def test_stalled_client_send_buffer_stays_bounded(serve: Serve) -> None:
     await stalled_client(int(client.server.port or 0), "/ws/")
     await asyncio.sleep(0.05)
     (connection,) = app[REGISTRY_KEY].connections.values()
-    transport = connection.request.transport
+    transport = connection.transport
     assert transport is not None
     sizes = []
     for _ in range(300):
@@ -186,7 +186,7 @@ async def test_group_burst_reaches_99_readers_while_the_stalled_member_is_closed
     for n in range(1000):
         await send_message_to_group("room", f"{n:04d}" + SMALL[4:], app=app)
         for connection in app[REGISTRY_KEY].connections.values():
-            transport = connection.request.transport
+            transport = connection.transport
             if transport is not None:
                 largest_buffer = max(largest_buffer, transport.get_write_buffer_size())
         if n % 10 == 0:

@@ -96,10 +96,13 @@ async def test_a_malformed_handshake_is_400_even_from_a_refused_origin(serve: Se
 async def test_a_refused_origin_is_403_with_a_json_detail(serve: Serve) -> None:
     client = await serve(create_app({"ws/": Echo}))
     rejected = await refusal(client, "/ws/", {"Origin": "https://evil.example"})
+    host = f"{client.host}:{client.port}"
     assert (rejected.status, rejected.headers["content-type"], detail(rejected)) == (
         403,
         "application/json; charset=utf-8",
-        "Origin not allowed.",
+        f"Origin 'https://evil.example' not allowed for Host '{host}': by default only pages from the same"
+        " host and port may connect. Allow it with allowed_origins=['https://evil.example'] in create_app()"
+        " or on the handler class.",
     )
 
 

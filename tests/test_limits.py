@@ -9,7 +9,7 @@ import pytest
 from tests.support.rawclient import CLOSE, TEXT, TIMEOUT, Frame, HandshakeRejected, raw_connect
 from tests.support.servers import Serve
 from wsframe import GenericWebsocket, create_app
-from wsframe.limits import ConnectionLimiter
+from wsframe.limits import ConnectionLimiter, OutboundPolicy, TokenBucket
 
 
 class Echo(GenericWebsocket):
@@ -139,3 +139,40 @@ def test_limiter_counts_per_address_and_releases() -> None:
     limiter.release("a")
     assert limiter.admit("c") is None
     assert limiter.by_ip == {"a": 1, "b": 1, "c": 1}
+
+
+# ------------------------------------------------------- pure policies
+
+
+def test_token_bucket_allows_a_burst_of_rate_messages_then_refuses() -> None:
+    bucket = TokenBucket(5, now=100.0)
+    assert [bucket.take(100.0) for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_token_bucket_refills_at_rate_per_second() -> None:
+    bucket = TokenBucket(2, now=0.0)
+    assert [bucket.take(0.0) for _ in range(3)] == [True, True, False]
+    assert [bucket.take(0.5) for _ in range(2)] == [True, False]
+
+
+def test_token_bucket_refills_no_further_than_the_burst() -> None:
+    bucket = TokenBucket(3, now=0.0)
+    assert [bucket.take(1000.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_token_bucket_below_one_per_second_still_allows_one_message() -> None:
+    bucket = TokenBucket(0.5, now=0.0)
+    assert [bucket.take(0.0), bucket.take(1.0), bucket.take(2.0)] == [True, False, True]
+
+
+def test_outbound_policy_writes_up_to_and_including_the_limit() -> None:
+    policy = OutboundPolicy(1024, "close")
+    assert [policy.decide(0), policy.decide(1024)] == ["write", "write"]
+
+
+def test_outbound_policy_closes_past_the_limit_by_default() -> None:
+    assert OutboundPolicy(1024, "close").decide(1025) == "close"
+
+
+def test_outbound_policy_drops_past_the_limit_in_drop_mode() -> None:
+    assert OutboundPolicy(1024, "drop").decide(1025) == "drop"

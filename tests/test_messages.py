@@ -153,11 +153,12 @@ def test_undecodable_annotation_is_a_configuration_error() -> None:
 
 
 def test_decoder_is_part_of_the_handler_config_built_at_create_app() -> None:
-    from wsframe.handshake import HandlerConfig
+    from wsframe.config import HandlerConfig
+    from wsframe.handshake import build_handler_config
     from wsframe.pathvars import PathConverters
 
     def build(handler: type[GenericWebsocket]) -> HandlerConfig:
-        return HandlerConfig.build(handler, PathConverters({}), create_app({})[SETTINGS_KEY], LIMITER, "test")
+        return build_handler_config(handler, PathConverters({}), create_app({})[SETTINGS_KEY], LIMITER, "test")
 
     assert build(Chat).decoder is not None
     assert build(GenericWebsocket).decoder is None

@@ -193,6 +193,27 @@ async def test_request_attributes_are_visible_in_connect(serve: Serve) -> None:
     assert seen["app_is_request_app"] is True
 
 
+async def test_a_handler_may_use_any_private_name_without_breaking_the_connection(serve: Serve) -> None:
+    # The names the handler itself once kept per connection: a subclass may use them now.
+    clobbered = ("_state", "_ws", "_transport", "_groups", "_registry", "_config", "_compressed", "_close_code")
+
+    class Clobber(GenericWebsocket):
+        async def connect(self) -> None:
+            for name in clobbered:
+                setattr(self, name, "mine")
+            await self.accept()
+            await self.join_group("room")
+
+        async def receive(self, data: str | bytes) -> None:
+            await self.send([data, sorted(self.groups), [getattr(self, name) for name in clobbered]])
+
+    client = await serve(create_app({"ws/": Clobber}))
+    ws = await raw_connect(client, "/ws/")
+    ws.send_text("hi")
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, msgspec.json.encode(["hi", ["room"], ["mine"] * 8]))
+    await ws.aclose()
+
+
 async def test_connection_ids_share_the_node_prefix_and_differ(serve: Serve) -> None:
     ids: list[str] = []
 
@@ -278,6 +299,18 @@ async def test_send_encodes_each_type_to_the_exact_frame(serve: Serve, value: An
     client = await serve(create_app({"ws/": Sender}))
     ws = await raw_connect(client, "/ws/")
     assert await ws.frames_until_eof(TIMEOUT) == [expected, close_frame(1000)]
+
+
+async def test_send_without_an_argument_sends_json_null(serve: Serve) -> None:
+    class Sender(GenericWebsocket):
+        async def connect(self) -> None:
+            await self.accept()
+            await self.send()
+            await self.close()
+
+    client = await serve(create_app({"ws/": Sender}))
+    ws = await raw_connect(client, "/ws/")
+    assert await ws.frames_until_eof(TIMEOUT) == [Frame(TEXT, b"null"), close_frame(1000)]
 
 
 async def test_send_of_unencodable_value_raises_type_error_and_sends_nothing(serve: Serve) -> None:

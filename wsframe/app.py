@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,10 +11,10 @@ from aiohttp import web
 from . import status
 from .backends import resolve_backend
 from .backends.base import Backend
-from .config import SETTINGS_KEY, Settings
+from .config import FIELDS, SETTINGS_KEY, Settings
 from .registry import REGISTRY_KEY, Registry, started_apps
 from .routing import Route, compile_urls
-from .security import Auth, OriginPolicy, Permission
+from .types import Auth, OriginPolicy, Permission
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -21,6 +22,13 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "ROUTES_KEY"]
 
 ROUTES_KEY = web.AppKey("wsframe_routes", list[Route])
+
+
+def _not_a_subprotocol_mismatch(record: logging.LogRecord) -> bool:
+    # aiohttp warns on every handshake whose offered subprotocols the server
+    # does not pick: a client could flood the log with them. Declining a
+    # subprotocol is a normal outcome (RFC 6455 4.2.2), not a warning.
+    return not (isinstance(record.msg, str) and record.msg.startswith("%s: Client protocols"))
 
 
 def create_app(
@@ -61,29 +69,17 @@ def create_app(
     Raises :class:`~wsframe.exceptions.ConfigurationError` naming the problem
     for a bad url table or setting, before anything is served.
     """
-    settings = Settings().merged(
-        {
-            "max_message_size": max_message_size,
-            "heartbeat": heartbeat,
-            "compression": compression,
-            "close_timeout": close_timeout,
-            "shutdown_timeout": shutdown_timeout,
-            "max_outbound_buffer": max_outbound_buffer,
-            "slow_consumer": slow_consumer,
-            "handshake_timeout": handshake_timeout,
-            "idle_timeout": idle_timeout,
-            "rate_limit": rate_limit,
-            "max_connections": max_connections,
-            "max_connections_per_ip": max_connections_per_ip,
-            "allowed_origins": allowed_origins,
-            "auth": auth,
-            "permissions": permissions,
-        }
-    )
+    # Every keyword named like a setting, read by name: a setting added to
+    # Settings but not here fails on the first call (and in tests/test_config.py).
+    given = locals()
+    settings = Settings().merged({name: given[name] for name in FIELDS})
     # No middleware of our own: a middleware's frame would stay suspended for the
     # whole life of every websocket. The handlers routing.py mounts set the
     # current app themselves (see registry.current_app).
     app = web.Application(middlewares=list(middlewares), **app_options)
+    # Here rather than at import: importing wsframe changes no logging. Adding
+    # the same filter again is a no-op.
+    logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
     registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry

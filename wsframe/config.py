@@ -1,23 +1,28 @@
-"""Per-application settings and their defaults (DESIGN.md section 5).
+"""Per-application settings and their defaults: the one declaration of every setting.
 
-Every setting can be given to :func:`wsframe.create_app` for the whole app and
-overridden on a handler class by a class attribute of the same name.
+Every field of :class:`Settings` is a keyword of :func:`wsframe.create_app` for
+the whole app, and every field in :data:`OVERRIDABLE` (all but
+``shutdown_timeout``, which is about the app, not a connection) is also a
+class attribute of :class:`~wsframe.GenericWebsocket` of the same name that
+overrides it for one handler. tests/test_config.py fails when the keywords,
+the class attributes or the docs' settings table drift from this list.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from .exceptions import ConfigurationError
+from .limits import ConnectionLimiter, OutboundPolicy
+from .messages import MessageDecoder
+from .pathvars import PathConverters
+from .types import Auth, OriginPolicy, Permission
 
-if TYPE_CHECKING:
-    from .security import Auth, OriginPolicy, Permission
-
-__all__ = ["Settings", "SETTINGS_KEY", "MIB"]
+__all__ = ["Settings", "SETTINGS_KEY", "MIB", "FIELDS", "OVERRIDABLE", "HandlerConfig", "validate_origin_policy"]
 
 MIB = 1024 * 1024
 
@@ -95,8 +100,6 @@ class Settings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigurationError(f"{name} must be a positive whole number or None, got {value!r}")
-        from .security import validate_origin_policy
-
         object.__setattr__(self, "allowed_origins", validate_origin_policy(self.allowed_origins, "allowed_origins"))
         object.__setattr__(self, "permissions", tuple(self.permissions))
 
@@ -106,6 +109,39 @@ class Settings:
         return dataclasses.replace(self, **changes) if changes else self
 
 
-FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
+def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
+    """Check a policy given as a setting; raises ConfigurationError saying what is accepted."""
+    if policy is None or policy == "*":
+        return policy  # type: ignore[no-any-return]
+    if isinstance(policy, str) or not all(isinstance(p, str) for p in policy):
+        raise ConfigurationError(
+            f"{where}: allowed_origins must be '*', None or a list of origins such as ['https://example.com']"
+        )
+    return tuple(policy)
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+"""Every setting, in declaration order."""
+OVERRIDABLE: tuple[str, ...] = tuple(name for name in FIELDS if name != "shutdown_timeout")
+"""The settings a handler class may override with a class attribute of the same name."""
 
 SETTINGS_KEY = web.AppKey("wsframe_settings", Settings)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    """What a mounted handler class needs per connection, computed once at create_app.
+
+    Built by :func:`wsframe.handshake.build_handler_config`.
+    """
+
+    settings: Settings
+    converters: PathConverters
+    decoder: MessageDecoder | None
+    limiter: ConnectionLimiter
+    outbound: OutboundPolicy
+    """What to do past max_outbound_buffer; shared by every connection of the handler."""
+    outbound_limit: int
+    """settings.max_outbound_buffer, one attribute away on the per-frame path."""
+    calls_disconnect: bool = True
+    """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""

@@ -53,8 +53,7 @@ async def close_group(
     for a code that may not be sent, and the errors of
     :func:`send_message_to_group`.
     """
-    if not status.is_valid_close_code(code):
-        raise ValueError(f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999.")
+    status.check_close_code(code)
     await get_registry(app).close_group(group, code, reason)
 
 

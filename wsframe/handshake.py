@@ -2,16 +2,15 @@
 
 :func:`make_route_handler` returns the aiohttp handler that routing mounts for
 a :class:`~wsframe.websocket.GenericWebsocket` subclass. It refuses what it
-must before any handler code runs, each with its status (DESIGN.md section
-2): 426 no upgrade, 400 malformed handshake, 403 origin, 503/429 connection
-limits, 404 path variable, 401/403 auth and permissions; then it makes the
-handler instance and runs the connection. :class:`HandlerConfig` holds what
-that needs, computed once at ``create_app``.
+must before any handler code runs, each with its status: 426 no upgrade, 400
+malformed handshake, 403 origin, 503/429 connection limits, 404 path
+variable, 401/403 auth and permissions; then it makes the handler instance
+and runs the connection. :func:`build_handler_config` computes what that
+needs (a :class:`~wsframe.config.HandlerConfig`) once, at ``create_app``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -19,16 +18,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from . import status
-from .config import Settings
+from ._session import Session, json_error
+from .config import OVERRIDABLE, HandlerConfig, Settings
 from .exceptions import AuthenticationFailed, PermissionDenied
-from .limits import ConnectionLimiter
-from .messages import MessageDecoder, decoder_for
+from .limits import ConnectionLimiter, OutboundPolicy
+from .messages import decoder_for
 from .pathvars import PathConverters
-from .registry import current_app
-from .security import _has_session, authenticate, load_session, origin_allowed, origin_refusal
-from .websocket import GenericWebsocket, _json_error
+from .registry import REGISTRY_KEY, current_app
+from .security import authenticate, has_session, load_session, origin_allowed, origin_refusal
+from .websocket import GenericWebsocket
 
-__all__ = ["HandlerConfig", "make_route_handler"]
+__all__ = ["build_handler_config", "make_route_handler"]
 
 logger = logging.getLogger("wsframe.websocket")
 
@@ -58,67 +58,35 @@ _KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 """16 bytes in base64: 22 characters and two of padding (one regex call instead of b64decode's several)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class HandlerConfig:
-    """What a mounted handler class needs per connection, computed once at create_app."""
-
-    settings: Settings
-    converters: PathConverters
-    decoder: MessageDecoder | None
-    limiter: ConnectionLimiter
-    outbound_limit: int = 0
-    """settings.max_outbound_buffer, one attribute away on the per-frame path."""
-    calls_disconnect: bool = True
-    """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""
-
-    @classmethod
-    def build(
-        cls,
-        handler: type[GenericWebsocket],
-        converters: PathConverters,
-        app_settings: Settings,
-        app_limiter: ConnectionLimiter,
-        where: str,
-    ) -> HandlerConfig:
-        """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
-        overrides = {name: getattr(handler, name, None) for name in _OVERRIDABLE}
-        settings = app_settings.merged(overrides)
-        limiter = app_limiter
-        if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
-            # The class has limits of its own: count its connections apart from the app's.
-            limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
-        return cls(
-            settings,
-            converters,
-            decoder_for(handler.receive, where),
-            limiter,
-            settings.max_outbound_buffer,
-            handler.disconnect is not GenericWebsocket.disconnect,
-        )
-
-
-_OVERRIDABLE = (
-    "max_message_size",
-    "heartbeat",
-    "compression",
-    "close_timeout",
-    "max_outbound_buffer",
-    "slow_consumer",
-    "handshake_timeout",
-    "idle_timeout",
-    "rate_limit",
-    "max_connections",
-    "max_connections_per_ip",
-    "allowed_origins",
-    "auth",
-    "permissions",
-)
+def build_handler_config(
+    handler: type[GenericWebsocket],
+    converters: PathConverters,
+    app_settings: Settings,
+    app_limiter: ConnectionLimiter,
+    where: str,
+) -> HandlerConfig:
+    """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
+    overrides = {name: getattr(handler, name, None) for name in OVERRIDABLE}
+    settings = app_settings.merged(overrides)
+    limiter = app_limiter
+    if overrides["max_connections"] is not None or overrides["max_connections_per_ip"] is not None:
+        # The class has limits of its own: count its connections apart from the app's.
+        limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
+    return HandlerConfig(
+        settings,
+        converters,
+        decoder_for(handler.receive, where),
+        limiter,
+        OutboundPolicy(settings.max_outbound_buffer, settings.slow_consumer),
+        settings.max_outbound_buffer,
+        handler.disconnect is not GenericWebsocket.disconnect,
+    )
 
 
 def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Handler:
     """Return the aiohttp handler that serves *cls* with *config*.
 
-    The checks run in the order of DESIGN.md section 2, each with its status:
+    The checks run in this order, each with its status:
     426 no upgrade, 400 malformed handshake, 403 origin, 503/429 connection
     limits, 404 path variable, 401/403 auth and permissions.
     """
@@ -134,48 +102,49 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
         app = request.app
         current_app.set(app)
         if request.headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
-            return _json_error(
+            return json_error(
                 status.HTTP_426_UPGRADE_REQUIRED,
                 "This URL is a websocket endpoint; connect with a websocket client.",
                 headers={hdrs.UPGRADE: "websocket", hdrs.CONNECTION: "Upgrade"},
             )
         problem = _handshake_problem(request)
         if problem is not None:
-            return _json_error(status.HTTP_400_BAD_REQUEST, problem)
+            return json_error(status.HTTP_400_BAD_REQUEST, problem)
         # Most clients that are not browsers send no Origin: no call for them.
         if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
             refusal = origin_refusal(request, policy)
             logger.info("refused handshake to %s: %s", request.path, refusal)
-            return _json_error(status.HTTP_403_FORBIDDEN, refusal)
+            return json_error(status.HTTP_403_FORBIDDEN, refusal)
         limited = limiter.active
         if limited:
             address = request.remote or ""
             refused = limiter.admit(address)
             if refused is not None:
-                return _json_error(refused, "Too many connections; try again later.")
+                return json_error(refused, "Too many connections; try again later.")
         try:
             if has_variables:
                 path_variables = converters.convert(request.match_info)
                 if path_variables is None:
-                    return _json_error(status.HTTP_404_NOT_FOUND, "Not found")
+                    return json_error(status.HTTP_404_NOT_FOUND, "Not found")
             else:
                 path_variables = {}
-            connection = cls(request, path_variables, config, app)
-            if _has_session(request):
+            session = Session(app[REGISTRY_KEY], config)
+            connection = cls(request, path_variables, session, app)
+            if has_session(request):
                 connection.session = await load_session(request)
             if needs_auth:
                 try:
                     await authenticate(connection, auth, permissions)
                 except AuthenticationFailed as exc:
                     logger.info("authentication failed for %s: %s", request.path, exc)
-                    return _json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
+                    return json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
                 except PermissionDenied as exc:
                     logger.info("permission denied for %s: %s", request.path, exc)
-                    return _json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
+                    return json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
                 except Exception:
                     logger.exception("auth or permission check of %s failed", cls.__qualname__)
-                    return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
-            return await connection._serve()
+                    return json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            return await session.serve(connection)
         finally:
             if limited:
                 limiter.release(address)

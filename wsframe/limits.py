@@ -1,10 +1,21 @@
-"""Counting open connections per worker and per client address."""
+"""Limits as pure decisions: connections per worker and address, message rate, outbound buffer.
+
+Nothing here awaits or touches a socket: each class is given the numbers (a
+count, a clock reading, a buffer size) and answers, so each is tested without
+a server. The driver (``wsframe._session``) and the connection
+(``wsframe._connection``) act on the answers.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from . import status
 
-__all__ = ["ConnectionLimiter"]
+__all__ = ["ConnectionLimiter", "TokenBucket", "OutboundPolicy", "Outcome"]
+
+Outcome = Literal["write", "drop", "close"]
+"""What :meth:`OutboundPolicy.decide` answers for one frame."""
 
 
 class ConnectionLimiter:
@@ -45,3 +56,49 @@ class ConnectionLimiter:
                 self.by_ip[address] = count
             else:
                 self.by_ip.pop(address, None)
+
+
+class TokenBucket:
+    """A connection's message allowance: *rate* messages per second, in bursts of up to ``max(1, rate)``.
+
+    The bucket starts full. Times are seconds from any monotonic clock (the
+    event loop's), passed in so that tests can use any numbers.
+    """
+
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = self.tokens = max(1.0, rate)
+        self.last = now
+
+    def take(self, now: float) -> bool:
+        """Spend one message's token at time *now*; return False (nothing spent) when none is left."""
+        tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+class OutboundPolicy:
+    """What becomes of a frame for a client that reads slower than we send.
+
+    Up to *limit* bytes may wait in the connection's send buffer; past it the
+    frame is dropped (``slow_consumer='drop'``) or the connection is closed
+    with 1013 (``'close'``). One instance serves every connection of a handler.
+    """
+
+    __slots__ = ("drops", "limit")
+
+    def __init__(self, limit: int, slow_consumer: Literal["close", "drop"]) -> None:
+        self.limit = limit
+        self.drops = slow_consumer == "drop"
+
+    def decide(self, buffered: int) -> Outcome:
+        """Return what to do with one more frame when *buffered* bytes are already waiting."""
+        if buffered <= self.limit:
+            return "write"
+        return "drop" if self.drops else "close"

@@ -13,17 +13,15 @@ import contextvars
 import logging
 import weakref
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ._connection import Connection
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
 from .exceptions import ApplicationNotFoundError, ConnectionClosed
-
-if TYPE_CHECKING:
-    from .websocket import GenericWebsocket
 
 __all__ = [
     "Registry",
@@ -58,8 +56,8 @@ class Registry:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.node_id = new_node_id()
-        self.connections: dict[str, GenericWebsocket] = {}
-        self.groups: dict[str, dict[str, GenericWebsocket]] = {}
+        self.connections: dict[str, Connection] = {}
+        self.groups: dict[str, dict[str, Connection]] = {}
         # A backend that keeps no membership (one process) is not awaited on
         # every join and leave: those run for every connection of a chat app.
         self.tracks_members = (
@@ -83,7 +81,7 @@ class Registry:
         members = self.groups.get(group)
         return list(members) if members else []
 
-    def add(self, connection: GenericWebsocket) -> None:
+    def add(self, connection: Connection) -> None:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection
         self.unfinished += 1
@@ -126,7 +124,7 @@ class Registry:
             for task in pending:
                 task.cancel()
             for connection in connections:
-                connection._abort()
+                connection.abort()
         # Also when no connection is registered any more: a disconnect() may
         # still be running (its connection already left the registry), and it
         # may use the backend, which stops next.
@@ -151,11 +149,11 @@ class Registry:
         payload, opcode = encode_frame(data)
         connection = self.connections.get(connection_id)
         if connection is not None:
-            if connection._compressed:
+            if connection.compressed:
                 await self._send_local(connection, payload, opcode)
                 return
             try:  # the common case, without an await per layer
-                connection._write_frame(build_frame(payload, opcode))
+                connection.write_frame(build_frame(payload, opcode))
             except ConnectionClosed as exc:
                 logger.debug("connection %s closed before delivery: %s", connection_id, exc)
             return
@@ -202,7 +200,7 @@ class Registry:
 
     # ------------------------------------------------------------------ groups
 
-    def join_group_here(self, connection: GenericWebsocket, group: str) -> bool | None:
+    def join_group_here(self, connection: Connection, group: str) -> bool | None:
         """Add *connection* to *group* in this process only.
 
         Returns whether it is the group's first member here, or None when it
@@ -217,14 +215,14 @@ class Registry:
             return None
         first_here = not members
         members[connection_id] = connection
-        joined = connection._groups
+        joined = connection.groups
         if joined is None:
-            connection._groups = {group}
+            connection.groups = {group}
         else:
             joined.add(group)
         return first_here
 
-    async def join_group(self, connection: GenericWebsocket, group: str) -> None:
+    async def join_group(self, connection: Connection, group: str) -> None:
         """Add *connection* to *group* here and in the backend (see GenericWebsocket.join_group)."""
         first_here = self.join_group_here(connection, group)
         if first_here is None or not self.tracks_members:
@@ -235,13 +233,13 @@ class Registry:
             self._forget_member(connection, group)
             raise
 
-    async def leave_group(self, connection: GenericWebsocket, group: str) -> None:
+    async def leave_group(self, connection: Connection, group: str) -> None:
         """Remove *connection* from *group*; not a member is not an error."""
         validate_group_name(group)
         if self._forget_member(connection, group) and self.tracks_members:
             await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
 
-    def leave_all_groups_here(self, connection: GenericWebsocket) -> list[tuple[str, bool]]:
+    def leave_all_groups_here(self, connection: Connection) -> list[tuple[str, bool]]:
         """Remove *connection* from every group in this process.
 
         Returns (group, last member here) for each group the backend must
@@ -252,7 +250,7 @@ class Registry:
         left = []
         groups, connection_id = self.groups, connection.connection_id
         # _forget_member() inlined: this runs on every disconnect of a member.
-        for group in connection._groups or ():
+        for group in connection.groups or ():
             members = groups.get(group)
             if members is None or members.pop(connection_id, None) is None:
                 continue
@@ -260,10 +258,10 @@ class Registry:
                 del groups[group]
             if tell_backend:
                 left.append((group, group not in groups))
-        connection._groups = None
+        connection.groups = None
         return left
 
-    async def leave_all_groups(self, connection: GenericWebsocket) -> None:
+    async def leave_all_groups(self, connection: Connection) -> None:
         """Remove *connection* from every group (on disconnect); backend errors are logged, not raised."""
         for group, last_here in self.leave_all_groups_here(connection):
             try:
@@ -276,10 +274,10 @@ class Registry:
                 # the backend already logs the outage itself once.
                 logger.debug("could not record that %s left %r: %r", connection.connection_id, group, exc)
 
-    def _forget_member(self, connection: GenericWebsocket, group: str) -> bool:
+    def _forget_member(self, connection: Connection, group: str) -> bool:
         members = self.groups.get(group)
-        if connection._groups is not None:
-            connection._groups.discard(group)
+        if connection.groups is not None:
+            connection.groups.discard(group)
         if members is None or members.pop(connection.connection_id, None) is None:
             return False
         if not members:
@@ -326,15 +324,15 @@ class Registry:
         # re-encoding per member. Compressed connections keep per-connection
         # compressor state, so they go through aiohttp's writer instead.
         frame = build_frame(payload, opcode)
-        compressed: list[GenericWebsocket] = []
+        compressed: list[Connection] = []
         for connection_id, connection in list(members.items()):
             if excluded and connection_id in excluded:
                 continue
-            if connection._compressed:
+            if connection.compressed:
                 compressed.append(connection)
                 continue
             try:  # noqa: SIM105 - try/except is free in 3.11; a context manager per member is not
-                connection._write_frame(frame)
+                connection.write_frame(frame)
             except ConnectionClosed:
                 pass  # it is leaving; its disconnect removes it from the group
         for connection in compressed:
@@ -350,9 +348,9 @@ class Registry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_local(self, connection: GenericWebsocket, payload: bytes, opcode: WSMsgType) -> None:
+    async def _send_local(self, connection: Connection, payload: bytes, opcode: WSMsgType) -> None:
         try:
-            await connection._send_frame(payload, opcode)
+            await connection.send_frame(payload, opcode)
         except ConnectionClosed as exc:
             # Closing races with sending all the time; the caller asked for
             # best effort, so a connection that just went away is not an error.

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from .config import Settings
 from .exceptions import ConfigurationError
-from .handshake import HandlerConfig, make_route_handler
+from .handshake import build_handler_config, make_route_handler
 from .limits import ConnectionLimiter
 from .pathvars import PathConverters
 from .registry import current_app
@@ -182,7 +182,7 @@ def compile_urls(
         if _is_websocket(target):
             where = f"{route.key} -> {target.__qualname__}"
             converters = PathConverters.for_function(target.connect, route.variables, where)
-            config = HandlerConfig.build(target, converters, settings, limiter, where)
+            config = build_handler_config(target, converters, settings, limiter, where)
             handler = make_route_handler(target, config)
             for path in route.aiohttp_paths():
                 router.add_route("*", path, handler)

@@ -10,17 +10,16 @@ import fnmatch
 import inspect
 import logging
 import types
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp_session import STORAGE_KEY, get_session
 from yarl import URL
 
-from .exceptions import AuthenticationFailed, ConfigurationError, PermissionDenied
-
-if TYPE_CHECKING:
-    from .websocket import GenericWebsocket
+from .config import validate_origin_policy
+from .exceptions import AuthenticationFailed, PermissionDenied
+from .types import Auth, Handshake, OriginPolicy, Permission
 
 __all__ = [
     "Auth",
@@ -32,17 +31,12 @@ __all__ = [
     "origin_refusal",
     "same_origin",
     "authenticate",
+    "has_session",
     "load_session",
+    "validate_origin_policy",
 ]
 
 logger = logging.getLogger("wsframe.security")
-
-Auth = Callable[["GenericWebsocket"], Awaitable[Any]]
-"""``async def auth(connection) -> user``; raises AuthenticationFailed to refuse (401)."""
-Permission = Callable[["GenericWebsocket"], Awaitable[bool]]
-"""``async def permission(connection) -> bool``; False or PermissionDenied refuses (403)."""
-OriginPolicy = Sequence[str] | Literal["*"] | None
-"""None: same host only; ``'*'``: any origin; a list: origins or fnmatch patterns (``https://*.example.com``)."""
 
 
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -115,18 +109,7 @@ def origin_allowed(request: web.Request, policy: OriginPolicy) -> bool:
     return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in policy)
 
 
-def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
-    """Check a policy given as a setting; raises ConfigurationError saying what is accepted."""
-    if policy is None or policy == "*":
-        return policy  # type: ignore[no-any-return]
-    if isinstance(policy, str) or not all(isinstance(p, str) for p in policy):
-        raise ConfigurationError(
-            f"{where}: allowed_origins must be '*', None or a list of origins such as ['https://example.com']"
-        )
-    return tuple(policy)
-
-
-async def authenticate(connection: GenericWebsocket, auth: Auth | None, permissions: Sequence[Permission]) -> None:
+async def authenticate(connection: Handshake, auth: Auth | None, permissions: Sequence[Permission]) -> None:
     """Run *auth* then each permission in order; raise AuthenticationFailed or PermissionDenied."""
     if auth is not None:
         connection.user = await auth(connection)
@@ -135,7 +118,7 @@ async def authenticate(connection: GenericWebsocket, auth: Auth | None, permissi
             raise PermissionDenied(f"{getattr(permission, '__qualname__', permission)!s} denied the connection")
 
 
-def _has_session(request: web.Request) -> bool:
+def has_session(request: web.Request) -> bool:
     """Return whether aiohttp-session's middleware ran for *request*.
 
     ``request.get(key)`` goes through ``Mapping.get``, which raises and catches
@@ -155,7 +138,7 @@ async def load_session(request: web.Request) -> Mapping[str, Any] | None:
     on the response, and a websocket's response (the 101) has been sent
     before any handler code could change the session.
     """
-    if not _has_session(request):
+    if not has_session(request):
         return None
     session = await get_session(request)
     return types.MappingProxyType(dict(session))
@@ -185,7 +168,7 @@ class TokenAuth:
         self.verify = verify
         self.header, self.scheme, self.query_param, self.cookie = header, scheme, query_param, cookie
 
-    def token(self, connection: GenericWebsocket) -> str | None:
+    def token(self, connection: Handshake) -> str | None:
         """The token the client sent, or None."""
         if self.header and (value := connection.headers.get(self.header)):
             if not self.scheme:
@@ -199,7 +182,7 @@ class TokenAuth:
             return value
         return None
 
-    async def __call__(self, connection: GenericWebsocket) -> Any:
+    async def __call__(self, connection: Handshake) -> Any:
         token = self.token(connection)
         if token is None:
             raise AuthenticationFailed("no token in the request")
@@ -220,7 +203,7 @@ class SessionAuth:
     def __init__(self, key: str = "user") -> None:
         self.key = key
 
-    async def __call__(self, connection: GenericWebsocket) -> Any:
+    async def __call__(self, connection: Handshake) -> Any:
         session = connection.session
         if session is None:
             logger.error("SessionAuth needs aiohttp_session.session_middleware in create_app(middlewares=[...])")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "check_close_code",
     "WS_1000_NORMAL_CLOSURE",
     "WS_1001_GOING_AWAY",
     "WS_1002_PROTOCOL_ERROR",
@@ -177,3 +178,12 @@ _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 101
 def is_valid_close_code(code: int) -> bool:
     """Return whether *code* may be sent in a close frame (RFC 6455 7.4)."""
     return code in _SENDABLE or 3000 <= code <= 4999
+
+
+def check_close_code(code: int) -> None:
+    """Raise ``ValueError`` naming the codes that may be sent when *code* is not one of them."""
+    if not is_valid_close_code(code):
+        raise ValueError(
+            f"{code} is not a close code that can be sent; use 1000-1003, 1007-1014 or 3000-4999 "
+            "(4000-4999 are for applications)."
+        )
