@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from . import __version__
+
 __all__ = ["main", "load_app"]
 
 
@@ -100,6 +102,7 @@ def _routes(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wsframe`` console script and ``python -m wsframe``."""
     parser = argparse.ArgumentParser(prog="wsframe", description="Run and inspect wsframe applications.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve an app in one process (development)")
     run.add_argument("app", help="module:attribute of the application, e.g. samples.book.main:app")

@@ -1,0 +1,117 @@
+"""What a release carries: one version everywhere, the license, the changelog.
+
+The built sdist and wheel themselves are checked by ``scripts/check-dist`` (CI runs it): it
+builds them, installs the wheel outside the checkout and serves the book sample from it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.metadata
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import wsframe
+from tests.servers import ROOT
+from wsframe.cli import main
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    return parser
+
+
+def listed(value: str) -> list[str]:
+    """The lines of a multi-line setup.cfg value, comments and blanks left out."""
+    return [line.strip() for line in value.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+# ------------------------------------------------------------------ version
+
+
+def test_version_option_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"wsframe {wsframe.__version__}\n"
+
+
+def test_python_m_wsframe_version_matches_the_package() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsframe", "--version"], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == f"wsframe {wsframe.__version__}"
+
+
+def test_package_metadata_takes_its_version_from_wsframe_version() -> None:
+    assert setup_cfg()["metadata"]["version"] == "attr: wsframe.__version__"
+    assert importlib.metadata.version("wsframe") == wsframe.__version__
+
+
+def test_version_is_a_plain_release_number() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+", wsframe.__version__)
+
+
+# ------------------------------------------------------------------ license and changelog
+
+
+def test_license_file_is_the_mit_license_the_metadata_names() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert setup_cfg()["metadata"]["license"] == "MIT"
+    assert text.startswith("MIT License\n")
+    assert "Copyright (c) 2026 the wsframe authors" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
+
+
+def test_changelog_opens_with_unreleased_then_the_current_version() -> None:
+    headings = re.findall(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert headings[0] == "Unreleased"
+    assert re.fullmatch(rf"{re.escape(wsframe.__version__)} - \d{{4}}-\d{{2}}-\d{{2}}", headings[1]), headings
+
+
+def test_changelog_sections_use_keep_a_changelog_names() -> None:
+    sections = set(re.findall(r"^### (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.M))
+    assert sections <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, sections
+
+
+def test_changelog_page_includes_the_changelog_and_is_in_the_nav() -> None:
+    assert '--8<-- "CHANGELOG.md:releases"' in (ROOT / "docs" / "changelog.md").read_text()
+    assert "- Changelog and versioning: changelog.md" in (ROOT / "mkdocs.yml").read_text()
+
+
+def test_docs_site_shows_the_changelog_and_the_version_it_documents(tmp_path: Path) -> None:
+    if importlib.util.find_spec("mkdocs") is None:
+        pytest.fail("the docs build needs the docs extra: pip install -e '.[docs]'")
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    page = (tmp_path / "changelog" / "index.html").read_text()
+    assert f"These pages document wsframe {wsframe.__version__}." in page
+    assert 'id="unreleased"' in page
+    assert "{{ wsframe_version }}" not in page
+    assert f"These pages document wsframe {wsframe.__version__}." in (tmp_path / "index.html").read_text()
+
+
+def test_docs_version_hook_fails_when_no_version_is_assigned(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("version_hook", ROOT / "docs" / "_ext" / "version.py")
+    assert spec is not None
+    assert spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert hook.read_version(ROOT) == wsframe.__version__
+    (tmp_path / "wsframe").mkdir()
+    (tmp_path / "wsframe" / "__init__.py").write_text("VERSION = '1.0'\n")
+    with pytest.raises(ValueError, match="no string __version__"):
+        hook.read_version(tmp_path)
