@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 import wsframe
 from tests.servers import ROOT
@@ -31,6 +33,16 @@ def setup_cfg() -> configparser.ConfigParser:
 def listed(value: str) -> list[str]:
     """The lines of a multi-line setup.cfg value, comments and blanks left out."""
     return [line.strip() for line in value.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def pins(path: Path) -> dict[str, Version]:
+    """``name==version`` lines of a pip constraints file, by lower-cased name."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            found[name.lower()] = Version(version)
+    return found
 
 
 # ------------------------------------------------------------------ version
@@ -115,3 +127,13 @@ def test_docs_version_hook_fails_when_no_version_is_assigned(tmp_path: Path) -> 
     (tmp_path / "wsframe" / "__init__.py").write_text("VERSION = '1.0'\n")
     with pytest.raises(ValueError, match="no string __version__"):
         hook.read_version(tmp_path)
+
+
+# ------------------------------------------------------------------ release tools
+
+
+def test_release_tools_are_an_extra_and_pinned() -> None:
+    release = {Requirement(line).name for line in listed(setup_cfg()["options.extras_require"]["release"])}
+    pinned = pins(ROOT / "requirements" / "constraints.txt")
+    assert release == {"build", "twine"}
+    assert release <= pinned.keys()
