@@ -19,6 +19,7 @@ from tests.gunicorn_harness import (
     RECEIVE,
     WORKERS,
     Gunicorn,
+    close_websockets,
     join,
     join_across_workers,
     members_seen,
@@ -58,6 +59,7 @@ def group() -> str:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+        await close_websockets()
 
 
 async def test_group_send_reaches_every_member_on_every_worker_exactly_once(
@@ -122,10 +124,6 @@ async def test_group_members_agrees_with_who_is_connected_from_every_worker(
         if len(answered_by) == WORKERS:
             break
     assert len(answered_by) >= 2
-    # Close them here: left to the session's teardown, aiohttp on Python 3.12+ reports each
-    # websocket's connection as unclosed (ResourceWarning, an error under filterwarnings).
-    for member in members:
-        await member.ws.close()
 
 
 async def test_members_of_a_sigkilled_worker_vanish_from_presence_at_once(
