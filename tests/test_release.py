@@ -1,4 +1,4 @@
-"""What a release carries: one version everywhere, the license, the changelog.
+"""What a release carries: one version everywhere, the license, the changelog, declared support.
 
 The built sdist and wheel themselves are checked by ``scripts/check-dist`` (CI runs it): it
 builds them, installs the wheel outside the checkout and serves the book sample from it.
@@ -35,6 +35,10 @@ def listed(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
+def install_requires() -> list[Requirement]:
+    return [Requirement(line) for line in listed(setup_cfg()["options"]["install_requires"])]
+
+
 def pins(path: Path) -> dict[str, Version]:
     """``name==version`` lines of a pip constraints file, by lower-cased name."""
     found = {}
@@ -43,6 +47,12 @@ def pins(path: Path) -> dict[str, Version]:
             name, _, version = line.partition("==")
             found[name.lower()] = Version(version)
     return found
+
+
+def lower_bound(requirement: Requirement) -> Version:
+    bounds = [Version(spec.version) for spec in requirement.specifier if spec.operator == ">="]
+    assert len(bounds) == 1, f"{requirement} needs exactly one >= lower bound"
+    return bounds[0]
 
 
 # ------------------------------------------------------------------ version
@@ -129,7 +139,22 @@ def test_docs_version_hook_fails_when_no_version_is_assigned(tmp_path: Path) -> 
         hook.read_version(tmp_path)
 
 
-# ------------------------------------------------------------------ release tools
+# ------------------------------------------------------------------ supported versions
+
+
+def test_lowest_txt_pins_exactly_the_lower_bounds_of_install_requires() -> None:
+    declared = {r.name.lower(): lower_bound(r) for r in install_requires()}
+    assert pins(ROOT / "requirements" / "lowest.txt") == declared
+
+
+def test_classifiers_name_python_requires_and_every_python_ci_runs() -> None:
+    classifiers = listed(setup_cfg()["metadata"]["classifiers"])
+    python_classifier = re.compile(r"Programming Language :: Python :: (3\.\d+)")
+    declared = {m.group(1) for c in classifiers if (m := python_classifier.fullmatch(c))}
+    ci_pythons = re.search(r'^pythons="([^"]+)"', (ROOT / ".ci" / "run").read_text(), re.M)
+    assert ci_pythons is not None, '.ci/run names the extra Pythons it tests in pythons="..."'
+    assert setup_cfg()["options"]["python_requires"] == ">=3.11"
+    assert declared == {"3.11", *ci_pythons.group(1).split()}
 
 
 def test_release_tools_are_an_extra_and_pinned() -> None:
