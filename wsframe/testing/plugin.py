@@ -33,14 +33,7 @@ def pytest_addoption(parser: Any) -> None:
 
 def pytest_configure(config: Any) -> None:
     """Read ``wsframe_timeout``; raises ``ValueError`` when it is not a positive number."""
-    raw = config.getini("wsframe_timeout")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"wsframe_timeout must be a positive number of seconds, got {raw!r}")
-    timeouts._configured_timeout = value
+    timeouts._configured_timeout = timeouts.positive_number("wsframe_timeout", config.getini("wsframe_timeout"))
 
 
 WsClientFactory = Callable[..., WebsocketTestClient]
@@ -110,41 +103,26 @@ async def _ws_cluster() -> AsyncIterator[WsClusterFactory]:
         raise errors[0]
 
 
-def _make_fixture() -> Any:
+def _make_fixture(implementation: Any, name: str) -> Any:
+    """*implementation* as the pytest fixture *name*, or one that says what to install without pytest-aiohttp."""
     try:
         import pytest_aiohttp  # noqa: F401  # provides aiohttp_client_cls
         import pytest_asyncio
     except ImportError:  # pragma: no cover - only without the test extra
         import pytest
 
-        @pytest.fixture(name="ws_client")
-        def missing() -> WsClientFactory:
+        @pytest.fixture(name=name)
+        def missing() -> Any:
             raise MissingDependencyError(
-                "The ws_client fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
+                f"The {name} fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
             )
 
         return missing
-    return pytest_asyncio.fixture(_ws_client, name="ws_client")
+    return pytest_asyncio.fixture(implementation, name=name)
 
 
-def _make_cluster_fixture() -> Any:
-    try:
-        import pytest_asyncio
-    except ImportError:  # pragma: no cover - only without the test extra
-        import pytest
-
-        @pytest.fixture(name="ws_cluster")
-        def missing() -> WsClusterFactory:
-            raise MissingDependencyError(
-                "The ws_cluster fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
-            )
-
-        return missing
-    return pytest_asyncio.fixture(_ws_cluster, name="ws_cluster")
-
-
-ws_client = _make_fixture()
+ws_client = _make_fixture(_ws_client, "ws_client")
 """The ``ws_client`` fixture (see ``_ws_client``)."""
 
-ws_cluster = _make_cluster_fixture()
+ws_cluster = _make_fixture(_ws_cluster, "ws_cluster")
 """The ``ws_cluster`` fixture (see ``_ws_cluster``)."""
