@@ -6,7 +6,7 @@ entry point names, which re-exports these hooks and fixtures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -64,14 +64,7 @@ async def _ws_client(aiohttp_client_cls: type[TestClient[Any, Any]]) -> AsyncIte
         return client
 
     yield factory
-    errors: list[HandlerError] = []
-    for client, _ in reversed(clients.values()):
-        try:
-            await client.close()
-        except HandlerError as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    await _close_all([client for client, _ in clients.values()], HandlerError)
 
 
 WsClusterFactory = Callable[..., WebsocketTestCluster]
@@ -93,11 +86,16 @@ async def _ws_cluster() -> AsyncIterator[WsClusterFactory]:
         return cluster
 
     yield factory
-    errors: list[WsframeError] = []
-    for cluster in reversed(clusters):
+    await _close_all(clusters, WsframeError)
+
+
+async def _close_all(served: Sequence[Any], reported: type[Exception]) -> None:
+    """Close every one of *served*, newest first; then raise the first *reported* error any close raised."""
+    errors: list[Exception] = []
+    for one in reversed(served):
         try:
-            await cluster.close()
-        except WsframeError as exc:
+            await one.close()
+        except reported as exc:
             errors.append(exc)
     if errors:
         raise errors[0]
