@@ -23,8 +23,10 @@ from .servers import FANOUT_MESSAGE, HEARTBEAT, MAX_MESSAGE_SIZE
 
 __all__ = ["PEERS", "available", "describe", "label", "panther_app", "starlette_app", "main"]
 
-PEERS: dict[str, tuple[str, tuple[str, ...]]] = {"starlette": ("Starlette", ("starlette", "uvicorn")),
-                                                 "panther": ("Panther", ("panther", "uvicorn"))}
+PEERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "starlette": ("Starlette", ("starlette", "uvicorn")),
+    "panther": ("Panther", ("panther", "uvicorn")),
+}
 """Peer id -> (label, modules it needs). Order is the order of the columns."""
 
 
@@ -138,8 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="wsframe-bench-peer-") as workdir:
         app = starlette_app() if args.peer == "starlette" else panther_app(workdir)
-        uvicorn.run(app, host=args.host, port=args.port, loop="uvloop" if args.uvloop else "asyncio",
-                    log_level="warning", access_log=False, ws_ping_interval=HEARTBEAT, ws_max_size=MAX_MESSAGE_SIZE)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            loop="uvloop" if args.uvloop else "asyncio",
+            log_level="warning",
+            access_log=False,
+            ws_ping_interval=HEARTBEAT,
+            ws_max_size=MAX_MESSAGE_SIZE,
+        )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 the figure is the time from the request until the last connection received it.
 
 ``ms``/``server_ms``: the server's fastest way (wsframe: one group send); ``ms_per_id``/``server_ms_per_id``:
-one send per connection id. Each kind starts with one fan-out that is not counted (warm-up), then
-``fanout_triggers`` counted ones.
+one send per connection id. Each kind has one uncounted fan-out (warm-up), then ``fanout_triggers`` counted.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 from ..client import WsClient, connect_many, post
 from ..harness import cpu_seconds
 from ..servers import FANOUT_MESSAGE
-from . import WS_PATH, Config, progress
+from . import Config
 
 __all__ = ["Deliveries", "fanout"]
 
@@ -26,14 +25,12 @@ class Deliveries:
     """Counts the deliveries of one fan-out and notes when the last one arrived."""
 
     def __init__(self) -> None:
-        self.remaining = 0
+        self.remaining = self.wrong = 0
         self.last_at = 0.0
-        self.wrong = 0
         self.done: asyncio.Future[None] | None = None
-        self.expected = FANOUT_MESSAGE.encode()
 
     def on_message(self, client: WsClient, opcode: int, payload: bytes) -> None:
-        if payload != self.expected:
+        if payload != FANOUT_MESSAGE.encode():
             self.wrong += 1
             return
         self.remaining -= 1
@@ -49,27 +46,20 @@ def _own_cpu() -> float:
 
 
 async def fanout(cfg: Config, clients: list[WsClient], size: int, counter: Deliveries) -> dict[str, Any]:
-    """Grow *clients* to *size* connections, then time the fan-outs of each kind in ``cfg.fanout_via``.
+    """Grow *clients* to *size* connections, then time the fan-outs of both kinds.
 
     Raises RuntimeError when a connection gets nothing within 30 s, the server sent to another number
     of connections, or a delivery was not the message sent.
     """
     if len(clients) < size:
-        clients += await connect_many(cfg.host, cfg.port, WS_PATH, size - len(clients), sources=cfg.sources,
-                                      concurrency=cfg.connect_concurrency, on_message=counter.on_message)
+        clients += await connect_many(cfg.port, size - len(clients), on_message=counter.on_message)
     await asyncio.sleep(cfg.settle_seconds)
-    reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
-    results: dict[str, Any] = {}
-    progress(f"fanout_{size}: measuring")
+    reader, writer = await asyncio.open_connection("127.0.0.1", cfg.port)
     try:
-        for suffix, query, via in (("", "", "fastest"), ("_per_id", "?via=id", "id")):
-            if via not in cfg.fanout_via:
-                continue
-            times, server_times, cpu = await _time_fanouts(cfg, reader, writer, "/fanout/" + query, size, counter)
-            results[f"ms{suffix}"] = times
-            results[f"server_ms{suffix}"] = server_times
-            if not suffix or "loadgen_cpu" not in results:
-                results.update(cpu)
+        times, server_times, cpu = await _time_fanouts(cfg, reader, writer, "/fanout/", size, counter)
+        results: dict[str, Any] = {"ms": times, "server_ms": server_times, **cpu}
+        times, server_times, _ = await _time_fanouts(cfg, reader, writer, "/fanout/?via=id", size, counter)
+        results |= {"ms_per_id": times, "server_ms_per_id": server_times}
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
@@ -92,7 +82,7 @@ async def _time_fanouts(
         counter.done = done = loop.create_future()
         own_before, server_before = _own_cpu(), cpu_seconds(cfg.server_pid)
         started = time.perf_counter()
-        response_task = asyncio.ensure_future(post(reader, writer, cfg.host, cfg.port, path))
+        response_task = asyncio.ensure_future(post(reader, writer, path))
         try:
             await asyncio.wait_for(asyncio.shield(done), timeout=30)
         except TimeoutError:
@@ -111,5 +101,8 @@ async def _time_fanouts(
         times.append((counter.last_at - started) * 1000)
         server_times.append(response["seconds"] * 1000)
         await asyncio.sleep(0.1)
-    cpu = {"loadgen_cpu": own / wall if wall else 0.0, "server_cpu": server / wall if wall else 0.0}
-    return times, server_times, cpu
+    return (
+        times,
+        server_times,
+        {"loadgen_cpu": own / wall if wall else 0.0, "server_cpu": server / wall if wall else 0.0},
+    )

@@ -46,7 +46,7 @@ async def _open_close(port: int, count: int) -> None:
         nonlocal started
         while started < count:
             started += 1
-            client = await connect("127.0.0.1", port, WS_PATH)
+            client = await connect(port)
             client.send(CLOSE_FRAME)
             await client.close_received
             client.close()
@@ -62,7 +62,7 @@ async def _echo(port: int, count: int) -> None:
         if not waiter.done():
             waiter.set_result(None)
 
-    client = await connect("127.0.0.1", port, WS_PATH, on_message=on_message)
+    client = await connect(port, on_message=on_message)
     try:
         for _ in range(count):
             client.send(ECHO_FRAME)
@@ -77,7 +77,8 @@ async def _echo(port: int, count: int) -> None:
 
 CASES: dict[str, tuple[str, Callable[[int, int], Coroutine[Any, Any, None]]]] = {
     "open_close": ("connection open + close", _open_close),
-    "echo": ("echo round trip, 64-byte text, 1 connection", _echo)}
+    "echo": ("echo round trip, 64-byte text, 1 connection", _echo),
+}
 """Case id -> (title, coroutine driving *count* operations against a port)."""
 
 
@@ -94,8 +95,9 @@ def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvl
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-        process = subprocess.Popen([*valgrind, *command(kind, port, use_uvloop)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [*valgrind, *command(kind, port, use_uvloop)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_for_port(port, process, timeout=180)
             asyncio.run(drive(port, warmup))
@@ -118,11 +120,22 @@ def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvl
 def render_markdown(report: dict[str, Any]) -> str:
     """The counts as a Markdown table."""
     meta = report["meta"]
-    lines = [f"Instructions per operation in the server process, counted by callgrind ({meta['date']}, commit "
-             f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
-             "Repeatable to about 0.5 %; wsframe/raw > 1 means wsframe does more work.", ""]
-    rows = [[r["title"], f"{r['raw']:,.0f}", f"{r['wsframe']:,.0f}", f"{r['wsframe'] / r['raw']:.3f}x",
-             f"{r['raw'] / r['wsframe']:.3f}x"] for r in report["cases"]]
+    lines = [
+        f"Instructions per operation in the server process, counted by callgrind ({meta['date']}, commit "
+        f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
+        "Repeatable to about 0.5 %; wsframe/raw > 1 means wsframe does more work.",
+        "",
+    ]
+    rows = [
+        [
+            r["title"],
+            f"{r['raw']:,.0f}",
+            f"{r['wsframe']:,.0f}",
+            f"{r['wsframe'] / r['raw']:.3f}x",
+            f"{r['raw'] / r['wsframe']:.3f}x",
+        ]
+        for r in report["cases"]
+    ]
     header = ["case", "raw aiohttp", "wsframe", "wsframe/raw", "raw/wsframe (as a speed ratio)"]
     return "\n".join(lines + table(header, rows)) + "\n"
 
@@ -151,8 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case}: {kind} under callgrind ...", file=sys.stderr, flush=True)
             row[kind] = count_instructions(kind, case, count, warmup=warmup, use_uvloop=use_uvloop) / count
         rows.append(row)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(), "count": count,
-            "loop": "uvloop" if use_uvloop else "asyncio", "python": sys.version.split()[0]}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit(),
+        "count": count,
+        "loop": "uvloop" if use_uvloop else "asyncio",
+        "python": sys.version.split()[0],
+    }
     report = {"meta": meta, "cases": rows}
     markdown = render_markdown(report)
     args.results_dir.mkdir(parents=True, exist_ok=True)
