@@ -44,25 +44,12 @@ class HandshakeError(Exception):
 
 
 def _next_frame(data: bytes, pos: int, size: int) -> tuple[int, int, int] | None:
-    """The server frame at *pos*: (opcode, payload start, payload end), or None when it is not all in *data* yet."""
-    if size - pos < 2:
-        return None
-    length = data[pos + 1] & 0x7F
-    start = pos + 2
+    """The server frame at *pos*: (opcode, payload start, payload end), or None when it is not all in *data* yet. The
+    benchmark servers send less than 64 KiB per frame, so no 64-bit lengths."""
+    length, start = (data[pos + 1] & 0x7F, pos + 2) if size - pos >= 2 else (0, size + 1)
     if length == 126:
-        if size - pos < 4:
-            return None
-        length = (data[pos + 2] << 8) | data[pos + 3]
-        start = pos + 4
-    elif length == 127:
-        if size - pos < 10:
-            return None
-        (length,) = struct.unpack_from("!Q", data, pos + 2)
-        start = pos + 10
-    end = start + length
-    if end > size:
-        return None
-    return data[pos] & 0x0F, start, end
+        length, start = (int.from_bytes(data[pos + 2 : pos + 4]), pos + 4) if size - pos >= 4 else (0, size + 1)
+    return None if start + length > size else (data[pos] & 0x0F, start, start + length)
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -114,15 +101,13 @@ class WsClient(asyncio.Protocol):
 
     def send(self, frame: bytes) -> None:
         """Write a prebuilt frame (see :func:`client_frame`); ignored once the connection is gone."""
-        transport = self.transport
-        if transport is not None:
-            transport.write(frame)
+        if self.transport is not None:
+            self.transport.write(frame)
 
     def close(self) -> None:
         """Drop the TCP connection without a closing handshake."""
-        transport = self.transport
-        if transport is not None:
-            transport.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._buffer:
@@ -164,11 +149,9 @@ class WsClient(asyncio.Protocol):
 async def connect(
     port: int, *, source: str | None = None, on_message: OnMessage | None = None, connect_timeout: float | None = None
 ) -> WsClient:
-    """Open one websocket to 127.0.0.1:*port*/ws/, from loopback address *source* when given.
-
-    Raises OSError when the TCP connect fails, TimeoutError when it takes over *connect_timeout*
-    seconds (no limit when None), and :class:`HandshakeError` when the server does not answer 101.
-    """
+    """Open one websocket to 127.0.0.1:*port*/ws/, from loopback address *source* when given. Raises OSError when the
+    TCP connect fails, TimeoutError when it takes over *connect_timeout* seconds (no limit when None), and
+    :class:`HandshakeError` when the server does not answer 101."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -205,12 +188,9 @@ async def connect_many(
     attempts: int = 1,
     errors: Counter[str] | None = None,
 ) -> list[WsClient]:
-    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*.
-
-    Without *errors*, the first failure closes every client and raises. With it, each failed try is
-    counted there by :func:`error_name` and retried after a growing pause, up to *attempts* tries;
-    a connection that fails them all is left out of the list.
-    """
+    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*. Without *errors*, the
+    first failure closes every client and raises. With it, each failed try is counted there by :func:`error_name` and
+    retried after a growing pause, up to *attempts* tries; a connection that fails them all is left out of the list."""
     clients: list[WsClient] = []
     cursor = iter(range(count))
     timeout = CONNECT_TIMEOUT if errors is not None else None
@@ -243,10 +223,8 @@ async def connect_many(
 async def post(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, within: float = 60
 ) -> tuple[float, dict[str, Any]]:
-    """POST an empty body on an open HTTP/1.1 connection; return when the answer began (monotonic) and its JSON.
-
-    Raises RuntimeError for a status other than 200, TimeoutError when no answer begins within *within* s.
-    """
+    """POST an empty body on an open HTTP/1.1 connection; return when the answer began (monotonic) and its JSON. Raises
+    RuntimeError for a status other than 200, TimeoutError when no answer begins within *within* s."""
     writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
     answered_at = time.monotonic()

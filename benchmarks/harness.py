@@ -20,13 +20,12 @@ import sys
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = ["REDIS_MISSING", "ROOT", "CpuMeter", "Gunicorn", "children", "commit", "cores", "cpu_seconds"]
 __all__ += ["free_port", "gunicorn", "parser", "percentile", "pinned", "raise_file_limit", "redis_server", "rss_kib"]
-__all__ += ["run_loop", "stop", "summary", "uvloop_available", "version", "wait_for_port", "worker_class", "write"]
+__all__ += ["run_loop", "stop", "summary", "uvloop_available", "wait_for_port", "worker_class", "write"]
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: every server and helper process runs from here."""
@@ -128,10 +127,8 @@ def children(pid: int) -> list[int]:
 
 
 def raise_file_limit(needed: int = 0) -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return it.
-
-    Exits with a message naming ``ulimit -n`` when the limit stays below *needed*.
-    """
+    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return it. Exits with a message naming
+    ``ulimit -n`` when the limit stays below *needed*."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -145,11 +142,9 @@ def raise_file_limit(needed: int = 0) -> int:
 
 @contextlib.contextmanager
 def redis_server(core: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A private redis-server on a free port (no persistence), pinned to *core*; yields its URL and process.
-
-    Raises RuntimeError with :data:`REDIS_MISSING` when there is no ``redis-server``, or when it does not
-    answer within 10 s.
-    """
+    """A private redis-server on a free port (no persistence), pinned to *core*; yields its URL and process. Raises
+    RuntimeError with :data:`REDIS_MISSING` when there is no ``redis-server``, or when it does not answer within 10
+    s."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(REDIS_MISSING)
@@ -182,11 +177,9 @@ class Gunicorn:
 def gunicorn(
     app: str, *, workers: int, core: int | None, use_uvloop: bool, env: dict[str, str], args: tuple[str, ...]
 ) -> Iterator[Gunicorn]:
-    """``gunicorn -w workers app`` pinned to *core*, its output on stderr; yields once every worker runs.
-
-    Stops it with SIGTERM (SIGKILL to the whole process group after 45 s). Raises RuntimeError when the
-    workers do not all start, or the port does not answer, within 30 s.
-    """
+    """``gunicorn -w workers app`` pinned to *core*, its output on stderr; yields once every worker runs. Stops it with
+    SIGTERM (SIGKILL to the whole process group after 45 s). Raises RuntimeError when the workers do not all start,
+    or the port does not answer, within 30 s."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", worker_class(use_uvloop)]
     command += ["-b", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning", *args, app]
@@ -263,14 +256,6 @@ def percentile(ordered: list[T], fraction: float) -> T:
 def summary(samples: list[float]) -> dict[str, Any]:
     """Median, min, max and the samples themselves: how every figure is reported over repetitions."""
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
-
-
-def version(name: str) -> str | None:
-    """The installed version of distribution *name*, or None."""
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def commit() -> str:

@@ -28,11 +28,9 @@ __all__ = ["hold", "main", "run_session"]
 
 
 async def run_session(cfg: Config, targets: list[tuple[str, int, int]], first: int = 0) -> dict[str, dict[str, Any]]:
-    """Run every case against every ``(name, port, pid)`` target; return name -> case id -> figures.
-
-    The targets take turns case by case, and which goes first rotates (from ``targets[first % len(targets)]``),
-    so a change in machine load between cases hits every server alike and each comparison is seconds apart.
-    """
+    """Run every case against every ``(name, port, pid)`` target; return name -> case id -> figures. The targets take
+    turns case by case, and which goes first rotates (from ``targets[first % len(targets)]``), so a change in machine
+    load between cases hits every server alike and each comparison is seconds apart."""
     per_target = {name: dataclasses.replace(cfg, port=port, server_pid=pid) for name, port, pid in targets}
     results: dict[str, dict[str, Any]] = {name: {} for name in per_target}
     turn = first

@@ -63,12 +63,10 @@ def _values(sessions: list[dict[str, Any]], case: str, key: str) -> list[float]:
 
 
 def aggregate(cases: list[Case], sessions: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Each server's per-repetition results as medians (min-max) and ratios to raw aiohttp's median.
-
-    *sessions* maps each server (``raw``, ``wsframe``, then any others) to its results per repetition.
-    ``ratio`` is wsframe/raw, ``ratios`` every server's ratio to raw, ``paired_ratio`` the spread of
-    wsframe/raw over samples taken back to back, and ``like_for_like`` wsframe/``raw-matched``.
-    """
+    """Each server's per-repetition results as medians (min-max) and ratios to raw aiohttp's median. *sessions* maps
+    each server (``raw``, ``wsframe``, then any others) to its results per repetition. ``ratio`` is wsframe/raw,
+    ``ratios`` every server's ratio to raw, ``paired_ratio`` the spread of wsframe/raw over samples taken back to
+    back, and ``like_for_like`` wsframe/``raw-matched``."""
     out = []
     for case in cases:
         entry: dict[str, Any] = {"id": case.id, "title": case.title, "metrics": [], "cpu": {}}
@@ -106,33 +104,31 @@ def cross_worker_summary(runs: list[dict[str, dict[str, Any]]], meta: dict[str, 
     from .cases.cross_worker import MODES, TARGET_P99_MS
 
     modes: list[dict[str, Any]] = []
-    for mode in [m for m in MODES if all(m in run for run in runs)]:
+    for mode in MODES:
         keys = [k for k, v in runs[0][mode].items() if isinstance(v, int | float) and not k.endswith("_pid")]
         metrics = {key: summary([float(run[mode][key]) for run in runs]) for key in keys}
         modes.append({"mode": mode, "title": CROSS_WORKER_TITLES[mode], "metrics": metrics})
-    by_mode = {entry["mode"]: entry["metrics"] for entry in modes}
-    ratios: dict[str, float] = {}
-    target: dict[str, Any] | None = None
-    if "redis" in by_mode and "same-process" in by_mode:
-        floors = {key: by_mode["same-process"][key]["median"] for key in ("p50_ms", "p99_ms", "sends_per_s")}
-        ratios = {key: by_mode["redis"][key]["median"] / floor for key, floor in floors.items() if floor}
-    if "redis" in by_mode:
-        p99 = by_mode["redis"]["p99_ms"]
-        target = {"mode": "redis", "metric": "p99_ms", "limit_ms": TARGET_P99_MS, "met": p99["median"] < TARGET_P99_MS}
-        target |= {"repetitions_under": sum(v < TARGET_P99_MS for v in p99["samples"]), "repetitions": len(runs)}
-    section = {"id": "cross_worker", "meta": meta, "modes": modes, "target": target}
-    return {**section, "ratios_redis_to_same_process": ratios}
+    redis, alone = (next(e["metrics"] for e in modes if e["mode"] == m) for m in ("redis", "same-process"))
+    floors = {key: alone[key]["median"] for key in ("p50_ms", "p99_ms", "sends_per_s")}
+    ratios = {key: redis[key]["median"] / floor for key, floor in floors.items() if floor}
+    p99 = redis["p99_ms"]
+    target = {"mode": "redis", "metric": "p99_ms", "limit_ms": TARGET_P99_MS, "met": p99["median"] < TARGET_P99_MS}
+    target |= {"repetitions_under": sum(v < TARGET_P99_MS for v in p99["samples"]), "repetitions": len(runs)}
+    return {
+        "id": "cross_worker",
+        "meta": meta,
+        "modes": modes,
+        "target": target,
+        "ratios_redis_to_same_process": ratios,
+    }
 
 
 def number(value: float) -> str:
     """*value* for a results table: thousands separated, three significant figures below 1,000."""
-    if abs(value) >= 999.5:  # 999.7 reads 1,000, not 1000
-        return f"{value:,.0f}"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
+    for least, style in ((999.5, ",.0f"), (100, ".0f"), (10, ".1f"), (0.1, ".2f")):  # 999.7 reads 1,000, not 1000
+        if abs(value) >= least:
+            return format(value, style)
+    return f"{value:.3f}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -264,17 +260,20 @@ def scale_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += ["", *table(list(SCALE_COLUMNS.values()), [[str(r.get(k, "")) for k in SCALE_COLUMNS] for r in results])]
     lines += ["", "Times are from the POST that triggers `send_message_to_group` to each client's receipt. GC figures "]
     lines[-1] += "are wall-clock seconds inside generation-2 collections, summed over the workers that wrote a GC log."
+    notes = (
+        "ok",
+        "connect_errors_retried",
+        "failed",
+        "lost_while_holding",
+        "delivered_none",
+        "delivered_more",
+        "error",
+    )
     for row in results:
         if row.get("connect_errors_retried") or not row.get("ok", False):
             lines.append(
-                f"- N={row['n']} {row['backend']} (gc.freeze {row.get('gc_freeze_every_s')}): ok={row.get('ok')}"
+                f"- N={row['n']} {row['backend']}: " + ", ".join(f"{k} {row.get(k)}" for k in notes if k in row)
             )
-            lines[-1] += (
-                f", connect errors retried {row.get('connect_errors_retried')}, never opened {row.get('failed')}"
-            )
-            lines[-1] += f", closed before the send {row.get('lost_while_holding')}, got no message "
-            lines[-1] += f"{row.get('delivered_none')}, more than one {row.get('delivered_more')}"
-            lines[-1] += f", error {row['error']}" if "error" in row else ""
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from typing import Any
 
 from . import harness, peers, report
@@ -36,13 +37,26 @@ def server_kinds(*, with_peers: bool, like_for_like: bool = False) -> list[str]:
     return [*KINDS, *(["raw-matched"] if like_for_like else []), *(peers.available() if with_peers else [])]
 
 
+def _json_of(line: list[str], timeout: float, what: str) -> Any:
+    """Run *line*; return the JSON it printed. RuntimeError with its stderr when it fails or times out."""
+    # Files, not pipes: a gunicorn that a driver failed to stop would hold a pipe open forever.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            returncode = subprocess.run(line, cwd=harness.ROOT, stdout=out, stderr=err, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            returncode = -1
+        if returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{what} failed ({returncode}):\n{err.read().decode(errors='replace')[-4000:]}")
+        out.seek(0)
+        return json.loads(out.read())
+
+
 def run_repetition(
     config: dict[str, Any], *, first: int, use_uvloop: bool, timeout: float, kinds: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Start every server on the server core and one load generator on the other; return kind -> results.
-
-    Raises RuntimeError, with the servers' output, when a server does not start or the load generator fails.
-    """
+    """Start every server on the server core and one load generator on the other; return kind -> results. Raises
+    RuntimeError, with the servers' output, when a server does not start or the load generator fails."""
     server_core, loadgen_core = harness.cores()
     servers: dict[str, subprocess.Popen[bytes]] = {}
     ports = {kind: harness.free_port() for kind in kinds}
@@ -52,53 +66,18 @@ def run_repetition(
                 line = harness.pinned(command(kind, ports[kind], use_uvloop), server_core)
                 servers[kind] = subprocess.Popen(line, cwd=harness.ROOT, stdout=log, stderr=subprocess.STDOUT)
             for kind in kinds:
-                try:
-                    harness.wait_for_port(ports[kind], servers[kind], timeout=30)
-                except RuntimeError as exc:
-                    log.seek(0)
-                    raise RuntimeError(f"{kind}: {exc}:\n{log.read().decode(errors='replace')[-3000:]}") from None
+                harness.wait_for_port(ports[kind], servers[kind], timeout=30)
             line = [sys.executable, "-m", "benchmarks.loadgen", "--config", json.dumps(config), "--first", str(first)]
-            line += [f"--target={kind}:{ports[kind]}:{servers[kind].pid}" for kind in kinds]
-            line += ["--uvloop"] if use_uvloop else []
-            done = subprocess.run(
-                harness.pinned(line, loadgen_core), cwd=harness.ROOT, capture_output=True, text=True, timeout=timeout
-            )
+            line += [f"--target={kind}:{ports[kind]}:{servers[kind].pid}" for kind in kinds] + ["--uvloop"] * use_uvloop
+            printed = _json_of(harness.pinned(line, loadgen_core), timeout, "load generator")
+            results: dict[str, dict[str, Any]] = printed["results"]
+        except RuntimeError as exc:
+            log.seek(0)
+            raise RuntimeError(f"{exc}\nservers:\n{log.read().decode(errors='replace')[-3000:]}") from None
         finally:
             for server in servers.values():
                 harness.stop(server)
-            log.seek(0)
-            output = log.read().decode(errors="replace")
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"load generator failed ({done.returncode}):\n{done.stderr[-3000:]}\nservers:\n{output[-3000:]}"
-        )
-    results: dict[str, dict[str, Any]] = json.loads(done.stdout)["results"]
     return results
-
-
-def run_cross_worker(
-    sizes: dict[str, Any], *, first: int, use_uvloop: bool, timeout: float
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """One cross-worker repetition in a fresh driver process; return mode -> figures, and its settings.
-
-    Raises RuntimeError with the driver's output when it fails.
-    """
-    line = [sys.executable, "-m", "benchmarks.cases.cross_worker", "--first", str(first)]
-    line += ["--config", json.dumps(sizes)] + ([] if use_uvloop else ["--no-uvloop"])
-    # Files, not pipes: a gunicorn the driver failed to stop would hold a pipe open forever.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            returncode = subprocess.run(line, cwd=harness.ROOT, stdout=out, stderr=err, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            returncode = -1
-        out.seek(0)
-        err.seek(0)
-        if returncode != 0:
-            raise RuntimeError(
-                f"cross-worker driver failed ({returncode}):\n{err.read().decode(errors='replace')[-4000:]}"
-            )
-        result = json.loads(out.read())
-    return result["results"], result["meta"]
 
 
 def _cpu_model() -> str:
@@ -126,17 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help=f"JSON: Config fields, cases (of {every}), cross_worker")
     args = parser.parse_args(argv)
     base, overrides = SMOKE if args.smoke else {}, json.loads(args.config)
-    config = {
-        **base,
-        **overrides,
-        "cross_worker": {**base.get("cross_worker", {}), **overrides.get("cross_worker", {})},
-    }
+    config = {**base, **overrides}
+    cross_config = {**base.get("cross_worker", {}), **overrides.get("cross_worker", {})}
+    config.pop("cross_worker", None)
     cases = [c for c in config.pop("cases", every) if c != "cross_worker" or not args.no_cross_worker]
     if unknown := sorted(set(cases) - set(every)):
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(every)}")
     if "cross_worker" in cases and shutil.which("redis-server") is None:
         parser.error(harness.REDIS_MISSING)
-    cross_config = config.pop("cross_worker")
     loadgen = {**dataclasses.asdict(Config(**config)), "cases": [c for c in cases if c in CASES]}
     repetitions = args.repetitions or (1 if args.smoke else 5)
     if repetitions < 1:
@@ -147,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     server_core, loadgen_core = harness.cores()
     loadavg_before, started = _loadavg(), time.monotonic()
     sessions: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    cross_runs: list[dict[str, dict[str, Any]]] = []
-    cross_meta: dict[str, Any] = {}
+    cross_runs: list[dict[str, Any]] = []
     timeout = 120 if args.smoke else 900
     for repetition in range(repetitions):
         print(f"repetition {repetition + 1}/{repetitions} ...", file=sys.stderr, flush=True)
@@ -158,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                 sessions[kind].append(results[kind])
         if "cross_worker" in cases:
             print("  cross-worker ...", file=sys.stderr, flush=True)
-            run, cross_meta = run_cross_worker(cross_config, first=repetition, use_uvloop=use_uvloop, timeout=timeout)
-            cross_runs.append(run)
+            line = [sys.executable, "-m", "benchmarks.cases.cross_worker", "--first", str(repetition)]
+            line += ["--config", json.dumps(cross_config)] + ["--no-uvloop"] * (not use_uvloop)
+            cross_runs.append(_json_of(line, timeout, "cross-worker driver"))
     meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "repetitions": repetitions}
     meta |= {"mode": "smoke" if args.smoke else "full", "seconds": round(time.monotonic() - started, 1)}
     meta |= {"commit": harness.commit(), "cpu": _cpu_model(), "python": platform.python_version()}
-    meta |= {"aiohttp": harness.version("aiohttp"), "wsframe": harness.version("wsframe")}
-    meta |= {"uvloop": harness.version("uvloop") if use_uvloop else None, "server_core": server_core}
+    meta |= {"aiohttp": version("aiohttp"), "wsframe": version("wsframe")}
+    meta |= {"uvloop": version("uvloop") if use_uvloop else None, "server_core": server_core}
     meta |= {"loadgen_core": loadgen_core, "loadavg_before": loadavg_before, "loadavg_after": _loadavg()}
     meta |= {"config": {**loadgen, "cross_worker": cross_config}, "servers": kinds, "peers_skipped": args.no_peers}
     meta |= {"peers": {kind: peers.describe(kind) for kind in kinds if kind in peers.PEERS}}
@@ -172,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     cases_run = report.loadgen_cases(loadgen["echo_connections"], loadgen["idle_connections"], loadgen["fanout_sizes"])
     measured = [case for case in cases_run if sessions["raw"] and all(case.id in s for s in sessions["raw"])]
     result: dict[str, Any] = {"meta": meta, "cases": report.aggregate(measured, sessions) if measured else []}
-    result["cross_worker"] = report.cross_worker_summary(cross_runs, cross_meta) if cross_runs else None
+    runs, cross_meta = [run["results"] for run in cross_runs], cross_runs[-1]["meta"] if cross_runs else {}
+    result["cross_worker"] = report.cross_worker_summary(runs, cross_meta) if cross_runs else None
     harness.write(args.results_dir, "latest", result, report.render_markdown(result))
     if not (args.smoke or args.no_chart):
         report.render_chart(result, harness.ROOT / "docs" / "img" / "benchmarks.png")

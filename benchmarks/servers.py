@@ -101,12 +101,10 @@ def raw_app(*, matched: bool = False) -> web.Application:
 async def paced_sends(
     send: Callable[[str, str], Awaitable[object]], targets: list[str], count: int, rate: float
 ) -> dict[str, Any]:
-    """Call ``send(target, text)`` *count* times at *rate* per second, cycling over *targets*; return the pacing.
-
-    The i-th send is due at ``start + i / rate``, whatever the sends before it took (``achieved_rate`` says
-    whether the rate held); each text is the ``CLOCK_MONOTONIC`` nanoseconds of its send call. A send that
-    raises is counted in ``errors``. One send at a time: after a stall, a task per send would release a burst.
-    """
+    """Call ``send(target, text)`` *count* times at *rate* per second, cycling over *targets*; return the pacing. The
+    i-th send is due at ``start + i / rate``, whatever the sends before it took (``achieved_rate`` says whether the
+    rate held); each text is the ``CLOCK_MONOTONIC`` nanoseconds of its send call. A send that raises is counted in
+    ``errors``. One send at a time: after a stall, a task per send would release a burst."""
     loop = asyncio.get_running_loop()
     late: list[float] = []
     errors: list[str] = []
@@ -137,11 +135,9 @@ async def paced_sends(
 
 async def cross_worker_app() -> web.Application:
     """The cross-worker case's app; ``BENCH_BACKEND``: a ``redis://`` URL, ``fanout:redis://...``, or empty (IPC).
-
     ``/ws/`` sends ``{"id", "pid"}`` on accept; ``GET /pid/`` answers the worker's pid; ``POST /paced/``
     ``{"targets", "count", "rate"}`` runs :func:`paced_sends`; ``POST /blast/`` ``{"targets", "count",
-    "concurrency"}`` sends as fast as *concurrency* senders go. Raises ConfigurationError for a bad URL.
-    """
+    "concurrency"}`` sends as fast as *concurrency* senders go. Raises ConfigurationError for a bad URL."""
     from wsframe import GenericWebsocket, create_app, send_message_to_websocket
     from wsframe.backends import RedisBackend
 
@@ -183,12 +179,10 @@ async def cross_worker_app() -> web.Application:
 
 
 async def scale_app() -> web.Application:
-    """The scale case's app: ``/ws/`` joins :data:`GROUP`, ``POST /trigger/`` sends 64 bytes to it.
-
-    ``SCALE_BACKEND``: a URL, or empty (IPC); ``SCALE_HEARTBEAT``: seconds, or empty (wsframe's default);
-    ``SCALE_GC_LOG``: where each worker writes its generation 1 and 2 collections (``[start, seconds,
-    generation]``) at shutdown; ``SCALE_GC_FREEZE``: call ``gc.freeze()`` every so many seconds.
-    """
+    """The scale case's app: ``/ws/`` joins :data:`GROUP`, ``POST /trigger/`` sends 64 bytes to it. ``SCALE_BACKEND``: a
+    URL, or empty (IPC); ``SCALE_HEARTBEAT``: seconds, or empty (wsframe's default); ``SCALE_GC_LOG``: where each
+    worker writes its generation 1 and 2 collections (``[start, seconds, generation]``) at shutdown;
+    ``SCALE_GC_FREEZE``: call ``gc.freeze()`` every so many seconds."""
     from wsframe import GenericWebsocket, create_app, send_message_to_group
 
     class Member(GenericWebsocket):
@@ -251,22 +245,23 @@ def command(kind: str, port: int, use_uvloop: bool) -> list[str]:
     if kind == "wsframe":
         line = [sys.executable, "-m", "wsframe", "run", "benchmarks.servers:wsframe_app", "--host", "127.0.0.1"]
         return [*line, "--port", str(port), "--log-level", "warning", "--loop", "uvloop" if use_uvloop else "asyncio"]
-    if kind in ("raw", "raw-matched"):
-        line = [sys.executable, "-m", "benchmarks.servers", "--port", str(port)]
-        line += ["--matched"] if kind == "raw-matched" else []
-    else:
-        line = [sys.executable, "-m", "benchmarks.peers", kind, "--port", str(port)]
-    return [*line, "--uvloop"] if use_uvloop else line
+    line = [sys.executable, "-m", "benchmarks.servers", "--port", str(port), *(["--uvloop"] if use_uvloop else [])]
+    return line + (["--matched"] if kind == "raw-matched" else [] if kind == "raw" else ["--peer", kind])
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the raw aiohttp app until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(description="The raw aiohttp benchmark server.")
+    """Serve raw aiohttp (or with ``--peer``, a peer on uvicorn) until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(description="A benchmark server other than wsframe.")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--matched", action="store_true", help="wsframe's heartbeat and message limit")
+    parser.add_argument("--matched", action="store_true", help="raw aiohttp with wsframe's heartbeat and limit")
+    parser.add_argument("--peer", help="serve this peer (benchmarks.peers) instead of raw aiohttp")
     parser.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.peer:
+        from .peers import serve
+
+        return serve(args.peer, args.port, args.uvloop)
     if args.uvloop:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 

@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
+from importlib.metadata import version
 from typing import Any
 
 import aiohttp
@@ -110,10 +111,8 @@ class Receiver:
         return self.hellos.setdefault(client, asyncio.get_running_loop().create_future())
 
     async def collect(self, count: int, *, record: bool, within: float, during: Awaitable[Any]) -> Any:
-        """Await *during* (which makes the servers send *count* messages), then until all arrived; its result.
-
-        Raises RuntimeError when fewer than *count* arrive within *within* seconds after *during* returned.
-        """
+        """Await *during* (which makes the servers send *count* messages), then until all arrived; its result. Raises
+        RuntimeError when fewer than *count* arrive within *within* seconds after *during* returned."""
         self.received, self.latencies_ns, self._expected, self._recording = 0, [], count, record
         self._done = done = asyncio.get_running_loop().create_future()
         result = await during
@@ -190,10 +189,8 @@ async def measure_mode(
 async def run_repetition(
     cfg: Config, *, first: int, use_uvloop: bool, server_core: int | None
 ) -> dict[str, dict[str, Any]]:
-    """Measure every mode once, on fresh servers (their order rotated by *first*); return mode -> figures.
-
-    Raises RuntimeError when redis-server is missing, a server does not start, or messages go missing.
-    """
+    """Measure every mode once, on fresh servers (their order rotated by *first*); return mode -> figures. Raises
+    RuntimeError when redis-server is missing, a server does not start, or messages go missing."""
     servers = list(SERVERS.items())
     servers = servers[first % len(servers) :] + servers[: first % len(servers)]
     results: dict[str, dict[str, Any]] = {}
@@ -236,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {"config": dataclasses.asdict(cfg), "worker_class": harness.worker_class(use_uvloop)}
     meta["driver_core"] = driver_core
     meta |= {"redis": next((v[2:] for v in redis if v.startswith("v=")), None), "server_core": server_core}
-    meta |= {"client_loop": f"uvloop {harness.version('uvloop')}" if use_uvloop else "asyncio"}
+    meta |= {"client_loop": f"uvloop {version('uvloop')}" if use_uvloop else "asyncio"}
     measuring = run_repetition(cfg, first=args.first, use_uvloop=use_uvloop, server_core=server_core)
     results = harness.run_loop(measuring, use_uvloop)
     sys.stdout.write(json.dumps({"results": results, "meta": meta}) + "\n")

@@ -46,11 +46,9 @@ def _own_cpu() -> float:
 
 
 async def fanout(cfg: Config, clients: list[WsClient], size: int, counter: Deliveries) -> dict[str, Any]:
-    """Grow *clients* to *size* connections, then time the fan-outs of both kinds.
-
-    Raises RuntimeError when a connection gets nothing within 30 s, the server sent to another number
-    of connections, or a delivery was not the message sent.
-    """
+    """Grow *clients* to *size* connections, then time the fan-outs of both kinds. Raises RuntimeError when a connection
+    gets nothing within 30 s, the server sent to another number of connections, or a delivery was not the message
+    sent."""
     if len(clients) < size:
         clients += await connect_many(cfg.port, size - len(clients), on_message=counter.on_message)
     await asyncio.sleep(cfg.settle_seconds)

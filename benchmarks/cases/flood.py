@@ -101,10 +101,8 @@ async def _attack(flood_url: str, churn_url: str, seconds: float) -> dict[str, i
 
 
 def run(repetitions: int, seconds: float, quiet: int) -> dict[str, Any]:
-    """Every phase *repetitions* times on one server; return the figures per phase and the attackers' reports.
-
-    Raises RuntimeError when the server does not start or a quiet client is closed or gets no echo.
-    """
+    """Every phase *repetitions* times on one server; return the figures per phase and the attackers' reports. Raises
+    RuntimeError when the server does not start or a quiet client is closed or gets no echo."""
     port, (server_core, client_core) = free_port(), cores()
     line = [sys.executable, "-m", "wsframe", "run", "benchmarks.cases.flood:app", "--port", str(port)]
     server = subprocess.Popen(pinned([*line, "--log-level", "error"], server_core), cwd=ROOT)

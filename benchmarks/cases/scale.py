@@ -128,10 +128,8 @@ async def _trigger(port: int) -> tuple[float, dict[str, Any]]:
 async def run_size(
     n: int, *, backend: str, hold: float, heartbeat: float | None, run_index: int, gc_freeze: float | None
 ) -> dict[str, Any]:
-    """Measure one N on a fresh server; return the result row (the columns of ``report.scale_markdown``).
-
-    Raises RuntimeError or TimeoutError when a server or load generator does not start or answer in time.
-    """
+    """Measure one N on a fresh server; return the result row (the columns of ``report.scale_markdown``). Raises
+    RuntimeError or TimeoutError when a server or load generator does not start or answer in time."""
     workers = max(2, math.ceil(n / PER_PROCESS))
     r: dict[str, Any] = {"n": n, "backend": backend, "workers": workers, "gc_freeze_every_s": gc_freeze}
     windows: dict[str, tuple[float, float]] = {}
