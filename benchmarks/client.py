@@ -1,7 +1,5 @@
-"""A minimal websocket client for load generation: prebuilt frames (one fixed mask), a few byte reads per
-reply, protocol callbacks and no task per connection or message. It understands unfragmented text and binary
-frames, pings (answered with pongs) and close frames: what the benchmark servers send.
-"""
+"""A minimal websocket client for load generation: prebuilt frames, a few byte reads per reply, protocol callbacks,
+no task per connection or message. It reads what the benchmark servers send: whole frames, pings and closes."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias, cast
 
 __all__ = ["CLOSE_FRAME", "OP_TEXT", "SOURCES", "HandshakeError", "OnMessage", "WsClient", "client_frame"]
-__all__ += ["connect", "connect_many", "error_name", "post"]
+__all__ += ["connect", "connect_many", "post"]
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -146,9 +144,7 @@ class WsClient(asyncio.Protocol):
             self._buffer = data[pos:]
 
 
-async def connect(
-    port: int, *, source: str | None = None, on_message: OnMessage | None = None, connect_timeout: float | None = None
-) -> WsClient:
+async def connect(port: int, *, source: str | None = None, on_message: OnMessage | None = None) -> WsClient:
     """Open one websocket to 127.0.0.1:*port*/ws/, from loopback address *source* when given. Raises OSError when the
     TCP connect fails, TimeoutError when it takes over *connect_timeout* seconds (no limit when None), and
     :class:`HandshakeError` when the server does not answer 101."""
@@ -159,7 +155,7 @@ async def connect(
         if source is not None:
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
-        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), connect_timeout)
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), CONNECT_TIMEOUT)
     except BaseException:
         sock.close()
         raise
@@ -172,12 +168,6 @@ async def connect(
     return client
 
 
-def error_name(exc: BaseException) -> str:
-    """``ConnectionRefusedError[ECONNREFUSED]``: an exception's class and errno, to count connect errors by."""
-    code = getattr(exc, "errno", None)
-    return f"{type(exc).__name__}[{errno.errorcode.get(code, code)}]" if code else type(exc).__name__
-
-
 async def connect_many(
     port: int,
     count: int,
@@ -185,27 +175,27 @@ async def connect_many(
     sources: Sequence[str] = SOURCES,
     concurrency: int = 100,
     on_message: OnMessage | None = None,
-    attempts: int = 1,
     errors: Counter[str] | None = None,
 ) -> list[WsClient]:
-    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*. Without *errors*, the
-    first failure closes every client and raises. With it, each failed try is counted there by :func:`error_name` and
-    retried after a growing pause, up to *attempts* tries; a connection that fails them all is left out of the list."""
+    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*. Without *errors*,
+    the first failure closes every client and raises; with it, each failed try is counted there (by class and errno)
+    and retried after a growing pause, up to 6 tries, and a connection that fails them all is left out."""
     clients: list[WsClient] = []
     cursor = iter(range(count))
-    timeout = CONNECT_TIMEOUT if errors is not None else None
 
     async def worker() -> None:
         for index in cursor:
-            for attempt in range(attempts):
+            for attempt in range(1 if errors is None else 6):
                 source = sources[index % len(sources)]
                 try:
-                    clients.append(await connect(port, source=source, on_message=on_message, connect_timeout=timeout))
+                    clients.append(await connect(port, source=source, on_message=on_message))
                     break
                 except (OSError, TimeoutError, HandshakeError) as exc:
                     if errors is None:
                         raise
-                    errors[error_name(exc)] += 1
+                    code = getattr(exc, "errno", None)  # ConnectionRefusedError[ECONNREFUSED]
+                    name = type(exc).__name__
+                    errors[f"{name}[{errno.errorcode.get(code, code)}]" if code else name] += 1
                     await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
 
     workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, count)))]

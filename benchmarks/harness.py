@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -29,10 +30,7 @@ __all__ += ["run_loop", "stop", "summary", "uvloop_available", "wait_for_port", 
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: every server and helper process runs from here."""
-REDIS_MISSING = (
-    "redis-server is not installed: the cross-worker case starts a private one. "
-    "Install it (apt-get install redis-server) or skip the case with --no-cross-worker."
-)
+REDIS_MISSING = "redis-server is not installed (apt-get install redis-server); or skip with --no-cross-worker."
 T = TypeVar("T")
 
 
@@ -75,11 +73,7 @@ def pinned(command: list[str], core: int | None) -> list[str]:
 
 def uvloop_available() -> bool:
     """Whether uvloop can be imported (the ``speed`` and ``bench`` extras install it)."""
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def run_loop(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
@@ -117,13 +111,7 @@ def stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGINT, 
 
 def children(pid: int) -> list[int]:
     """The pids whose parent is *pid* (gunicorn's workers), sorted."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                found.append(int(entry))
-    return sorted(found)
+    return sorted(int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
 
 
 def raise_file_limit(needed: int = 0) -> int:

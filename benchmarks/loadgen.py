@@ -1,8 +1,5 @@
-"""The load generator: runs the single-server cases against every server of a run in turn; prints JSON.
-
-``python -m benchmarks.loadgen --target raw:8001:PID --target wsframe:8002:PID [--config JSON]``, in a
-process of its own (``benchmarks.run`` pins it to its own core); ``--hold`` holds the scale case's clients.
-"""
+"""The load generator, in a process of its own: the single-server cases against every server in turn, as JSON
+(``--target NAME:PORT:PID ... [--config JSON]``), or (``--hold``) the scale case's clients."""
 
 from __future__ import annotations
 
@@ -83,9 +80,7 @@ async def hold(port: int, count: int, sources: list[str]) -> None:
         sys.stdout.flush()
 
     started = time.monotonic()
-    clients = await connect_many(
-        port, count, sources=sources, concurrency=64, on_message=on_message, attempts=6, errors=errors
-    )
+    clients = await connect_many(port, count, sources=sources, concurrency=64, on_message=on_message, errors=errors)
     emit("opened", opened=len(clients), errors=dict(errors), started=started, finished=time.monotonic())
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

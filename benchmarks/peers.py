@@ -1,8 +1,5 @@
-"""Optional peer servers on uvicorn (``pip install -e '.[peers]'``), each written the way its users write it and
-serving what :mod:`benchmarks.servers` serves, with a 25 s ping and a 1 MiB limit.
-
-    python -m benchmarks.servers --peer starlette --port 8003 [--uvloop]     # or: panther
-"""
+"""Optional peers on uvicorn (``pip install -e '.[peers]'``), written the way their users write them, serving what
+:mod:`benchmarks.servers` serves with a 25 s ping and a 1 MiB limit: ``benchmarks.servers --peer starlette``."""
 
 from __future__ import annotations
 

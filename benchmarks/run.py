@@ -1,8 +1,5 @@
 """Every case against wsframe and raw aiohttp in the same run: a table, JSON and a chart (docs/benchmarks.md).
-
-python -m benchmarks.run            # full run: 5 repetitions (about 10 minutes on 2 cores; more with peers)
-python -m benchmarks.run --smoke    # seconds: tiny sizes, one repetition; checks that it runs
-"""
+``python -m benchmarks.run`` (5 repetitions, about 10 minutes on 2 cores); ``--smoke``: seconds, checks it runs."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The apps the benchmarks serve: wsframe as a user gets it and the same hand-written on raw aiohttp (both
-serve a ``/ws/`` echo and ``POST /fanout/``, answering ``{"sent": n, "seconds": s}``), and the gunicorn apps
-of the cross-worker and scale cases. ``python -m benchmarks.servers --port P [--matched] [--uvloop]`` serves
-raw aiohttp: aiohttp's defaults, or wsframe's heartbeat and message limit (``raw-matched``).
-"""
+"""The apps the benchmarks serve: wsframe and hand-written raw aiohttp (a ``/ws/`` echo and ``POST /fanout/``),
+the cross-worker and scale cases' gunicorn apps; ``python -m benchmarks.servers`` serves all but wsframe."""
 
 from __future__ import annotations
 
@@ -126,11 +123,9 @@ async def paced_sends(
             errors.append(repr(exc))
     late.sort()
     span = (last_ns - first_ns) / 1e9
-    p50, p99 = (percentile(late, f) * 1000 if late else 0.0 for f in (0.5, 0.99))
-    pacing = {"late_p50_ms": p50, "late_p99_ms": p99, "achieved_rate": (count - 1) / span if span else 0.0}
-    return {"pid": os.getpid(), "sent": count - len(errors), "errors": len(errors), **pacing} | {
-        "first_error": errors[0] if errors else None
-    }
+    pacing: dict[str, Any] = {"late_p99_ms": percentile(late, 0.99) * 1000 if late else 0.0, "pid": os.getpid()}
+    pacing |= {"achieved_rate": (count - 1) / span if span else 0.0, "first_error": errors[0] if errors else None}
+    return {"sent": count - len(errors), "errors": len(errors), **pacing}
 
 
 async def cross_worker_app() -> web.Application:

@@ -1,9 +1,5 @@
-"""The benchmark cases, one module each.
-
-:mod:`benchmarks.loadgen` runs :mod:`.memory`, :mod:`.echo`, :mod:`.open_close` and :mod:`.fanout` against
-every server of a run in turn, with the :class:`Config` here; :mod:`.cross_worker`, :mod:`.scale` and
-:mod:`.flood` start their own servers and clients.
-"""
+"""The benchmark cases, one module each: :mod:`benchmarks.loadgen` runs memory, echo, open_close and fanout
+against every server of a run with the :class:`Config` here; cross_worker, scale and flood run on their own."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Cross-worker delivery: targeted sends (same process, Redis, local IPC) against fan-out to every worker.
-
-``gunicorn -w 4`` serves :func:`benchmarks.servers.cross_worker_app`; one worker sends to the others'
-connections, paced, then every worker sends flat out. ``benchmarks.run`` runs one repetition per fresh
-process of ``python -m benchmarks.cases.cross_worker [--config JSON]``, which prints its figures as JSON.
-"""
+"""Cross-worker delivery under ``gunicorn -w 4``: one worker sends to the others' connections (Redis, IPC, Redis
+fanned out to every worker, or its own), paced, then every worker flat out. ``benchmarks.run`` runs one repetition
+per ``python -m benchmarks.cases.cross_worker [--config JSON]``, which prints its figures as JSON."""
 
 from __future__ import annotations
 
@@ -231,9 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     use_uvloop = harness.uvloop_available() and not args.no_uvloop
     redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout.split()
     meta: dict[str, Any] = {"config": dataclasses.asdict(cfg), "worker_class": harness.worker_class(use_uvloop)}
-    meta["driver_core"] = driver_core
     meta |= {"redis": next((v[2:] for v in redis if v.startswith("v=")), None), "server_core": server_core}
-    meta |= {"client_loop": f"uvloop {version('uvloop')}" if use_uvloop else "asyncio"}
+    meta |= {"driver_core": driver_core, "client_loop": f"uvloop {version('uvloop')}" if use_uvloop else "asyncio"}
     measuring = run_repetition(cfg, first=args.first, use_uvloop=use_uvloop, server_core=server_core)
     results = harness.run_loop(measuring, use_uvloop)
     sys.stdout.write(json.dumps({"results": results, "meta": meta}) + "\n")

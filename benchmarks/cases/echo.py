@@ -4,6 +4,7 @@ round trips per second and per server CPU-second, p50/p99 latency. Also the warm
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from ..client import OP_TEXT, WsClient, client_frame, connect_many
@@ -16,31 +17,20 @@ ECHO_PAYLOAD = b"e" * 64
 
 
 async def warm_up(cfg: Config) -> None:
-    """Open, use and close a few connections so that first-use costs are not in any figure."""
-    clients = await connect_many(cfg.port, 20)
-    frame = client_frame(OP_TEXT, ECHO_PAYLOAD)
-    for _ in range(5):
-        for client in clients:
-            client.send(frame)
-        await asyncio.sleep(0.02)
-    await close_all(clients, settle=0.3)
+    """Echo briefly over 20 connections, so that first-use costs are not in any figure."""
+    await echo(dataclasses.replace(cfg, warmup_seconds=0.1, echo_seconds=0.2), 20)
 
 
 async def echo(cfg: Config, connections: int) -> dict[str, float]:
     """Closed-loop echo over *connections*; raises RuntimeError when a reply is wrong or none arrives."""
     frame = client_frame(OP_TEXT, ECHO_PAYLOAD)
     latencies: list[int] = []
-    record = latencies.append
-    running = True
-    recording = False
-    wrong = 0
-    clock = time.perf_counter_ns
+    record, running, recording, wrong, clock = latencies.append, True, False, 0, time.perf_counter_ns
 
     def on_message(client: WsClient, opcode: int, payload: bytes) -> None:
         nonlocal wrong
         now = clock()
-        if payload != ECHO_PAYLOAD:
-            wrong += 1
+        wrong += payload != ECHO_PAYLOAD
         if recording:
             record(now - client.sent_at)
         if running:

@@ -1,9 +1,5 @@
-"""Fan-out: one ``POST /fanout/`` makes the server send one 64-byte text message to every open connection;
-the figure is the time from the request until the last connection received it.
-
-``ms``/``server_ms``: the server's fastest way (wsframe: one group send); ``ms_per_id``/``server_ms_per_id``:
-one send per connection id. Each kind has one uncounted fan-out (warm-up), then ``fanout_triggers`` counted.
-"""
+"""Fan-out: one ``POST /fanout/`` makes the server send 64 bytes to every open connection; the time until the last
+one received it, for the server's fastest way (``ms``; wsframe: a group send) and one send per id (``ms_per_id``)."""
 
 from __future__ import annotations
 
@@ -71,8 +67,7 @@ async def _time_fanouts(
     cfg: Config, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, size: int, counter: Deliveries
 ) -> tuple[list[float], list[float], dict[str, float]]:
     loop = asyncio.get_running_loop()
-    times: list[float] = []
-    server_times: list[float] = []
+    times, server_times = list[float](), list[float]()
     # CPU is summed over all counted fan-outs: one is too short for /proc's 10 ms ticks.
     wall = own = server = 0.0
     for trigger in range(cfg.fanout_triggers + 1):

@@ -1,10 +1,5 @@
-"""Does a flooding client hurt everyone else? Echo latency of quiet clients, idle vs under attack.
-
-``python -m benchmarks.cases.flood [--smoke]`` (about a minute; smoke: seconds). Phases: ``idle``, ``flood``
-(one client floods the echo endpoint while another opens and closes connections, both at the lowest
-priority on the other core) and ``flood, rate-limited`` (the flooder on an endpoint with ``rate_limit``).
-Writes ``benchmarks/results/flood.{json,md}``.
-"""
+"""Does a flooding client hurt everyone else? Echo latency of quiet clients, idle, while one client floods and another
+churns connections, and with the flooder rate-limited. ``python -m benchmarks.cases.flood [--smoke]`` (a minute)."""
 
 from __future__ import annotations
 
@@ -43,22 +38,22 @@ def app() -> web.Application:
     return create_app({"ws/": Echo, "ws/limited/": LimitedEcho})
 
 
-async def _quiet_client(session: aiohttp.ClientSession, url: str, seconds: float) -> list[float]:
-    latencies: list[float] = []
-    async with session.ws_connect(url) as ws:
-        deadline = time.perf_counter() + seconds
-        while (started := time.perf_counter()) < deadline:
-            await ws.send_str(MESSAGE)
-            if (msg := await ws.receive(timeout=10)).type is not aiohttp.WSMsgType.TEXT:
-                raise RuntimeError(f"quiet client got {msg.type}: the server hurt a client that did nothing wrong")
-            latencies.append(time.perf_counter() - started)
-    return latencies
-
-
 async def _quiet_clients(url: str, count: int, seconds: float) -> list[float]:
+    """*count* clients doing sequential echo round trips for *seconds*; their latencies, sorted."""
+    latencies: list[float] = []
     async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(*(_quiet_client(session, url, seconds) for _ in range(count)))
-    return sorted(latency for result in results for latency in result)
+
+        async def quiet_client() -> None:
+            async with session.ws_connect(url) as ws:
+                deadline = time.perf_counter() + seconds
+                while (started := time.perf_counter()) < deadline:
+                    await ws.send_str(MESSAGE)
+                    if (msg := await ws.receive(timeout=10)).type is not aiohttp.WSMsgType.TEXT:
+                        raise RuntimeError(f"quiet client got {msg.type}: the server hurt a client that did no wrong")
+                    latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(quiet_client() for _ in range(count)))
+    return sorted(latencies)
 
 
 async def _attack(flood_url: str, churn_url: str, seconds: float) -> dict[str, int]:

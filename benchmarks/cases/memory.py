@@ -1,7 +1,5 @@
-"""Memory per idle connection: server RSS with N idle connections open minus its RSS before, over N.
-
-It runs first in each session, on a fresh server, so no other case has grown the heap yet.
-"""
+"""Memory per idle connection: server RSS with N idle connections open minus its RSS before, over N. It runs
+first in each session, on a fresh server, so no other case has grown the heap yet."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Scale: hold N open websockets (heartbeat on), then deliver one group message to every one of them.
+"""Scale: hold N websockets open through heartbeats, then one group message to all of them; GC pauses included.
 
-``python -m benchmarks.cases.scale [--n N ...] [--backend ipc|redis] [--gc-freeze S] [--smoke]`` (default
-N = 10,000 then 100,000). gunicorn serves :func:`benchmarks.servers.scale_app` with N / 12,500 workers (at
-least 2) on one core; as many ``--loadgen`` processes hold the clients on the other. Writes
-``benchmarks/results/scale.{json,md}``.
+python -m benchmarks.cases.scale [--n N ...] [--backend ipc|redis] [--gc-freeze S] [--smoke]
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Count the server's CPU instructions per operation under callgrind: wsframe against raw aiohttp.
-
-    python -m benchmarks.tools.instructions [--cases open_close,echo] [--count 500] [--smoke]
-
-Needs valgrind; writes ``benchmarks/results/instructions.{md,json}``. The method is in docs/benchmarks.md.
-"""
+"""Server CPU instructions per operation under callgrind, wsframe against raw aiohttp; needs valgrind.
+``python -m benchmarks.tools.instructions [--cases open_close,echo] [--count 500] [--smoke]``."""
 
 from __future__ import annotations
 
