@@ -7,17 +7,15 @@ import asyncio
 import base64
 import errno
 import hashlib
-import json
 import os
 import socket
 import struct
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias, cast
+from typing import TypeAlias, cast
 
 __all__ = ["CLOSE_FRAME", "OP_TEXT", "SOURCES", "HandshakeError", "OnMessage", "WsClient", "client_frame"]
-__all__ += ["connect", "connect_many", "post"]
+__all__ += ["connect", "connect_many"]
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -98,12 +96,10 @@ class WsClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send(self, frame: bytes) -> None:
-        """Write a prebuilt frame (see :func:`client_frame`); ignored once the connection is gone."""
         if self.transport is not None:
             self.transport.write(frame)
 
     def close(self) -> None:
-        """Drop the TCP connection without a closing handshake."""
         if self.transport is not None:
             self.transport.close()
 
@@ -208,24 +204,3 @@ async def connect_many(
             client.close()
         raise
     return clients
-
-
-async def post(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, within: float = 60
-) -> tuple[float, dict[str, Any]]:
-    """POST an empty body on an open HTTP/1.1 connection; return when the answer began (monotonic) and its JSON. Raises
-    RuntimeError for a status other than 200, TimeoutError when no answer begins within *within* s."""
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
-    answered_at = time.monotonic()
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    body = await asyncio.wait_for(reader.readexactly(length), within)
-    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    if not status.startswith("HTTP/1.1 200"):
-        raise RuntimeError(f"POST {path} answered {status}: {body[:200]!r}")
-    result: dict[str, Any] = json.loads(body)
-    return answered_at, result

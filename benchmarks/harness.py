@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["REDIS_MISSING", "ROOT", "CpuMeter", "Gunicorn", "children", "commit", "cores", "cpu_seconds"]
-__all__ += ["free_port", "gunicorn", "parser", "percentile", "pinned", "raise_file_limit", "redis_server", "rss_kib"]
+import aiohttp
+
+__all__ = ["REDIS_MISSING", "ROOT", "CpuMeter", "Gunicorn", "children", "commit", "cores", "cpu_seconds", "free_port"]
+__all__ += ["gunicorn", "parser", "percentile", "pinned", "post", "raise_file_limit", "redis_server", "rss_kib"]
 __all__ += ["run_loop", "stop", "summary", "uvloop_available", "wait_for_port", "worker_class", "write"]
 
-ROOT = Path(__file__).resolve().parent.parent
-"""The repository root: every server and helper process runs from here."""
+ROOT = Path(__file__).resolve().parent.parent  # The repository root: every server and helper process runs from here.
 REDIS_MISSING = "redis-server is not installed (apt-get install redis-server); or skip with --no-cross-worker."
 T = TypeVar("T")
 
@@ -50,6 +51,14 @@ def write(results_dir: Path, name: str, data: object, markdown: str) -> None:
     sys.stdout.write(markdown)
 
 
+async def post(http: aiohttp.ClientSession, url: str, body: object = None) -> dict[str, Any]:
+    """POST *body* as JSON to *url*; its JSON answer. Raises aiohttp.ClientResponseError for a status not 2xx."""
+    async with http.post(url, json=body) as response:
+        response.raise_for_status()
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -61,9 +70,7 @@ def free_port() -> int:
 def cores() -> tuple[int | None, int | None]:
     """The server's core and the load generator's, or (None, None) when there are not two to pin to."""
     available = sorted(os.sched_getaffinity(0))
-    if len(available) < 2 or shutil.which("taskset") is None:
-        return None, None
-    return available[0], available[1]
+    return (available[0], available[1]) if len(available) >= 2 and shutil.which("taskset") else (None, None)
 
 
 def pinned(command: list[str], core: int | None) -> list[str]:
@@ -223,11 +230,9 @@ class CpuMeter:
         return [time.perf_counter(), own, *(sum(map(cpu_seconds, pids)) for pids in self.groups.values())]
 
     def start(self) -> None:
-        """Begin the window."""
         self._start = self._now()
 
-    def stop(self, prefix: str = "") -> dict[str, float]:
-        """End the window: ``{prefix}loadgen_cpu`` and ``{prefix}<group>`` for each group."""
+    def stop(self, prefix: str = "") -> dict[str, float]:  # {prefix}loadgen_cpu and {prefix}<group> for each group
         now = self._now()
         wall = now[0] - self._start[0]
         names = ["loadgen_cpu", *self.groups]

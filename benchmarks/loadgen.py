@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -28,15 +29,10 @@ async def run_session(cfg: Config, targets: list[tuple[str, int, int]], first: i
     """Run every case against every ``(name, port, pid)`` target; return name -> case id -> figures. The targets take
     turns case by case, and which goes first rotates (from ``targets[first % len(targets)]``), so a change in machine
     load between cases hits every server alike and each comparison is seconds apart."""
-    per_target = {name: dataclasses.replace(cfg, port=port, server_pid=pid) for name, port, pid in targets}
-    results: dict[str, dict[str, Any]] = {name: {} for name in per_target}
-    turn = first
-
-    def in_turn() -> list[tuple[str, Config]]:
-        nonlocal turn
-        items = list(per_target.items())
-        turn += 1
-        return items[(turn - 1) % len(items) :] + items[: (turn - 1) % len(items)]
+    items = [(name, dataclasses.replace(cfg, port=port, server_pid=pid)) for name, port, pid in targets]
+    results: dict[str, dict[str, Any]] = {name: {} for name, _ in items}
+    turns = (items[i % len(items) :] + items[: i % len(items)] for i in itertools.count(first))
+    in_turn = turns.__next__
 
     for _, target in in_turn():
         await warm_up(target)
@@ -102,11 +98,6 @@ async def hold(port: int, count: int, sources: list[str]) -> None:
         client.close()
 
 
-def _target(text: str) -> tuple[str, int, int]:
-    name, port, pid = text.split(":")
-    return name, int(port), int(pid)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one session and print ``{"results": {name: {case: figures}}}`` as JSON on stdout (or ``--hold``)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -114,14 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         run_loop(hold(int(argv[1]), int(argv[2]), argv[3].split(",")), uvloop_available())
         return 0
     parser = argparse.ArgumentParser(description="wsframe benchmark load generator (one session).")
-    parser.add_argument("--target", type=_target, action="append", required=True, help="NAME:PORT:PID; repeat")
+    parser.add_argument("--target", action="append", required=True, help="NAME:PORT:PID; repeat")
     parser.add_argument("--first", type=int, default=0, help="index of the target that goes first")
     parser.add_argument("--config", default="{}", help="JSON object of benchmarks.cases.Config fields")
     parser.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
     args = parser.parse_args(argv)
-    cfg = Config(**json.loads(args.config))
+    cfg, targets = Config(**json.loads(args.config)), [target.split(":") for target in args.target]
     raise_file_limit(max([cfg.idle_connections, *cfg.fanout_sizes]) + 200)
-    json.dump({"results": run_loop(run_session(cfg, args.target, args.first), args.uvloop)}, sys.stdout)
+    session = run_session(cfg, [(name, int(port), int(pid)) for name, port, pid in targets], args.first)
+    json.dump({"results": run_loop(session, args.uvloop)}, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

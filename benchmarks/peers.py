@@ -39,8 +39,7 @@ def describe(kind: str) -> str:
     """``Starlette 1.10.0 on uvicorn 0.54.0 (ws websockets-sansio, http httptools)`` for the results header."""
     ws = "websockets-sansio" if _installed("websockets") else "wsproto" if _installed("wsproto") else "none"
     http = "httptools" if _installed("httptools") else "h11"
-    package = PEERS[kind][1][0]
-    return f"{label(kind)} {version(package)} on uvicorn {version('uvicorn')} (ws {ws}, http {http})"
+    return f"{label(kind)} {version(PEERS[kind][1][0])} on uvicorn {version('uvicorn')} (ws {ws}, http {http})"
 
 
 def starlette_app() -> Any:

@@ -65,8 +65,7 @@ def _values(sessions: list[dict[str, Any]], case: str, key: str) -> list[float]:
 def aggregate(cases: list[Case], sessions: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Each server's per-repetition results as medians (min-max) and ratios to raw aiohttp's median. *sessions* maps
     each server (``raw``, ``wsframe``, then any others) to its results per repetition. ``ratio`` is wsframe/raw,
-    ``ratios`` every server's ratio to raw, ``paired_ratio`` the spread of wsframe/raw over samples taken back to
-    back, and ``like_for_like`` wsframe/``raw-matched``."""
+    ``ratios`` every server's ratio to raw and ``like_for_like`` wsframe/``raw-matched``."""
     out = []
     for case in cases:
         entry: dict[str, Any] = {"id": case.id, "title": case.title, "metrics": [], "cpu": {}}
@@ -78,8 +77,6 @@ def aggregate(cases: list[Case], sessions: dict[str, list[dict[str, Any]]]) -> l
             row["ratios"] = {k: row[k]["median"] / raw for k in sessions if k != "raw" and raw}
             matched = row.get("raw-matched", {}).get("median")
             row["like_for_like"] = row["wsframe"]["median"] / matched if matched else None
-            paired = [w / r for w, r in zip(row["wsframe"]["samples"], row["raw"]["samples"], strict=True) if r]
-            row["paired_ratio"] = summary(paired) if paired else None
             known = target is not None and row["ratio"] is not None
             row["target_met"] = (row["ratio"] >= target) == (metric.better == "higher") if known else None
             entry["metrics"].append(row)
@@ -111,13 +108,8 @@ def cross_worker_summary(runs: list[dict[str, dict[str, Any]]], meta: dict[str, 
     p99 = redis["p99_ms"]
     target = {"mode": "redis", "metric": "p99_ms", "limit_ms": TARGET_P99_MS, "met": p99["median"] < TARGET_P99_MS}
     target |= {"repetitions_under": sum(v < TARGET_P99_MS for v in p99["samples"]), "repetitions": len(runs)}
-    return {
-        "id": "cross_worker",
-        "meta": meta,
-        "modes": modes,
-        "target": target,
-        "ratios_redis_to_same_process": ratios,
-    }
+    section = {"id": "cross_worker", "meta": meta, "modes": modes, "target": target}
+    return section | {"ratios_redis_to_same_process": ratios}
 
 
 def number(value: float) -> str:
@@ -162,14 +154,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"{run}{meta['loadavg_after']} after."]
     rows = [(case["title"], row) for case in cases for row in case["metrics"]]
     if rows:
-        spread = [r["paired_ratio"] for _, r in rows]
-        paired = ["" if p is None else f"{p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f})" for p in spread]
-        body = [[t, r["label"], r["better"], cell(r["raw"]), cell(r["wsframe"]), _ratio(r["ratio"])] for t, r in rows]
-        body = [[*line, pair, _target(row)] for line, pair, (_, row) in zip(body, paired, rows, strict=True)]
-        header = ["case", "metric", "better", "raw aiohttp", "wsframe", "wsframe/raw", "paired ratios", "target"]
-        lines += ["", "Each server with its own defaults. Median (min-max) over repetitions; wsframe/raw = wsframe "]
-        lines[-1] += "median / raw aiohttp median; paired ratios = wsframe/raw for measurements taken back to back."
-        lines += ["", *table(header, body)]
+        body = [[t, r["label"], r["better"], cell(r["raw"]), cell(r["wsframe"])] for t, r in rows]
+        body = [[*line, _ratio(r["ratio"]), _target(r)] for line, (_, r) in zip(body, rows, strict=True)]
+        header = ["case", "metric", "better", "raw aiohttp", "wsframe", "wsframe/raw", "target"]
+        intro = "Each server with its own defaults. Median (min-max) over repetitions; wsframe/raw: ratio of medians."
+        lines += ["", intro, "", *table(header, body)]
     if others and rows:
         matched = ["wsframe / raw aiohttp with wsframe's heartbeat"] if "raw-matched" in others else []
         header = ["case", "metric", "raw aiohttp", "wsframe/raw"]
@@ -205,16 +194,17 @@ def cross_worker_markdown(section: dict[str, Any]) -> str:
     """The cross-worker table: one row per mode, absolute figures, the 2 ms target and Redis/same-process."""
     meta, cfg = section["meta"], section["meta"]["config"]
     own = cfg["clients"] // cfg["workers"]
-    intro = (
-        f"Cross-worker send: `gunicorn -w {cfg['workers']} -k {meta['worker_class']}` serving wsframe and a private "
-        f"redis-server {meta['redis'] or ''}, pinned to core {meta['server_core']}; the driver ({meta['client_loop']}) "
-        f"on core {meta['driver_core']}. One worker sends to the {cfg['clients'] - own} connections the other "
-        f"{cfg['workers'] - 1} worker(s) own (to its own {own} in `same-process`), paced at {cfg['rate']:,.0f} "
-        f"messages/s, {cfg['latency_sends']:,} per repetition; latency = client receipt minus the CLOCK_MONOTONIC "
-        f"send timestamp in the message. Throughput: every worker sends {cfg['sends_per_worker']:,} with "
-        f"{cfg['concurrency']} concurrent senders. Median (min-max) over repetitions; CPU in fractions of one core "
-        "(median), paced phase / throughput phase."
+    intro = f"Cross-worker send: `gunicorn -w {cfg['workers']} -k {meta['worker_class']}` and redis-server "
+    intro += f"{meta['redis'] or ''} on core {meta['server_core']}, the driver ({meta['client_loop']}) on core "
+    intro += (
+        f"{meta['driver_core']}. One worker sends to the {cfg['clients'] - own} connections the others own (to its "
     )
+    intro += f"own {own} in `same-process`) at {cfg['rate']:,.0f}/s, {cfg['latency_sends']:,} per repetition; latency "
+    intro += "= receipt minus the send's CLOCK_MONOTONIC timestamp. Throughput: every worker sends "
+    intro += (
+        f"{cfg['sends_per_worker']:,} with {cfg['concurrency']} senders. Median (min-max) over repetitions; CPU in "
+    )
+    intro += "fractions of one core (median), paced / throughput phase."
     target, body = section["target"], []
     for entry in section["modes"]:
         m = entry["metrics"]
@@ -255,20 +245,11 @@ def scale_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += ["", *table(list(SCALE_COLUMNS), [[str(r.get(k, "")) for k in SCALE_COLUMNS] for r in results])]
     lines += ["", "Times are from the POST that triggers `send_message_to_group` to each client's receipt. GC figures "]
     lines[-1] += "are wall-clock seconds inside generation-2 collections, summed over the workers that wrote a GC log."
-    notes = (
-        "ok",
-        "connect_errors_retried",
-        "failed",
-        "lost_while_holding",
-        "delivered_none",
-        "delivered_more",
-        "error",
-    )
-    for row in results:
-        if row.get("connect_errors_retried") or not row.get("ok", False):
-            lines.append(
-                f"- N={row['n']} {row['backend']}: " + ", ".join(f"{k} {row.get(k)}" for k in notes if k in row)
-            )
+    notes = ("ok", "connect_errors_retried", "failed", "lost_while_holding", "delivered_none", "delivered_more")
+    for row in (r for r in results if r.get("connect_errors_retried") or not r.get("ok", False)):
+        lines.append(
+            f"- N={row['n']} {row['backend']}: " + ", ".join(f"{k} {row[k]}" for k in (*notes, "error") if k in row)
+        )
     return "\n".join(lines) + "\n"
 
 

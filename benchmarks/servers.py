@@ -21,16 +21,12 @@ from .harness import percentile
 __all__ = ["FANOUT_MESSAGE", "GROUP", "HEARTBEAT", "KINDS", "MAX_MESSAGE_SIZE", "command", "cross_worker_app"]
 __all__ += ["label", "main", "paced_sends", "raw_app", "scale_app", "wsframe_app"]
 
-FANOUT_MESSAGE = "f" * 64
-"""The 64-byte text message the fan-out case delivers to every connection."""
-HEARTBEAT = 25.0
-"""wsframe's default ping interval: given to the ``raw-matched`` server (and the peers)."""
+FANOUT_MESSAGE = "f" * 64  # The 64-byte text message the fan-out case delivers to every connection.
+HEARTBEAT = 25.0  # wsframe's default ping interval: given to the `raw-matched` server (and the peers).
 MAX_MESSAGE_SIZE = 1024 * 1024
 """wsframe's default message size limit: given to the ``raw-matched`` server (and the peers)."""
-GROUP = "everyone"
-"""The group every wsframe benchmark connection joins (and the scale case sends to)."""
-KINDS = ("raw", "wsframe")
-"""The two servers every run measures; ``raw-matched`` and the peers come after them."""
+GROUP = "everyone"  # The group every wsframe benchmark connection joins (and the scale case sends to).
+KINDS = ("raw", "wsframe")  # The two servers every run measures; `raw-matched` and the peers come after them.
 LABELS = {"raw": "raw aiohttp", "wsframe": "wsframe", "raw-matched": "raw aiohttp, wsframe's heartbeat"}
 
 

@@ -10,8 +10,7 @@ from ..client import WsClient
 
 __all__ = ["CASES", "Config", "close_all"]
 
-CASES = ["idle_memory", "echo", "open_close", "fanout"]
-"""The kinds of case the load generator runs, in order."""
+CASES = ["idle_memory", "echo", "open_close", "fanout"]  # The kinds of case the load generator runs, in order.
 
 
 @dataclasses.dataclass(kw_only=True)

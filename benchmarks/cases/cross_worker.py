@@ -25,8 +25,7 @@ from ..servers import paced_sends
 
 __all__ = ["MODES", "SMOKE", "TARGET_P99_MS", "Config", "Lanes", "main", "paced_sends", "run_repetition"]
 
-Lanes = dict[int, aiohttp.ClientSession]
-"""One keep-alive HTTP connection to each worker, by its pid."""
+Lanes = dict[int, aiohttp.ClientSession]  # One keep-alive HTTP connection to each worker, by its pid.
 
 MODES = ("same-process", "redis", "ipc", "fanout")
 SERVERS = {"redis": ("same-process", "redis"), "fanout": ("fanout",), "ipc": ("ipc",)}
@@ -40,13 +39,13 @@ TARGET_P99_MS = 2.0
 class Config:
     """Sizes of one repetition; the defaults are the full run."""
 
-    workers: int = 4
-    clients: int = 64
-    rate: float = 1000.0
-    latency_sends: int = 5000
-    sends_per_worker: int = 5000
-    concurrency: int = 8
-    warmup_sends: int = 200
+    workers: int = 4  # gunicorn workers
+    clients: int = 64  # websocket clients, spread evenly over the workers
+    rate: float = 1000.0  # paced sends per second from the one sending worker
+    latency_sends: int = 5000  # paced sends timed per mode
+    sends_per_worker: int = 5000  # in the throughput phase, every worker sending
+    concurrency: int = 8  # senders per worker in the throughput phase
+    warmup_sends: int = 200  # per worker, before anything counts
 
 
 SMOKE: dict[str, Any] = {"workers": 2, "clients": 8, "latency_sends": 200, "sends_per_worker": 200, "warmup_sends": 20}
@@ -141,18 +140,11 @@ async def open_clients(port: int, cfg: Config, receiver: Receiver) -> None:
     raise RuntimeError(f"could not spread {cfg.clients} clients over {cfg.workers} workers: {dict(per_worker)}")
 
 
-async def _post(lane: aiohttp.ClientSession, port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    async with lane.post(f"http://127.0.0.1:{port}{path}", json=body) as response:
-        response.raise_for_status()
-        result: dict[str, Any] = await response.json()
-        return result
-
-
 async def measure_mode(
     mode: str, cfg: Config, port: int, lanes: Lanes, receiver: Receiver, meter: harness.CpuMeter, first: int
 ) -> dict[str, Any]:
     """Latency at the paced rate from one sender, then throughput with every worker sending."""
-    pids = sorted(lanes)
+    pids, url = sorted(lanes), f"http://127.0.0.1:{port}"
     sender = pids[first % len(pids)]
     targets = {pid: [c for c, p in receiver.owner.items() if (p == pid) == (mode == "same-process")] for pid in pids}
     if not all(targets.values()):
@@ -160,13 +152,15 @@ async def measure_mode(
 
     def blast_all(count: int, concurrency: int) -> Awaitable[list[dict[str, Any]]]:
         body = {"count": count, "concurrency": concurrency}
-        return asyncio.gather(*(_post(lanes[pid], port, "/blast/", {"targets": targets[pid], **body}) for pid in pids))
+        return asyncio.gather(
+            *(harness.post(lanes[pid], f"{url}/blast/", {"targets": targets[pid], **body}) for pid in pids)
+        )
 
     # Warm-up: every worker's send path (and its connection to Redis) is used before anything counts.
     await receiver.collect(cfg.warmup_sends * len(pids), record=False, within=30, during=blast_all(cfg.warmup_sends, 1))
     body = {"targets": targets[sender], "count": cfg.latency_sends, "rate": cfg.rate}
     meter.start()
-    sending = _post(lanes[sender], port, "/paced/", body)
+    sending = harness.post(lanes[sender], f"{url}/paced/", body)
     paced = await receiver.collect(cfg.latency_sends, record=True, within=30, during=sending)
     cpu = meter.stop()
     if paced["pid"] != sender or paced["errors"]:

@@ -4,13 +4,14 @@ one received it, for the server's fastest way (``ms``; wsframe: a group send) an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import resource
 import time
 from typing import Any
 
-from ..client import WsClient, connect_many, post
-from ..harness import cpu_seconds
+import aiohttp
+
+from ..client import WsClient, connect_many
+from ..harness import cpu_seconds, post
 from ..servers import FANOUT_MESSAGE
 from . import Config
 
@@ -48,23 +49,19 @@ async def fanout(cfg: Config, clients: list[WsClient], size: int, counter: Deliv
     if len(clients) < size:
         clients += await connect_many(cfg.port, size - len(clients), on_message=counter.on_message)
     await asyncio.sleep(cfg.settle_seconds)
-    reader, writer = await asyncio.open_connection("127.0.0.1", cfg.port)
-    try:
-        times, server_times, cpu = await _time_fanouts(cfg, reader, writer, "/fanout/", size, counter)
+    # One keep-alive HTTP connection for every trigger, as a client of the app would keep.
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{cfg.port}", connector=aiohttp.TCPConnector(limit=1)) as http:
+        times, server_times, cpu = await _time_fanouts(cfg, http, "/fanout/", size, counter)
         results: dict[str, Any] = {"ms": times, "server_ms": server_times, **cpu}
-        times, server_times, _ = await _time_fanouts(cfg, reader, writer, "/fanout/?via=id", size, counter)
+        times, server_times, _ = await _time_fanouts(cfg, http, "/fanout/?via=id", size, counter)
         results |= {"ms_per_id": times, "server_ms_per_id": server_times}
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
     if counter.wrong:
         raise RuntimeError(f"fanout_{size}: {counter.wrong} deliveries were not the message sent")
     return results
 
 
 async def _time_fanouts(
-    cfg: Config, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, size: int, counter: Deliveries
+    cfg: Config, http: aiohttp.ClientSession, path: str, size: int, counter: Deliveries
 ) -> tuple[list[float], list[float], dict[str, float]]:
     loop = asyncio.get_running_loop()
     times, server_times = list[float](), list[float]()
@@ -75,7 +72,7 @@ async def _time_fanouts(
         counter.done = done = loop.create_future()
         own_before, server_before = _own_cpu(), cpu_seconds(cfg.server_pid)
         started = time.perf_counter()
-        response_task = asyncio.ensure_future(post(reader, writer, path))
+        response_task = asyncio.ensure_future(post(http, path))
         try:
             await asyncio.wait_for(asyncio.shield(done), timeout=30)
         except TimeoutError:
@@ -83,7 +80,7 @@ async def _time_fanouts(
             raise RuntimeError(
                 f"fanout_{size}: {counter.remaining} of {size} connections got nothing in 30 s"
             ) from None
-        _, response = await response_task
+        response = await response_task
         if response["sent"] != size:
             raise RuntimeError(f"fanout_{size}: the server sent to {response['sent']} connections, not {size}")
         if trigger == 0:
@@ -94,8 +91,5 @@ async def _time_fanouts(
         times.append((counter.last_at - started) * 1000)
         server_times.append(response["seconds"] * 1000)
         await asyncio.sleep(0.1)
-    return (
-        times,
-        server_times,
-        {"loadgen_cpu": own / wall if wall else 0.0, "server_cpu": server / wall if wall else 0.0},
-    )
+    cpu = {"loadgen_cpu": own / wall if wall else 0.0, "server_cpu": server / wall if wall else 0.0}
+    return times, server_times, cpu

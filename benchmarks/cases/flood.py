@@ -15,12 +15,12 @@ import aiohttp
 from aiohttp import web
 
 from ..harness import ROOT, cores, free_port, parser, percentile, pinned, stop, summary, wait_for_port, write
+from ..report import table
 
 __all__ = ["RATE_LIMIT", "app", "main", "run"]
 
 MESSAGE = "m" * 64
-RATE_LIMIT = 1000
-"""Messages per second the limited endpoint allows one connection."""
+RATE_LIMIT = 1000  # Messages per second the limited endpoint allows one connection.
 PHASES = ("idle", "flood", "flood, rate-limited")
 
 
@@ -140,8 +140,6 @@ def markdown(results: dict[str, Any]) -> str:
         body.append([phase, *cells[:2], *ratios, cells[2], attack])
     header = ["phase", "quiet p50 ms", "quiet p99 ms", "p50 / idle", "p99 / idle", "quiet round trips", "attacker"]
     intro = f"{results['quiet_clients']} quiet clients doing 64-byte echo round trips for {results['seconds']} s "
-    from ..report import table
-
     return "\n".join([intro + "per phase; median (min-max) over repetitions.", "", *table(header, body)]) + "\n"
 
 

@@ -14,8 +14,7 @@ __all__ = ["open_close"]
 
 async def open_close(cfg: Config) -> dict[str, float]:
     """Connections opened and closed per second (and per server CPU-second); RuntimeError when none completed."""
-    counting = stop = False
-    completed = attempt = 0
+    counting, stop, completed, attempt = False, False, 0, 0
 
     async def worker() -> None:
         nonlocal completed, attempt

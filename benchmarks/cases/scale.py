@@ -19,19 +19,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ..client import post
-from ..harness import (
-    ROOT,
-    cpu_seconds,
-    gunicorn,
-    parser,
-    percentile,
-    pinned,
-    redis_server,
-    rss_kib,
-    uvloop_available,
-    write,
-)
+import aiohttp
+
+from .. import harness
+from ..harness import ROOT, cpu_seconds, gunicorn, parser, percentile, pinned, post, redis_server, rss_kib, write
+from ..report import scale_markdown
 
 __all__ = ["PER_PROCESS", "main", "run_size"]
 
@@ -114,12 +106,9 @@ def _gc_summary(directory: Path, windows: dict[str, tuple[float, float]]) -> dic
 
 async def _trigger(port: int) -> tuple[float, dict[str, Any]]:
     """POST /trigger/; return when it was sent (monotonic) and the answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with aiohttp.ClientSession() as http:
         sent_at = time.monotonic()
-        return sent_at, (await post(reader, writer, "/trigger/"))[1]
-    finally:
-        writer.close()
+        return sent_at, await post(http, f"http://127.0.0.1:{port}/trigger/")
 
 
 async def run_size(
@@ -138,10 +127,9 @@ async def run_size(
         env = {"SCALE_BACKEND": url, "SCALE_HEARTBEAT": str(heartbeat or ""), "SCALE_GC_LOG": str(gc_log)}
         env["SCALE_GC_FREEZE"] = str(gc_freeze or "")
         args = ("--backlog", "4096", "--graceful-timeout", "30", "--timeout", "120")
-        scale_app = gunicorn(
-            "benchmarks.servers:scale_app", workers=workers, core=0, use_uvloop=uvloop_available(), env=env, args=args
-        )
-        server = stack.enter_context(scale_app)
+        uv = harness.uvloop_available()
+        app = gunicorn("benchmarks.servers:scale_app", workers=workers, core=0, use_uvloop=uv, env=env, args=args)
+        server = stack.enter_context(app)
         everyone, port = [server.process.pid, *server.workers], server.port
         async with loadgens(64, port, 1, run_index) as group:  # warm-up: a delivery to a few
             await _all(group, None, 60)
@@ -214,22 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     parsed = parser("Scale: N open websockets, one group message to all.", "N=200, 1 s heartbeat, 2.5 s hold")
     parsed.add_argument("--n", type=int, action="append", help="connections (repeat for several sizes)")
     parsed.add_argument("--backend", choices=["ipc", "redis"], action="append", help="default: ipc")
-    parsed.add_argument("--hold", type=float, default=30.0, help="seconds to hold N open before sending")
-    parsed.add_argument("--heartbeat", type=float, default=None, help="server heartbeat (default: wsframe's, 25 s)")
     parsed.add_argument("--gc-freeze", type=float, help="server workers call gc.freeze() every this many seconds")
     args = parsed.parse_args(argv)
     if args.smoke:
-        args.n, args.heartbeat, args.hold = args.n or [200], args.heartbeat or 1.0, 2.5
+        args.n = args.n or [200]
+    hold, heartbeat = (2.5, 1.0) if args.smoke else (30.0, None)  # held through one heartbeat at least
     if any(n < 1 for n in args.n or []):
         parsed.error("--n must be at least 1")
     started, sizes = time.time(), [(b, n) for b in args.backend or ["ipc"] for n in args.n or [10_000, 100_000]]
-    results = asyncio.run(drive(sizes, hold=args.hold, heartbeat=args.heartbeat, gc_freeze=args.gc_freeze))
-    meta = {"command": "python -m benchmarks.cases.scale " + " ".join(argv), "hold": args.hold, "cores": os.cpu_count()}
+    results = asyncio.run(drive(sizes, hold=hold, heartbeat=heartbeat, gc_freeze=args.gc_freeze))
+    meta = {"command": "python -m benchmarks.cases.scale " + " ".join(argv), "hold": hold, "cores": os.cpu_count()}
     meta["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     meta["seconds"] = round(time.time() - started, 1)
-    meta["heartbeat"] = f"{args.heartbeat} s" if args.heartbeat else "25 s (default)"
-    from ..report import scale_markdown
-
+    meta["heartbeat"] = f"{heartbeat} s" if heartbeat else "25 s (default)"
     write(args.results_dir, "scale", {"meta": meta, "results": results}, scale_markdown(results, meta))
     return 0 if all(row.get("ok") for row in results) else 1
 

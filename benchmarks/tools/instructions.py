@@ -21,7 +21,7 @@ from ..client import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
 from ..report import table
 from ..servers import KINDS, command
 
-__all__ = ["CASES", "count_instructions", "main", "render_markdown"]
+__all__ = ["CASES", "Drive", "count_instructions", "main", "render_markdown"]
 
 ECHO_FRAME = client_frame(OP_TEXT, b"e" * 64)
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
@@ -63,10 +63,9 @@ async def _echo(port: int, count: int) -> None:
         client.close()
 
 
-CASES: dict[str, tuple[str, Callable[[int, int], Coroutine[Any, Any, None]]]] = {
-    "open_close": ("connection open + close", _open_close),
-    "echo": ("echo round trip, 64-byte text, 1 connection", _echo),
-}
+Drive = Callable[[int, int], Coroutine[Any, Any, None]]
+CASES: dict[str, tuple[str, Drive]] = {"open_close": ("connection open + close", _open_close)}
+CASES["echo"] = ("echo round trip, 64-byte text, 1 connection", _echo)
 """Case id -> (title, coroutine driving *count* operations against a port)."""
 
 
