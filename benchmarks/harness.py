@@ -137,9 +137,8 @@ def raise_file_limit(needed: int = 0) -> int:
 
 @contextlib.contextmanager
 def redis_server(core: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A private redis-server on a free port (no persistence), pinned to *core*; yields its URL and process. Raises
-    RuntimeError with :data:`REDIS_MISSING` when there is no ``redis-server``, or when it does not answer within 10
-    s."""
+    """A private redis-server on a free port (no persistence), pinned to *core*; yields its URL and process.
+    RuntimeError with :data:`REDIS_MISSING` when there is none, or when it does not answer within 10 s."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(REDIS_MISSING)
