@@ -120,6 +120,6 @@ def serve(kind: str, port: int, use_uvloop: bool) -> None:
 
     with tempfile.TemporaryDirectory(prefix="wsframe-bench-peer-") as workdir:
         app = starlette_app() if kind == "starlette" else panther_app(workdir)
-        limits = {"ws_ping_interval": HEARTBEAT, "ws_max_size": MAX_MESSAGE_SIZE}
+        limits: dict[str, Any] = {"ws_ping_interval": HEARTBEAT, "ws_max_size": MAX_MESSAGE_SIZE}
         loop = "uvloop" if use_uvloop else "asyncio"
         uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, log_level="warning", access_log=False, **limits)
