@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import ClientConnectionResetError, WSMsgType, web
 
 from . import status
-from ._connection import Connection, State, truncate_reason
+from ._connection import Connection, State, too_big_reason, truncate_reason
 from ._ids import new_connection_id
 from .codec import build_frame
 from .config import HandlerConfig
@@ -311,7 +311,7 @@ class Session(Connection):
         """Close (1009 too big once inflated, 1008 over the rate limit) and return True when *data* trips a limit."""
         inflated_limit, bucket = limits
         if inflated_limit is not None and _utf8_size(data, inflated_limit) > inflated_limit:
-            await self.close(status.WS_1009_MESSAGE_TOO_BIG)
+            await self.close(status.WS_1009_MESSAGE_TOO_BIG, too_big_reason(inflated_limit))
             return True
         if bucket is not None and not bucket.take(asyncio.get_running_loop().time()):
             await self.close(status.WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
