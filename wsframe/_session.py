@@ -172,6 +172,11 @@ class Session(Connection):
             if ws is None:
                 if self.state is _CLOSING:
                     return await self._close_before_accept(handler)
+                logger.info(
+                    "refused handshake to %s with 403: %s.connect() returned without accept()",
+                    handler.request.path,
+                    type(handler).__qualname__,
+                )
                 return json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
             if self.state is _OPEN:
                 await self._receive_loop(handler, ws)
@@ -199,7 +204,13 @@ class Session(Connection):
         name = type(handler).__qualname__
         if isinstance(error, asyncio.CancelledError):
             timeout = self.config.settings.handshake_timeout
-            logger.warning("%s.connect() neither accepted nor closed within %s s", name, timeout)
+            # A warning, not info: a slow connect() is the app's to fix.
+            logger.warning(
+                "refused handshake to %s with 408: %s.connect() neither accepted nor closed within %s s",
+                handler.request.path,
+                name,
+                timeout,
+            )
             return json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
         if isinstance(error, ConnectionClosed):
             logger.debug("client of %s left during the handshake", name)
