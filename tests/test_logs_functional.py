@@ -1,9 +1,10 @@
-"""wsframe's log lines under real gunicorn: through gunicorn's error log, unless the app set up logging itself."""
+"""wsframe's log lines under real gunicorn (its error log, unless the app set up logging) and `wsframe run`."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.support.gunicorn_harness import RECEIVE, SCALE, Gunicorn
 from tests.support.rawclient import HandshakeRejected, RawWebsocket
+from tests.support.servers import free_port, run_process, wsframe_run
 
 pytestmark = pytest.mark.functional
 
@@ -38,9 +40,11 @@ async def log_once_it_has(server: Gunicorn, text: str) -> str:
     return server.log()
 
 
-async def refused(server: Gunicorn, headers: dict[str, str] | None = None) -> int:
+async def refused(server: Gunicorn | int, headers: dict[str, str] | None = None) -> int:
+    """The status a handshake to ``/ws/`` of *server* (or of the server on that port) is refused with."""
+    port = server if isinstance(server, int) else server.port
     with pytest.raises(HandshakeRejected) as info:
-        await RawWebsocket.connect("127.0.0.1", server.port, "/ws/", headers, timeout=RECEIVE)
+        await RawWebsocket.connect("127.0.0.1", port, "/ws/", headers, timeout=RECEIVE)
     return info.value.status
 
 
@@ -93,3 +97,19 @@ async def test_an_app_that_configured_logging_itself_keeps_its_format(tmp_path: 
         log = await log_once_it_has(server, "APP INFO wsframe.websocket: refused handshake")
     assert "APP INFO wsframe.websocket: refused handshake to /ws/ with 403: Origin 'https://evil.example'" in log
     assert await lines_of(server, "refused handshake", count=0) == []
+
+
+async def test_wsframe_run_logs_a_refused_origin_at_info_with_time_and_level() -> None:
+    port = free_port()
+    with run_process(wsframe_run(APP, port), port) as process:
+        assert await refused(port, {"Origin": "https://evil.example"}) == 403
+        process.send_signal(signal.SIGTERM)
+        process.wait(10 * SCALE)
+        assert process.stdout is not None
+        output = process.stdout.read().decode()
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO wsframe.websocket: "
+        r"refused handshake to /ws/ with 403: Origin 'https://evil.example' not allowed",
+        output,
+        re.MULTILINE,
+    ), output
