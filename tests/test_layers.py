@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "wsframe.limits": 1,
     "wsframe.messages": 1,
     "wsframe.pathvars": 1,
+    "wsframe._logs": 1,
     # L2: moving bytes: backends between processes, a connection to its client.
     "wsframe.backends": 2,
     "wsframe._connection": 2,

@@ -15,6 +15,8 @@ import asyncio
 import enum
 import logging
 import zlib
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import ClientConnectionResetError, WSMsgType, web
 
@@ -23,7 +25,7 @@ from .codec import build_close_frame, build_frame
 from .config import HandlerConfig
 from .exceptions import ConnectionClosed, WsframeError
 
-__all__ = ["Connection", "State", "MAX_REASON_BYTES", "truncate_reason"]
+__all__ = ["Connection", "State", "MAX_REASON_BYTES", "too_big_reason", "truncate_reason"]
 
 logger = logging.getLogger("wsframe.websocket")
 
@@ -59,15 +61,26 @@ def _abort_transport(transport: asyncio.Transport) -> None:
     transport.abort()  # harmless when it has closed by itself meanwhile
 
 
-class _WebSocketResponse(web.WebSocketResponse):
-    """aiohttp's response, failing a connection whose compressed data is corrupt with 1007, not 1000."""
+def too_big_reason(limit: int) -> str:
+    """The reason of a 1009 close: which limit the message went over."""
+    return f"message too big: limit {limit} bytes"
 
-    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        # receive() calls close() without a code after a non-protocol error in the
-        # reader; the only such error a peer can cause is a zlib decompression error.
-        if code == status.WS_1000_NORMAL_CLOSURE and isinstance(self.exception(), zlib.error):
+
+class _WebSocketResponse(web.WebSocketResponse):
+    """aiohttp's response, saying which limit a 1009 close enforces, and failing corrupt compressed data with 1007."""
+
+    def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> Coroutine[Any, Any, bool]:
+        # A plain method handing back aiohttp's coroutine: no coroutine frame
+        # of its own on every close.
+        if code == status.WS_1009_MESSAGE_TOO_BIG and not message:
+            # aiohttp's reader closes an oversized message with no reason; its
+            # limit is one byte over ours (see make_response).
+            message = too_big_reason(self._max_msg_size - 1).encode()
+        elif code == status.WS_1000_NORMAL_CLOSURE and isinstance(self.exception(), zlib.error):
+            # receive() calls close() without a code after a non-protocol error in the
+            # reader; the only such error a peer can cause is a zlib decompression error.
             code = status.WS_1007_INVALID_FRAME_PAYLOAD_DATA
-        return await super().close(code=code, message=message, drain=drain)
+        return super().close(code=code, message=message, drain=drain)
 
 
 class Connection:
@@ -117,10 +130,7 @@ class Connection:
     def make_response(self, subprotocol: str | None) -> web.WebSocketResponse:
         """Return the aiohttp response that completes (or refuses with a close frame) the handshake."""
         settings = self.config.settings
-        # Only inflating can raise zlib.error, so without compression aiohttp's
-        # own class does (one coroutine frame less on every close).
-        response_class = _WebSocketResponse if settings.compression else web.WebSocketResponse
-        return response_class(
+        return _WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             heartbeat=settings.heartbeat or None,
             # aiohttp rejects a plain message of exactly max_msg_size bytes (its

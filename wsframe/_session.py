@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import ClientConnectionResetError, WSMsgType, web
 
 from . import status
-from ._connection import Connection, State, truncate_reason
+from ._connection import Connection, State, too_big_reason, truncate_reason
 from ._ids import new_connection_id
 from .codec import build_frame
 from .config import HandlerConfig
@@ -172,6 +172,11 @@ class Session(Connection):
             if ws is None:
                 if self.state is _CLOSING:
                     return await self._close_before_accept(handler)
+                logger.info(
+                    "refused handshake to %s with 403: %s.connect() returned without accept()",
+                    handler.request.path,
+                    type(handler).__qualname__,
+                )
                 return json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
             if self.state is _OPEN:
                 await self._receive_loop(handler, ws)
@@ -199,7 +204,13 @@ class Session(Connection):
         name = type(handler).__qualname__
         if isinstance(error, asyncio.CancelledError):
             timeout = self.config.settings.handshake_timeout
-            logger.warning("%s.connect() neither accepted nor closed within %s s", name, timeout)
+            # A warning, not info: a slow connect() is the app's to fix.
+            logger.warning(
+                "refused handshake to %s with 408: %s.connect() neither accepted nor closed within %s s",
+                handler.request.path,
+                name,
+                timeout,
+            )
             return json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
         if isinstance(error, ConnectionClosed):
             logger.debug("client of %s left during the handshake", name)
@@ -311,7 +322,7 @@ class Session(Connection):
         """Close (1009 too big once inflated, 1008 over the rate limit) and return True when *data* trips a limit."""
         inflated_limit, bucket = limits
         if inflated_limit is not None and _utf8_size(data, inflated_limit) > inflated_limit:
-            await self.close(status.WS_1009_MESSAGE_TOO_BIG)
+            await self.close(status.WS_1009_MESSAGE_TOO_BIG, too_big_reason(inflated_limit))
             return True
         if bucket is not None and not bucket.take(asyncio.get_running_loop().time()):
             await self.close(status.WS_1008_POLICY_VIOLATION, "Rate limit exceeded")

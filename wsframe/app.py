@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiohttp import web
 
 from . import status
+from ._logs import adopt_gunicorn_error_log
 from .backends import resolve_backend
 from .backends.base import Backend
 from .config import FIELDS, SETTINGS_KEY, Settings
@@ -86,6 +87,8 @@ def create_app(
     app[ROUTES_KEY] = compile_urls(app.router, urls, settings)
 
     async def on_startup(app: web.Application) -> None:
+        # At startup, once the app module has run: logging it set up itself wins.
+        adopt_gunicorn_error_log()
         await registry.on_startup()
         started_apps.add(app)
 
