@@ -64,6 +64,7 @@ def build_handler_config(
     app_settings: Settings,
     app_limiter: ConnectionLimiter,
     where: str,
+    route: str = "",
 ) -> HandlerConfig:
     """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
     overrides = {name: getattr(handler, name, None) for name in OVERRIDABLE}
@@ -80,6 +81,7 @@ def build_handler_config(
         OutboundPolicy(settings.max_outbound_buffer, settings.slow_consumer),
         settings.max_outbound_buffer,
         handler.disconnect is not GenericWebsocket.disconnect,
+        route,
     )
 
 
@@ -109,22 +111,26 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
             )
         problem = _handshake_problem(request)
         if problem is not None:
+            app[REGISTRY_KEY].tally.refuse("invalid")
             return json_error(status.HTTP_400_BAD_REQUEST, problem)
         # Most clients that are not browsers send no Origin: no call for them.
         if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
             refusal = origin_refusal(request, policy)
             logger.info("refused handshake to %s: %s", request.path, refusal)
+            app[REGISTRY_KEY].tally.refuse("origin")
             return json_error(status.HTTP_403_FORBIDDEN, refusal)
         limited = limiter.active
         if limited:
             address = request.remote or ""
             refused = limiter.admit(address)
             if refused is not None:
+                app[REGISTRY_KEY].tally.refuse("limit" if refused == status.HTTP_503_SERVICE_UNAVAILABLE else "rate")
                 return json_error(refused, "Too many connections; try again later.")
         try:
             if has_variables:
                 path_variables = converters.convert(request.match_info)
                 if path_variables is None:
+                    app[REGISTRY_KEY].tally.refuse("not_found")
                     return json_error(status.HTTP_404_NOT_FOUND, "Not found")
             else:
                 path_variables = {}
@@ -137,9 +143,11 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                     await authenticate(connection, auth, permissions)
                 except AuthenticationFailed as exc:
                     logger.info("authentication failed for %s: %s", request.path, exc)
+                    session.registry.tally.refuse("auth")
                     return json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
                 except PermissionDenied as exc:
                     logger.info("permission denied for %s: %s", request.path, exc)
+                    session.registry.tally.refuse("permission")
                     return json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
                 except Exception:
                     logger.exception("auth or permission check of %s failed", cls.__qualname__)
