@@ -6,11 +6,14 @@
   ``node`` with ``<node id>:<worker pid>``, ``flood`` with a 16 MiB message and a second
   one right behind it (past the 1 MiB send buffer bound: the client is closed with 1013 as a
   slow consumer), anything else with itself. One reply per message otherwise.
+- ``GET pid/``: ``{"pid"}`` of the worker that answered.
 """
 
 from __future__ import annotations
 
 import os
+
+from aiohttp import web
 
 from wsframe import GenericWebsocket, create_app
 from wsframe.registry import get_registry
@@ -37,8 +40,12 @@ class Echo(GenericWebsocket):
             await self.send(data)
 
 
+async def pid(request: web.Request) -> web.Response:
+    return web.json_response({"pid": os.getpid()})
+
+
 app = create_app(
-    {"echo/": Echo},
+    {"echo/": Echo, "pid/": pid},
     redis=os.environ.get("METRICS_REDIS") or None,
     allowed_origins=[ALLOWED_ORIGIN],
     max_outbound_buffer=OUTBOUND_LIMIT,
