@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import wsframe
-from tests.support.servers import Serve
+from tests.support.servers import ROOT, Serve
 from wsframe import ConfigurationError, GenericWebsocket, MissingDependencyError, create_app
 from wsframe.backends.redis import RedisBackendStats
 from wsframe.snapshot import backend_counters
@@ -217,3 +218,18 @@ def test_metrics_without_prometheus_client_names_the_install_line(monkeypatch: p
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(MissingDependencyError, match=re.escape("pip install 'wsframe[metrics]'")):
         echo_app(metrics=True)
+
+
+def test_grafana_dashboard_queries_only_series_the_endpoint_exports() -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expression in expressions for name in re.findall(r"\bwsframe_[a-z_]+", expression)}
+    exported = set(SERIES) | {f"{name}_total" for name, kind in SERIES.items() if kind == "counter"}
+    assert used <= exported, used - exported
+    for name in ("wsframe_connections", "wsframe_messages_possibly_lost_total", "wsframe_slow_consumers_total"):
+        assert name in used
+
+
+def test_deployment_docs_describe_every_series() -> None:
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    assert [name for name in SERIES if f"`{name}" not in text] == []
