@@ -143,6 +143,30 @@ async def test_stats_counts_a_slow_consumer_closed_with_1013(serve: Serve) -> No
     assert snapshot.closed == {1013: 1}
 
 
+async def test_stats_counts_a_slow_consumer_in_drop_mode_and_its_dropped_messages(serve: Serve) -> None:
+    app = echo_app(slow_consumer="drop")
+    client = await serve(app)
+    async with client.ws_connect("/echo/", max_msg_size=0) as ws:
+        await ws.send_str("flood")
+        assert len(await ws.receive_str(timeout=10)) == 8 << 20
+        snapshot = wsframe.stats(app)
+    assert snapshot.slow_consumers_dropping == 1
+    assert snapshot.messages_dropped == 1
+
+
+class Room(GenericWebsocket):
+    async def connect(self, room: int) -> None:
+        await self.accept()
+
+
+async def test_stats_counts_a_path_variable_that_does_not_convert_as_not_found(serve: Serve) -> None:
+    app = create_app({"room/<room>/": Room})
+    client = await serve(app)
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await client.ws_connect("/room/abc/")
+    assert wsframe.stats(app).refused == {"not_found": 1}
+
+
 def test_stats_without_a_running_app_raises_application_not_found() -> None:
     with pytest.raises(wsframe.ApplicationNotFoundError):
         wsframe.stats()

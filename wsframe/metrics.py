@@ -35,7 +35,7 @@ from aiohttp import web
 from .backends.ipc import in_gunicorn
 from .exceptions import ConfigurationError, MissingDependencyError
 from .registry import REGISTRY_KEY, Registry
-from .snapshot import WorkerStats, _snapshot
+from .snapshot import WorkerStats, snapshot_of
 
 __all__ = ["enable_metrics", "metrics_path", "FLUSH_SECONDS", "MULTIPROC_ENV", "INSTALL_LINE"]
 
@@ -148,7 +148,7 @@ class _Exporter:
 
     def flush(self) -> WorkerStats:
         """Bring every series up to this worker's current figures; returns the snapshot used."""
-        snap = _snapshot(self.registry)
+        snap = snapshot_of(self.registry)
         # A route whose last connection closed is set to 0, not left at its old value.
         self.routes_seen.update(snap.connections_by_route)
         for route in self.routes_seen:

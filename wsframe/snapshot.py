@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .registry import Registry, get_registry
 
-__all__ = ["WorkerStats", "stats", "backend_counters"]
+__all__ = ["WorkerStats", "stats", "snapshot_of", "backend_counters"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,7 +78,8 @@ def backend_counters(backend_stats: Any) -> dict[str, float]:
     return counters
 
 
-def _snapshot(registry: Registry) -> WorkerStats:
+def snapshot_of(registry: Registry) -> WorkerStats:
+    """The figures of *registry*'s process now (what :func:`stats` returns for its app)."""
     tally = registry.tally
     received = tally.messages_received
     sent = tally.messages_sent
@@ -127,4 +128,4 @@ def stats(app: web.Application | None = None) -> WorkerStats:
     and no app, or more than one, is running in this process, or when *app*
     was not made by :func:`wsframe.create_app`.
     """
-    return _snapshot(get_registry(app))
+    return snapshot_of(get_registry(app))
