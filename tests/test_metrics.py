@@ -257,3 +257,14 @@ def test_grafana_dashboard_queries_only_series_the_endpoint_exports() -> None:
 def test_deployment_docs_describe_every_series() -> None:
     text = (ROOT / "docs" / "deployment.md").read_text()
     assert [name for name in SERIES if f"`{name}" not in text] == []
+
+
+async def test_a_pong_is_not_counted_as_a_message_sent(serve: Serve) -> None:
+    app = echo_app()
+    client = await serve(app)
+    async with client.ws_connect("/echo/", autoping=False) as ws:
+        await ws.ping(b"are you there")
+        assert (await ws.receive(timeout=5)).type is aiohttp.WSMsgType.PONG
+        snapshot = wsframe.stats(app)
+    assert snapshot.messages_sent == 0
+    assert snapshot.bytes_sent == 2 + len(b"are you there")

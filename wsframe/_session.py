@@ -283,6 +283,7 @@ class Session(Connection):
                     self.write_frame(build_frame(msg.data, _PONG))
                 except ConnectionClosed:
                     return
+                self.sent_messages -= 1  # a pong is not a message (its bytes still count)
                 continue
             if kind is _PONG:
                 continue  # the heartbeat already counted it as traffic

@@ -116,7 +116,7 @@ class _Exporter:
             "closed": counter("wsframe_connections_closed", "Websocket connections ended, by close code.", ("code",)),
             "refused": counter("wsframe_handshakes_refused", "Websocket handshakes refused, by reason.", ("reason",)),
             "messages_received": counter("wsframe_messages_received", "Data messages received from clients."),
-            "messages_sent": counter("wsframe_messages_sent", "Frames written to clients."),
+            "messages_sent": counter("wsframe_messages_sent", "Data messages written to clients."),
             "bytes_received": counter("wsframe_bytes_received", "Payload size of the messages received."),
             "bytes_sent": counter("wsframe_bytes_sent", "Bytes of the frames written to clients."),
             "slow": counter(

@@ -38,11 +38,11 @@ class WorkerStats:
     messages_received: int
     """Data messages received from clients."""
     messages_sent: int
-    """Frames written to clients (data messages, and the pongs answering pings)."""
+    """Data messages written to clients (a group send counts once per member reached here)."""
     bytes_received: int
     """Payload size of the messages received (a text message counts its characters)."""
     bytes_sent: int
-    """Bytes of the frames written, headers included (payload size on compressed connections)."""
+    """Bytes of the frames written, headers and pongs included (payload size on compressed connections)."""
     slow_consumers_closed: int
     """Connections closed with 1013 because their client read too slowly (``slow_consumer='close'``)."""
     slow_consumers_dropping: int
