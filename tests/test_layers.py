@@ -29,9 +29,11 @@ LAYERS: dict[str, int] = {
     # L2: moving bytes: backends between processes, a connection to its client.
     "wsframe.backends": 2,
     "wsframe._connection": 2,
+    "wsframe._tally": 2,
     # L3: which connections live here and how to reach any id.
     "wsframe.registry": 3,
     "wsframe.groups": 3,
+    "wsframe.snapshot": 3,
     # L4: serving one connection: who may connect, the handler, the driver.
     "wsframe.security": 4,
     "wsframe._session": 4,
@@ -42,6 +44,7 @@ LAYERS: dict[str, int] = {
     "wsframe.app": 5,
     "wsframe.publisher": 5,
     "wsframe.asyncapi": 5,
+    "wsframe.metrics": 5,
     "wsframe.cli": 5,
     "wsframe.__main__": 5,
     "wsframe.testing": 5,

@@ -19,6 +19,7 @@ from .exceptions import (
 from .groups import close_group, group_members, send_message_to_group
 from .publisher import Publisher
 from .security import SessionAuth, TokenAuth
+from .snapshot import WorkerStats, stats
 from .websocket import GenericWebsocket, close_websocket_connection, send_message_to_websocket
 
 __all__ = [
@@ -47,6 +48,9 @@ __all__ = [
     "AuthenticationFailed",
     "PermissionDenied",
     "InvalidGroupNameError",
+    # snapshot.py
+    "stats",
+    "WorkerStats",
     # publisher.py
     "Publisher",
     # status.py

@@ -25,7 +25,7 @@ from .codec import build_close_frame, build_frame
 from .config import HandlerConfig
 from .exceptions import ConnectionClosed, WsframeError
 
-__all__ = ["Connection", "State", "MAX_REASON_BYTES", "too_big_reason", "truncate_reason"]
+__all__ = ["Connection", "State", "MAX_REASON_BYTES", "SLOW_CONSUMER_REASON", "too_big_reason", "truncate_reason"]
 
 logger = logging.getLogger("wsframe.websocket")
 
@@ -33,7 +33,8 @@ MAX_REASON_BYTES = 123
 """A close frame's reason must fit in 123 bytes (RFC 6455 section 5.5)."""
 
 _NO_DRAIN = 1 << 62
-_SLOW_CONSUMER = "Slow consumer"
+SLOW_CONSUMER_REASON = _SLOW_CONSUMER = "Slow consumer"
+"""The close reason sent with 1013 to a client that reads too slowly."""
 
 
 class State(enum.Enum):
@@ -100,6 +101,10 @@ class Connection:
         "connection_id",
         "dropped_messages",
         "groups",
+        "received_bytes",
+        "received_messages",
+        "sent_bytes",
+        "sent_messages",
         "state",
         "transport",
         "ws",
@@ -120,6 +125,8 @@ class Connection:
         """The groups this connection is in (None until it joins one); kept by the registry."""
         self.dropped_messages = 0
         """Messages dropped because the client read too slowly (``slow_consumer='drop'``)."""
+        # Plain counters, read by wsframe.stats() and /metrics (see wsframe._tally).
+        self.received_messages = self.received_bytes = self.sent_messages = self.sent_bytes = 0
 
     def closed_error(self) -> ConnectionClosed:
         """The ConnectionClosed to raise for an action on this closed or closing connection."""
@@ -163,6 +170,8 @@ class Connection:
             return
         try:
             await ws.send_frame(payload, opcode)
+            self.sent_messages += 1
+            self.sent_bytes += len(payload)
         except (ClientConnectionResetError, ConnectionResetError):
             # The peer went away and the receive loop has not noticed yet.
             self.mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
@@ -185,6 +194,8 @@ class Connection:
             and transport.get_write_buffer_size() <= self.config.outbound_limit
         ) or self._admit_past_fast_path():
             transport.write(frame)  # type: ignore[union-attr]  # _admit_past_fast_path() checked it
+            self.sent_messages += 1
+            self.sent_bytes += len(frame)
 
     def _admit_past_fast_path(self) -> bool:
         """Decide on a frame the fast path did not let through: True to write it, False to drop it.

@@ -211,6 +211,7 @@ class Session(Connection):
                 name,
                 timeout,
             )
+            self.registry.tally.refuse("timeout")
             return json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
         if isinstance(error, ConnectionClosed):
             logger.debug("client of %s left during the handshake", name)
@@ -254,6 +255,8 @@ class Session(Connection):
             kind = msg.type
             if kind is _TEXT or kind is _BINARY:
                 # The data path stays inline: it runs for every message.
+                self.received_messages += 1
+                self.received_bytes += len(msg.data)  # characters of a text message
                 if limited is not None and await self._over_limit(limited, msg.data):
                     return
                 try:
@@ -291,6 +294,7 @@ class Session(Connection):
                     self.write_frame(build_frame(msg.data, _PONG))
                 except ConnectionClosed:
                     return
+                self.sent_messages -= 1  # a pong is not a message (its bytes still count)
                 continue
             if kind is _PONG:
                 continue  # the heartbeat already counted it as traffic
@@ -354,6 +358,7 @@ class Session(Connection):
         """Leave the registry and every group, then run disconnect(): once per accepted connection."""
         registry = self.registry
         registry.discard(self.connection_id)
+        registry.tally.finished(self)
         self.state = _CLOSED
         try:
             if self.groups:

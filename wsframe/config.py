@@ -145,3 +145,5 @@ class HandlerConfig:
     """settings.max_outbound_buffer, one attribute away on the per-frame path."""
     calls_disconnect: bool = True
     """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""
+    route: str = ""
+    """The path the class is mounted at, as the url table writes it (the ``route`` label of metrics)."""

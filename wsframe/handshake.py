@@ -74,6 +74,7 @@ def build_handler_config(
     app_settings: Settings,
     app_limiter: ConnectionLimiter,
     where: str,
+    route: str = "",
 ) -> HandlerConfig:
     """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
     overrides = {name: getattr(handler, name, None) for name in OVERRIDABLE}
@@ -90,6 +91,7 @@ def build_handler_config(
         OutboundPolicy(settings.max_outbound_buffer, settings.slow_consumer),
         settings.max_outbound_buffer,
         handler.disconnect is not GenericWebsocket.disconnect,
+        route,
     )
 
 
@@ -120,11 +122,13 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
         problem = _handshake_problem(request)
         if problem is not None:
             logger.info(_REFUSED, request.path, status.HTTP_400_BAD_REQUEST, problem)
+            app[REGISTRY_KEY].tally.refuse("invalid")
             return json_error(status.HTTP_400_BAD_REQUEST, problem)
         # Most clients that are not browsers send no Origin: no call for them.
         if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
             refusal = origin_refusal(request, policy)
             logger.info(_REFUSED, request.path, status.HTTP_403_FORBIDDEN, refusal)
+            app[REGISTRY_KEY].tally.refuse("origin")
             return json_error(status.HTTP_403_FORBIDDEN, refusal)
         limited = limiter.active
         if limited:
@@ -132,12 +136,14 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
             refused = limiter.admit(address)
             if refused is not None:
                 logger.info(_REFUSED, request.path, refused, _limit_reached(limiter, refused, address))
+                app[REGISTRY_KEY].tally.refuse("limit" if refused == status.HTTP_503_SERVICE_UNAVAILABLE else "rate")
                 return json_error(refused, "Too many connections; try again later.")
         try:
             if has_variables:
                 path_variables = converters.convert(request.match_info)
                 if path_variables is None:
                     logger.info(_REFUSED, request.path, status.HTTP_404_NOT_FOUND, _NO_CONVERSION)
+                    app[REGISTRY_KEY].tally.refuse("not_found")
                     return json_error(status.HTTP_404_NOT_FOUND, "Not found")
             else:
                 path_variables = {}
@@ -150,9 +156,11 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                     await authenticate(connection, auth, permissions)
                 except AuthenticationFailed as exc:
                     logger.info(_REFUSED, request.path, status.HTTP_401_UNAUTHORIZED, f"authentication failed: {exc}")
+                    session.registry.tally.refuse("auth")
                     return json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
                 except PermissionDenied as exc:
                     logger.info(_REFUSED, request.path, status.HTTP_403_FORBIDDEN, f"permission denied: {exc}")
+                    session.registry.tally.refuse("permission")
                     return json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
                 except Exception:
                     logger.exception("auth or permission check of %s failed", cls.__qualname__)
