@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from . import status
+from . import _redact, status
 from .backends import resolve_backend
 from .backends.base import Backend
 from .config import FIELDS, SETTINGS_KEY, Settings
@@ -52,6 +52,7 @@ def create_app(
     allowed_origins: OriginPolicy = None,
     auth: Auth | None = None,
     permissions: Sequence[Permission] | None = None,
+    redact_query_params: Sequence[str] | None = None,
     **app_options: Any,
 ) -> web.Application:
     """Build the application serving *urls*.
@@ -80,6 +81,8 @@ def create_app(
     # Here rather than at import: importing wsframe changes no logging. Adding
     # the same filter again is a no-op.
     logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
+    # Tokens in query strings print as token=*** in aiohttp's and gunicorn's access logs.
+    _redact.install()
     registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
