@@ -9,11 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 from tests.apps.credentials_app import verify
 from tests.support.servers import Serve
-from wsframe import GenericWebsocket, MessageAuth, TokenAuth, create_app
+from wsframe import GenericWebsocket, MessageAuth, TokenAuth, close_group, create_app
 from wsframe.credentials import (
     WS_4401_INVALID_TOKEN,
     WS_4403_PERMISSION_DENIED,
@@ -210,3 +210,38 @@ async def test_an_already_expired_token_is_refused_with_401(serve: Serve) -> Non
 def test_message_auth_refuses_a_timeout_that_is_not_positive() -> None:
     with pytest.raises(ValueError, match="timeout"):
         MessageAuth(verify, timeout=0)
+
+
+# ----------------------------------------------------------------- revoking
+
+
+async def test_revoking_a_user_closes_every_connection_in_their_group(serve: Serve) -> None:
+    # The recipe of docs/security.md: each connection joins user:<name>; close_group() revokes.
+    class PerUser(GenericWebsocket):
+        auth = MessageAuth(verify, timeout=SLOW)  # type: ignore[assignment]  # mypy reads a callable ClassVar as a method
+
+        async def connect(self) -> None:
+            await self.accept()
+            await self.join_group(f"user:{self.user}")
+            await self.send({"user": self.user})
+
+        async def receive(self, data: str) -> None:
+            await self.send({"user": self.user, "got": data})
+
+    async def revoke(request: web.Request) -> web.Response:
+        await close_group(f"user:{request.match_info['name']}", 4403, "Revoked")
+        return web.json_response({"ok": True})
+
+    client = await serve(create_app({"ws/": PerUser, "revoke/<name>/": revoke}))
+    sockets = []
+    for token in ("s3cret", "s3cret", "exp30:bob"):
+        ws = await client.ws_connect("/ws/")
+        await ws.send_json({"type": "auth", "token": token})
+        await next_json(ws)
+        sockets.append(ws)
+    await client.post("/revoke/alice/")
+    assert [await close_code(ws) for ws in sockets[:2]] == [4403, 4403]
+    await sockets[2].send_str("still there?")
+    assert await next_json(sockets[2]) == {"user": "bob", "got": "still there?"}  # bob's is untouched
+    for ws in sockets:
+        await ws.close()
