@@ -7,7 +7,6 @@ status (403 origin, 401 authentication, 403 permission) and never a socket.
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import logging
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -144,10 +143,6 @@ async def load_session(request: web.Request) -> Mapping[str, Any] | None:
         return None
     session = await get_session(request)
     return types.MappingProxyType(dict(session))
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class TokenAuth:
