@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "wsframe.status": 0,
     "wsframe.exceptions": 0,
     "wsframe._ids": 0,
+    "wsframe._redact": 0,
     "wsframe.codec": 0,
     "wsframe.types": 0,
     # L1: settings and pure policy.
@@ -37,6 +38,7 @@ LAYERS: dict[str, int] = {
     # L4: serving one connection: who may connect, the handler, the driver.
     "wsframe.security": 4,
     "wsframe._session": 4,
+    "wsframe.credentials": 4,
     "wsframe.websocket": 4,
     "wsframe.handshake": 4,
     # L5: assembling and running apps.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import status
 from .app import create_app
 from .config import Settings
+from .credentials import Expiring, MessageAuth
 from .exceptions import (
     ApplicationNotFoundError,
     AuthenticationFailed,
@@ -37,6 +38,9 @@ __all__ = [
     "group_members",
     # security.py
     "TokenAuth",
+    # credentials.py
+    "MessageAuth",
+    "Expiring",
     "SessionAuth",
     # exceptions.py
     "WsframeError",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from . import status
+from . import _redact, status
 from ._logs import adopt_gunicorn_error_log
 from .backends import resolve_backend
 from .backends.base import Backend
@@ -54,6 +54,7 @@ def create_app(
     allowed_origins: OriginPolicy = None,
     auth: Auth | None = None,
     permissions: Sequence[Permission] | None = None,
+    redact_query_params: Sequence[str] | None = None,
     metrics: bool | str = False,
     **app_options: Any,
 ) -> web.Application:
@@ -86,6 +87,8 @@ def create_app(
     # Here rather than at import: importing wsframe changes no logging. Adding
     # the same filter again is a no-op.
     logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
+    # Tokens in query strings print as token=*** in aiohttp's and gunicorn's access logs.
+    _redact.install()
     registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry

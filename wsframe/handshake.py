@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from . import status
 from ._session import Session, json_error
 from .config import OVERRIDABLE, HandlerConfig, Settings
+from .credentials import MessageAuth, serve_after_login
 from .exceptions import AuthenticationFailed, PermissionDenied
 from .limits import ConnectionLimiter, OutboundPolicy
 from .messages import decoder_for
@@ -107,7 +108,8 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
     limiter = config.limiter
     policy = settings.allowed_origins
     auth, permissions = settings.auth, settings.permissions
-    needs_auth = auth is not None or bool(permissions)
+    login = auth if isinstance(auth, MessageAuth) else None
+    needs_auth = login is None and (auth is not None or bool(permissions))
     has_variables = bool(converters.converters)
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -165,6 +167,8 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                 except Exception:
                     logger.exception("auth or permission check of %s failed", cls.__qualname__)
                     return json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            if login is not None:
+                return await serve_after_login(session, connection, login, permissions)
             return await session.serve(connection)
         finally:
             if limited:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -52,6 +52,7 @@ class Gunicorn:
     """One gunicorn master with its workers, logging to a file in *log_dir* that the test can read.
 
     *env* is laid over this process's environment; a ``None`` value removes that variable.
+    *extra_args* go on gunicorn's command line before the app (``["--access-logfile", "-"]``).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class Gunicorn:
         env: Mapping[str, str | None] | None = None,
         graceful_timeout: int = 10,
         keep_alive: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -76,6 +78,7 @@ class Gunicorn:
             "--no-control-socket",
             *(["--keep-alive", str(keep_alive)] if keep_alive is not None else []),
             *(["--preload"] if preload else []),
+            *extra_args,
             app,
         ]  # fmt: skip
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
