@@ -8,6 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -31,6 +32,7 @@ from ._keys import (
 )
 from ._listener import UNREACHABLE, Listener, RedisBackendStats, cancel_and_wait
 from ._outbox import Outbox
+from ._presence import GroupLosses, Presence
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -39,8 +41,9 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("wsframe.backends.redis")
 
-_MAX_CONNECTIONS = 50
-"""Redis connections one process opens for commands (publishes share one of them)."""
+_MAX_CONNECTIONS = 2
+"""Redis connections one process opens for commands: the outbox pipelines every command over one
+at a time; the second serves shutdown while a batch hangs. Plus the listener's: three in all."""
 
 
 class RedisBackend(Backend):
@@ -109,6 +112,8 @@ class RedisBackend(Backend):
         self._subscriber: Listener | None = None
         self._listener: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._presence: Presence | None = None
+        self._losses = GroupLosses(self.stats)
 
     @property
     def _down_since(self) -> float | None:
@@ -142,10 +147,19 @@ class RedisBackend(Backend):
             operation_timeout=self.operation_timeout,
             health_check_interval=self.health_check_interval,
             max_backoff=self.max_backoff,
-            receive=self._receive,
-            reconnected=self._drop_stale_connections,
+            receive=self._receive_redis,
+            reconnected=self._reconnected,
         )
-        self._outbox = Outbox(self._client, self.operation_timeout)
+        self._outbox = outbox = Outbox(self._client, self.operation_timeout)
+        self._losses = GroupLosses(self.stats)
+        self._presence = presence = Presence(
+            node,
+            prefix=self.prefix,
+            ttl=self.presence_ttl,
+            operation_timeout=self.operation_timeout,
+            max_backoff=self.max_backoff,
+            stats=self.stats,
+        )
         try:
             async with asyncio.timeout(self.operation_timeout * 4):
                 await self._client.ping()
@@ -158,13 +172,15 @@ class RedisBackend(Backend):
                 "given to create_app(redis=...)."
             ) from exc
         self._listener = asyncio.create_task(subscriber.supervise(pubsub), name=f"wsframe redis listener {channel}")
-        self._keepalive = asyncio.create_task(self._keep_alive(node), name=f"wsframe redis presence {node.node_id}")
+        self._keepalive = asyncio.create_task(presence.run(outbox), name=f"wsframe redis presence {node.node_id}")
         logger.debug("node %s listening on Redis channel %s at %s", node.node_id, channel, self.url)
 
     async def on_shutdown(self) -> None:
         """Stop the listener and close the connections this backend opened (never a client you passed)."""
         if self._subscriber is not None:
             self._subscriber.stopping = True
+        if self._presence is not None:
+            self._presence.stopping = True
         for task in (self._keepalive, self._listener):
             if task is not None:
                 await cancel_and_wait(task)
@@ -204,7 +220,7 @@ class RedisBackend(Backend):
             timeout=self.operation_timeout,
             # No retry: a PUBLISH whose reply was lost after Redis ran it would
             # go out twice. Connections left stale by an outage are dropped
-            # when the listener is back (_drop_stale_connections) instead.
+            # when the listener is back (_reconnected) instead.
             retry=Retry(NoBackoff(), 0),
             **timeouts,
         )
@@ -220,29 +236,28 @@ class RedisBackend(Backend):
         if client is not None and client is not self._user_client:
             await client.aclose(close_connection_pool=True)
 
-    async def _drop_stale_connections(self) -> None:
+    async def _reconnected(self) -> None:
         # Redis is back after an outage: the command connections opened before
         # it are likely dead (a restarted server). Closed now, they reconnect
         # on their next use, so the first sends afterwards do not fail on them.
+        # A restarted Redis has also forgotten this node's presence: write it
+        # back now rather than at the next periodic refresh.
         client = self._client
         if client is not None and client is not self._user_client:
             with contextlib.suppress(*UNREACHABLE):
                 await client.connection_pool.disconnect()
+        if self._presence is not None:
+            self._presence.refresh_soon()
 
-    async def _keep_alive(self, node: Node) -> None:
-        """Refresh this node's liveness key every third of presence_ttl, for as long as the app runs."""
-        key = alive_key(self.prefix, node.node_id)
-        ttl_ms = int(self.presence_ttl * 1000)
-        while self._subscriber is not None and not self._subscriber.stopping:
-            client = self._client
-            if client is not None:
-                try:
-                    async with asyncio.timeout(self.operation_timeout):
-                        await client.set(key, b"1", px=ttl_ms)
-                except UNREACHABLE as exc:
-                    # The listener logs and counts outages; presence just tries again.
-                    logger.debug("could not refresh presence of node %s: %s", node.node_id, describe_error(exc))
-            await asyncio.sleep(self.presence_ttl / 3)
+    async def _receive_redis(self, data: bytes, where: str) -> None:
+        """Decode and deliver, counting the numbered group envelopes of other nodes that never arrived."""
+        envelope = self._decode(data, where)
+        if envelope is None:
+            return
+        node = self._node
+        if envelope.seq and node is not None and envelope.origin != node.node_id:
+            self._losses.heard(envelope, members_here=len(node.local_members(envelope.group)))
+        await self._deliver(envelope)
 
     # ---------------------------------------------------------------- publish
 
@@ -305,23 +320,32 @@ class RedisBackend(Backend):
 
     # ----------------------------------------------------------------- groups
 
-    def _commands(self, what: str) -> aioredis.Redis:
-        self._available(f"{what} failed")
-        client = self._client
-        if client is None:  # pragma: no cover - set together with the outbox
-            raise BackendUnavailableError("the Redis backend is not started")
-        return client
-
     async def publish_to_group(self, group: str, envelope: Envelope) -> None:
         """PUBLISH *envelope* once on *group*'s channel: only nodes with members subscribe to it.
 
-        Raises :class:`~wsframe.exceptions.BackendUnavailableError` before
-        startup, and fast when Redis is down (this node's members have been
-        served already).
+        The registry calls this before it serves this node's members. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` before startup; at
+        once while the listener knows Redis is down: then nothing went out, to
+        anyone, and a retry once Redis is back reaches every member once; and
+        within ``operation_timeout`` when Redis does not take it: then this
+        node's members did not get it either, and other nodes' members
+        probably did not, but may have if Redis was only slow (the error says
+        so). A group envelope is numbered, so that receivers count the ones
+        they missed (``stats.group_missed``).
         """
         what = f"{envelope.kind} to group {group!r}"
-        outbox = self._available(f"{what} failed")
-        await self._call(what, outbox.publish(group_channel(self.prefix, group), encode_envelope(envelope)))
+        outbox = self._available(f"the {what} was sent to no member, on this worker or any other")
+        numbered = msgspec.structs.replace(envelope, seq=self._losses.next_number(group))
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                await outbox.publish(group_channel(self.prefix, group), encode_envelope(numbered))
+        except UNREACHABLE as exc:
+            self.stats.publish_failures += 1
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not take the {what} ({describe_error(exc)}); no member on this worker "
+                "got it, and members on other workers probably did not, but may have if Redis was only slow "
+                "(a retry could reach those twice)."
+            ) from exc
         self.stats.published += 1
 
     async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:
@@ -330,11 +354,23 @@ class RedisBackend(Backend):
         Returns once Redis has confirmed the subscription, so a group send
         made after join_group() returns reaches the new member. Raises
         :class:`~wsframe.exceptions.BackendUnavailableError` when Redis is down
-        or does not confirm in time.
+        or does not confirm in time; an id Redis may have added anyway is
+        removed by the next presence refresh.
         """
         what = f"join of {group!r}"
-        client = self._commands(what)
-        await self._call(what, client.sadd(members_key(self.prefix, group), connection_id))
+        outbox = self._available(f"{what} failed")
+        presence = self._presence
+        if presence is not None:
+            presence.joined(group, connection_id)
+        try:
+            await self._call(what, outbox.command("SADD", members_key(self.prefix, group), connection_id))
+            await self._subscribe_group(group, first_here=first_here)
+        except BaseException:
+            if presence is not None:
+                presence.leave_missed(group, [connection_id])  # the registry forgets the member: so must Redis
+            raise
+
+    async def _subscribe_group(self, group: str, *, first_here: bool) -> None:
         subscriber = self._subscriber
         if not first_here or subscriber is None:
             return
@@ -344,7 +380,7 @@ class RedisBackend(Backend):
         if pubsub is None:
             return  # the supervisor subscribes to every group channel when it reconnects
         with subscriber.confirmation(channel) as confirmed:
-            await self._call(what, pubsub.subscribe(channel))
+            await self._call(f"join of {group!r}", pubsub.subscribe(channel))
             try:
                 async with asyncio.timeout(self.operation_timeout * 4):
                     await asyncio.shield(confirmed)
@@ -356,9 +392,15 @@ class RedisBackend(Backend):
     async def group_left(self, group: str, connection_ids: list[str], *, last_here: bool) -> None:
         """Remove the ids from the group's member set; the last local member unsubscribes this node.
 
-        Raises :class:`~wsframe.exceptions.BackendUnavailableError` when Redis is down.
+        Never raises for Redis being down or slow: a removal Redis did not
+        confirm is retried by the presence refresh (within ``max_backoff``
+        once Redis answers), so no left member stays listed. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` before startup.
         """
+        self._require_started()
         subscriber = self._subscriber
+        if last_here:
+            self._losses.forget(group)
         if last_here and subscriber is not None:
             channel = group_channel(self.prefix, group)
             subscriber.group_channels.discard(channel)
@@ -366,9 +408,16 @@ class RedisBackend(Backend):
             if pubsub is not None:
                 with contextlib.suppress(*UNREACHABLE):
                     await pubsub.unsubscribe(channel)
-        what = f"leave of {group!r}"
-        client = self._commands(what)
-        await self._call(what, client.srem(members_key(self.prefix, group), *connection_ids))
+        presence, outbox = self._presence, self._outbox
+        if outbox is not None and self._down_since is None:
+            try:
+                async with asyncio.timeout(self.operation_timeout):
+                    await outbox.command("SREM", members_key(self.prefix, group), *connection_ids)
+                return
+            except UNREACHABLE as exc:
+                logger.debug("Redis did not take the leave of %r (%s); the presence refresh retries it", group, exc)
+        if presence is not None:
+            presence.leave_missed(group, connection_ids)
 
     async def group_members(self, group: str) -> set[str]:
         """Return the group's members on every live node, pruning those of nodes that died.
@@ -377,18 +426,18 @@ class RedisBackend(Backend):
         startup and when Redis is down or too slow.
         """
         what = f"presence of {group!r}"
-        client = self._commands(what)
+        outbox = self._available(f"{what} failed")
         node = self._require_started()
         key = members_key(self.prefix, group)
-        members = member_ids(await self._call(what, client.smembers(key)))
+        members = member_ids(await self._call(what, outbox.command("SMEMBERS", key)))
         nodes = nodes_to_check(members, own=node.node_id)
         if not nodes:
             return members
-        alive = await self._call(what, client.mget([alive_key(self.prefix, other) for other in nodes]))
+        alive = await self._call(what, outbox.command("MGET", *[alive_key(self.prefix, other) for other in nodes]))
         stale = stale_members(members, nodes, alive)
         if stale:
             # The owner stopped refreshing its liveness key (killed, or cut
             # off for longer than presence_ttl): its members are gone.
             with contextlib.suppress(BackendUnavailableError):
-                await self._call(f"pruning {group!r}", client.srem(key, *stale))
+                await self._call(f"pruning {group!r}", outbox.command("SREM", key, *stale))
         return members - stale
