@@ -367,7 +367,8 @@ class RedisBackend(Backend):
             await self._subscribe_group(group, first_here=first_here)
         except BaseException:
             if presence is not None:
-                presence.leave_missed(group, [connection_id])  # the registry forgets the member: so must Redis
+                presence.left(group, [connection_id])  # the registry forgets it: so must Redis
+                presence.missed()
             raise
 
     async def _subscribe_group(self, group: str, *, first_here: bool) -> None:
@@ -398,26 +399,31 @@ class RedisBackend(Backend):
         :class:`~wsframe.exceptions.BackendUnavailableError` before startup.
         """
         self._require_started()
-        subscriber = self._subscriber
+        subscriber, presence, outbox = self._subscriber, self._presence, self._outbox
+        if presence is not None:
+            presence.left(group, connection_ids)  # first: a cancel below must not lose the leave
         if last_here:
             self._losses.forget(group)
-        if last_here and subscriber is not None:
-            channel = group_channel(self.prefix, group)
-            subscriber.group_channels.discard(channel)
-            pubsub = subscriber.pubsub
-            if pubsub is not None:
-                with contextlib.suppress(*UNREACHABLE):
-                    await pubsub.unsubscribe(channel)
-        presence, outbox = self._presence, self._outbox
-        if outbox is not None and self._down_since is None:
-            try:
-                async with asyncio.timeout(self.operation_timeout):
-                    await outbox.command("SREM", members_key(self.prefix, group), *connection_ids)
-                return
-            except UNREACHABLE as exc:
-                logger.debug("Redis did not take the leave of %r (%s); the presence refresh retries it", group, exc)
-        if presence is not None:
-            presence.leave_missed(group, connection_ids)
+        try:
+            if last_here and subscriber is not None:
+                channel = group_channel(self.prefix, group)
+                subscriber.group_channels.discard(channel)
+                pubsub = subscriber.pubsub
+                if pubsub is not None:
+                    with contextlib.suppress(*UNREACHABLE):
+                        await pubsub.unsubscribe(channel)
+            if outbox is None or self._down_since is not None:
+                raise BackendUnavailableError("Redis is known to be down")
+            async with asyncio.timeout(self.operation_timeout):
+                await outbox.command("SREM", members_key(self.prefix, group), *connection_ids)
+        except (*UNREACHABLE, BackendUnavailableError) as exc:
+            logger.debug("Redis did not take the leave of %r (%s); the presence refresh retries it", group, exc)
+            if presence is not None:
+                presence.missed()
+        except BaseException:
+            if presence is not None:
+                presence.missed()
+            raise
 
     async def group_members(self, group: str) -> set[str]:
         """Return the group's members on every live node, pruning those of nodes that died.

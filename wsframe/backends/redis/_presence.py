@@ -60,9 +60,13 @@ class Presence:
         self.stats = stats
         self.stopping = False
         self._wake = asyncio.Event()
-        self._pending_leaves: dict[str, dict[str, int]] = {}
-        """Group -> ids that left here but may still be in Redis's set -> when (a token) they were noted."""
+        self._pending_leaves: dict[str, dict[str, tuple[int, int]]] = {}
+        """Group -> ids that left here and may still (or again) be in Redis's set -> (a token, the
+        successful refreshes when the leave was noted)."""
         self._token = 0
+        self._successes = 0
+        self._missed = False
+        """A leave failed since the last successful refresh: retry within max_backoff."""
 
     @property
     def pending_leaves(self) -> int:
@@ -77,22 +81,33 @@ class Presence:
             if not pending:
                 del self._pending_leaves[group]
 
-    def leave_missed(self, group: str, connection_ids: list[str]) -> None:
-        """Note leaves Redis may not have taken (it failed or timed out); the next refresh retries them soon."""
+    def left(self, group: str, connection_ids: list[str]) -> None:
+        """Note leaves (before telling Redis); the refreshes repeat their removal until two in a row succeeded.
+
+        Repeated even once Redis confirmed the removal: a refresh that timed
+        out earlier (Redis paused) may still run after it and add the ids
+        back; two successful refreshes in a row prove Redis has run whatever
+        was queued before.
+        """
         self._token += 1
         pending = self._pending_leaves.setdefault(group, {})
         for connection_id in connection_ids:
-            pending[connection_id] = self._token
+            pending[connection_id] = (self._token, self._successes)
+
+    def missed(self) -> None:
+        """Note that Redis did not take a leave (failed, timed out, cancelled): refresh within max_backoff."""
+        self._missed = True
+        self._wake.set()
 
     def refresh_soon(self) -> None:
         """Wake the refresh loop now (Redis is back after an outage)."""
         self._wake.set()
 
-    def _commands(self) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, int]]]:
+    def _commands(self) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, tuple[int, int]]]]:
         node = self.node
         alive = alive_key(self.prefix, node.node_id)
         commands: list[tuple[Any, ...]] = [("SET", alive, b"1", "PX", int(self.ttl * 1000))]
-        leaves = [(group, cid, token) for group, ids in self._pending_leaves.items() for cid, token in ids.items()]
+        leaves = [(group, cid, noted) for group, ids in self._pending_leaves.items() for cid, noted in ids.items()]
         for group, ids in self._pending_leaves.items():
             commands.append(("SREM", members_key(self.prefix, group), *ids))
         for group in node.local_groups():
@@ -115,10 +130,13 @@ class Presence:
             self.stats.presence_failures += 1
             logger.debug("could not refresh presence of node %s: %s", self.node.node_id, describe_error(exc))
             return False
-        for group, connection_id, token in leaves:
+        self._successes += 1
+        self._missed = False
+        for group, connection_id, noted in leaves:
             pending = self._pending_leaves.get(group)
-            # Only a leave noted before this refresh was taken; a later one is retried.
-            if pending is not None and pending.get(connection_id) == token:
+            # Done once two refreshes succeeded since the leave (this one removed it again); a
+            # leave of the same id noted since is kept.
+            if pending is not None and pending.get(connection_id) == noted and self._successes >= noted[1] + 2:
                 del pending[connection_id]
                 if not pending:
                     del self._pending_leaves[group]
@@ -126,11 +144,11 @@ class Presence:
         return True
 
     async def run(self, outbox: Outbox) -> None:
-        """Refresh at once, then every ``ttl / 3``, or every ``max_backoff`` while a refresh or a leave failed."""
+        """Refresh at once, then every ``ttl / 3``, or within ``max_backoff`` after a refresh or a leave failed."""
         while not self.stopping:
             self._wake.clear()
             ok = await self.refresh(outbox)
-            wait = self.ttl / 3 if ok and not self._pending_leaves else min(self.max_backoff, self.ttl / 3)
+            wait = self.ttl / 3 if ok and not self._missed else min(self.max_backoff, self.ttl / 3)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
