@@ -97,7 +97,7 @@ async def test_members_who_leave_while_redis_is_paused_are_gone_from_presence_wi
     leavers, stayers = members[::2], [m for i, m in enumerate(members) if i % 2]
     admin = aioredis.Redis.from_url(private_redis.url)
     try:
-        await admin.execute_command("CLIENT", "PAUSE", 2000)
+        await admin.client_pause(2000)
         paused_until = time.monotonic() + 2.0
         for ws, _ in leavers:
             ws.send_close(1000)
