@@ -155,9 +155,11 @@ class Backend(abc.ABC):
     async def publish_to_group(self, group: str, envelope: Envelope) -> None:  # noqa: B027 - optional hook
         """Hand a group envelope to the other nodes that may have members of *group*.
 
-        Redis publishes once on the group's channel, which only nodes with
-        members subscribe to; IPC writes it to every other live worker on the
-        machine. Raises BackendUnavailableError quickly when the transport is down.
+        The registry calls it before it writes to its own members, so a raise
+        here means this node's members were not sent the message. Redis
+        publishes once on the group's channel, which only nodes with members
+        subscribe to; IPC writes it to every other live worker on the machine.
+        Raises BackendUnavailableError quickly when the transport is down.
         """
 
     async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:  # noqa: B027
