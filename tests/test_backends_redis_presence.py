@@ -7,6 +7,7 @@ heard. Both are driven here directly, with a node of fixed members.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from wsframe.backends.base import Envelope
@@ -42,7 +43,8 @@ def presence(groups: dict[str, list[str]]) -> Presence:
 
 
 def refresh_commands(p: Presence) -> list[tuple[Any, ...]]:
-    return p._commands()[0]
+    """The refresh's commands on liveness and member sets (the nodes-per-group ones are tested apart)."""
+    return [command for command in p._commands()[0] if command[0] in {"SET", "SADD", "SREM"}]
 
 
 def member(digit: str) -> str:
@@ -56,6 +58,23 @@ def test_a_refresh_sets_the_liveness_key_with_the_ttl_and_adds_every_local_membe
         ("SADD", "p:members:red", member("1"), member("2")),
         ("SADD", "p:members:blue", member("3")),
     ]
+
+
+def test_a_refresh_lists_this_node_among_each_groups_nodes_until_the_ttl_and_drops_expired_ones() -> None:
+    before = int(time.time() * 1000)
+    commands = [c for c in presence({"red": [member("1")]})._commands()[0] if c[0].startswith("Z")]
+    after = int(time.time() * 1000)
+    (zadd, key, expires, node), (trim, trimmed_key, low, now) = commands
+    assert (zadd, key, node, trim, trimmed_key, low) == (
+        "ZADD",
+        "p:nodes:red",
+        NODE,
+        "ZREMRANGEBYSCORE",
+        "p:nodes:red",
+        "-inf",
+    )
+    assert before <= now <= after
+    assert expires == now + 15000
 
 
 def test_a_leave_is_removed_again_by_the_refreshes_before_the_members_are_added() -> None:

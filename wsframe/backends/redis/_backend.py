@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from ..._ids import is_node_id
 from ...exceptions import BackendUnavailableError, ConfigurationError
@@ -23,6 +21,7 @@ from ._keys import (
     describe_error,
     describe_pool,
     group_channel,
+    group_nodes_key,
     member_ids,
     members_key,
     node_channel,
@@ -31,7 +30,7 @@ from ._keys import (
     stale_members,
 )
 from ._listener import UNREACHABLE, Listener, RedisBackendStats, cancel_and_wait
-from ._outbox import Outbox
+from ._outbox import Outbox, make_clients
 from ._presence import GroupLosses, Presence
 
 if TYPE_CHECKING:
@@ -40,10 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("wsframe.backends.redis")
-
-_MAX_CONNECTIONS = 2
-"""Redis connections one process opens for commands: the outbox pipelines every command over one
-at a time; the second serves shutdown while a batch hangs. Plus the listener's: three in all."""
 
 
 class RedisBackend(Backend):
@@ -197,36 +192,7 @@ class RedisBackend(Backend):
         await self._close_clients()
 
     def _make_clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
-        # The listener's connection never retries by itself: the supervisor
-        # owns reconnection, so every outage is seen, logged and counted once.
-        # Commands never retry either (see below).
-        timeouts: dict[str, Any] = {
-            "socket_timeout": self.operation_timeout,
-            "socket_connect_timeout": self.operation_timeout,
-        }
-        if self._user_client is not None:
-            pool = self._user_client.connection_pool
-            listener_kwargs = {**pool.connection_kwargs, **timeouts, "retry": Retry(NoBackoff(), 0)}
-            listener_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **listener_kwargs)
-            return self._user_client, aioredis.Redis(connection_pool=listener_pool)
-        url = self._url or ""
-        # A blocking pool: past max_connections commands in flight (a storm of
-        # joins as thousands of clients connect at once), a command waits up to
-        # operation_timeout for a free connection. redis-py's default pool
-        # raises MaxConnectionsError instead, which would fail those joins.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=_MAX_CONNECTIONS,
-            timeout=self.operation_timeout,
-            # No retry: a PUBLISH whose reply was lost after Redis ran it would
-            # go out twice. Connections left stale by an outage are dropped
-            # when the listener is back (_reconnected) instead.
-            retry=Retry(NoBackoff(), 0),
-            **timeouts,
-        )
-        client = aioredis.Redis(connection_pool=pool)  # _close_clients() closes the pool too
-        listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
-        return client, listener
+        return make_clients(self._url or "", self._user_client, self.operation_timeout)
 
     async def _close_clients(self) -> None:
         subscriber, self._subscriber = self._subscriber, None
@@ -338,7 +304,12 @@ class RedisBackend(Backend):
         numbered = msgspec.structs.replace(envelope, seq=self._losses.next_number(group))
         try:
             async with asyncio.timeout(self.operation_timeout):
-                await outbox.publish(group_channel(self.prefix, group), encode_envelope(numbered))
+                receivers, nodes = await outbox.commands(
+                    [
+                        ("PUBLISH", group_channel(self.prefix, group), encode_envelope(numbered)),
+                        ("ZCOUNT", group_nodes_key(self.prefix, group), int(time.time() * 1000), "+inf"),
+                    ]
+                )
         except UNREACHABLE as exc:
             self.stats.publish_failures += 1
             raise BackendUnavailableError(
@@ -347,6 +318,7 @@ class RedisBackend(Backend):
                 "(a retry could reach those twice)."
             ) from exc
         self.stats.published += 1
+        self._losses.published(group, receivers, nodes)
 
     async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:
         """Add the id to the group's member set; the first local member subscribes this node to the group.
@@ -365,6 +337,11 @@ class RedisBackend(Backend):
         try:
             await self._call(what, outbox.command("SADD", members_key(self.prefix, group), connection_id))
             await self._subscribe_group(group, first_here=first_here)
+            if first_here:
+                # Subscribed: senders may now count this node among those a group send must reach.
+                expires = int((time.time() + self.presence_ttl) * 1000)
+                node_id = self._require_started().node_id
+                await self._call(what, outbox.command("ZADD", group_nodes_key(self.prefix, group), expires, node_id))
         except BaseException:
             if presence is not None:
                 presence.left(group, [connection_id])  # the registry forgets it: so must Redis
@@ -402,20 +379,20 @@ class RedisBackend(Backend):
         subscriber, presence, outbox = self._subscriber, self._presence, self._outbox
         if presence is not None:
             presence.left(group, connection_ids)  # first: a cancel below must not lose the leave
+        channel = group_channel(self.prefix, group)
         if last_here:
             self._losses.forget(group)
+            if subscriber is not None:
+                subscriber.group_channels.discard(channel)  # not resubscribed after a reconnect
         try:
-            if last_here and subscriber is not None:
-                channel = group_channel(self.prefix, group)
-                subscriber.group_channels.discard(channel)
-                pubsub = subscriber.pubsub
-                if pubsub is not None:
-                    with contextlib.suppress(*UNREACHABLE):
-                        await pubsub.unsubscribe(channel)
             if outbox is None or self._down_since is not None:
                 raise BackendUnavailableError("Redis is known to be down")
+            commands: list[tuple[Any, ...]] = [("SREM", members_key(self.prefix, group), *connection_ids)]
+            if last_here:
+                # Before the unsubscribe, so senders stop expecting this node first.
+                commands.append(("ZREM", group_nodes_key(self.prefix, group), self._require_started().node_id))
             async with asyncio.timeout(self.operation_timeout):
-                await outbox.command("SREM", members_key(self.prefix, group), *connection_ids)
+                await outbox.commands(commands)
         except (*UNREACHABLE, BackendUnavailableError) as exc:
             logger.debug("Redis did not take the leave of %r (%s); the presence refresh retries it", group, exc)
             if presence is not None:
@@ -424,6 +401,11 @@ class RedisBackend(Backend):
             if presence is not None:
                 presence.missed()
             raise
+        if last_here and subscriber is not None and channel not in subscriber.group_channels:  # not joined again
+            pubsub = subscriber.pubsub
+            if pubsub is not None:
+                with contextlib.suppress(*UNREACHABLE):
+                    await pubsub.unsubscribe(channel)
 
     async def group_members(self, group: str) -> set[str]:
         """Return the group's members on every live node, pruning those of nodes that died.

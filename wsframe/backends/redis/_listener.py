@@ -66,6 +66,10 @@ class RedisBackendStats(BackendStats):
     group_missed: int = 0
     """Group envelopes from another worker that this one never got, found from the senders' numbering
     when a later one arrived (a loss at the very end of a sender's stream is not seen)."""
+    group_underdelivered: int = 0
+    """Group sends from this worker that Redis handed to fewer workers than had members of the group
+    (by PUBLISH's receiver count against the workers that refreshed their membership within
+    ``presence_ttl``): some members elsewhere missed them."""
     group_member_deliveries_missed: int = 0
     """``group_missed`` times the members this worker had in the group when the loss was found."""
     presence_refreshes: int = 0

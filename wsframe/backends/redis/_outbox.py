@@ -1,4 +1,4 @@
-"""The command queue of the Redis backend: every command of a process, pipelined over one connection."""
+"""The command path of the Redis backend: its clients, and every command of a process pipelined over one connection."""
 
 from __future__ import annotations
 
@@ -6,9 +6,40 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "make_clients", "MAX_CONNECTIONS"]
+
+MAX_CONNECTIONS = 2
+"""Redis connections one process opens for commands: the outbox pipelines every command over one
+at a time; the second serves shutdown while a batch hangs. Plus the listener's: three in all."""
+
+
+def make_clients(url: str, user_client: aioredis.Redis | None, timeout: float) -> tuple[aioredis.Redis, aioredis.Redis]:
+    """Return the command client and the listener's client, for *url* or on *user_client*'s settings.
+
+    Neither retries by itself: the listener's supervisor owns reconnection, so
+    every outage is seen, logged and counted once, and a PUBLISH whose reply
+    was lost after Redis ran it must not go out twice. Connections left stale
+    by an outage are dropped when the listener is back instead.
+    """
+    timeouts: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if user_client is not None:
+        pool = user_client.connection_pool
+        listener_kwargs = {**pool.connection_kwargs, **timeouts, "retry": Retry(NoBackoff(), 0)}
+        listener_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **listener_kwargs)
+        return user_client, aioredis.Redis(connection_pool=listener_pool)
+    # A blocking pool of MAX_CONNECTIONS: the outbox holds one at a time, and
+    # anything else waits up to *timeout* for a free one rather than opening more.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=timeout, retry=Retry(NoBackoff(), 0), **timeouts
+    )
+    client = aioredis.Redis(connection_pool=pool)  # closing it with close_connection_pool=True closes the pool
+    listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
+    return client, listener
+
 
 _Entry = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._keys import alive_key, describe_error, members_key
+from ._keys import alive_key, describe_error, group_nodes_key, members_key
 from ._listener import UNREACHABLE
 
 if TYPE_CHECKING:
@@ -110,10 +110,15 @@ class Presence:
         leaves = [(group, cid, noted) for group, ids in self._pending_leaves.items() for cid, noted in ids.items()]
         for group, ids in self._pending_leaves.items():
             commands.append(("SREM", members_key(self.prefix, group), *ids))
+        now_ms = int(time.time() * 1000)
+        expires_ms = now_ms + int(self.ttl * 1000)
         for group in node.local_groups():
             members = node.local_members(group)
             if members:
                 commands.append(("SADD", members_key(self.prefix, group), *members))
+                nodes = group_nodes_key(self.prefix, group)
+                commands.append(("ZADD", nodes, expires_ms, node.node_id))
+                commands.append(("ZREMRANGEBYSCORE", nodes, "-inf", now_ms))
         return commands, leaves
 
     async def refresh(self, outbox: Outbox) -> bool:
@@ -163,6 +168,23 @@ class GroupLosses:
         self._heard: dict[str, dict[str, int]] = {}
         """Group -> sending node -> the number of the last envelope heard."""
         self._warned_at = -_WARN_EVERY
+
+    def published(self, group: str, receivers: int, nodes_with_members: int) -> None:
+        """Count (and warn about) a group send that Redis handed to fewer nodes than have members."""
+        if receivers >= nodes_with_members:
+            return
+        self.stats.group_underdelivered += 1
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            logger.warning(
+                "a group send to %r reached %d worker(s) of the %d with members (the others were not subscribed: "
+                "reconnecting, or gone); %d such send(s) in total.",
+                group,
+                receivers,
+                nodes_with_members,
+                self.stats.group_underdelivered,
+            )
 
     def next_number(self, group: str) -> int:
         """Return the number of this node's next send to *group* (1, 2, ...)."""
