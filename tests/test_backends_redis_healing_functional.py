@@ -206,3 +206,36 @@ async def test_three_hundred_concurrent_joins_leave_at_most_three_redis_connecti
                 await ws.frames_until_eof(TIMEOUT, answer_close=False)
     finally:
         await admin.aclose()
+
+
+async def test_group_sends_published_while_a_receiver_resubscribes_are_counted_by_the_sender_too(
+    serve: Serve, private_redis: RedisServer
+) -> None:
+    sender = await serve(node_app(backend(private_redis)))
+    receiver = await serve(node_app(backend(private_redis, max_backoff=2.0)))
+    clients = [await member(receiver, "red") for _ in range(2)]
+    registry = sender.app[REGISTRY_KEY]
+    returned: list[str] = []
+    admin = aioredis.Redis.from_url(private_redis.url)
+    try:
+        await registry.send_group("red", "before")
+        returned.append("before")
+        # Cut only the receiver's subscription (node channel plus one group: two channels).
+        subscribers = [c for c in await admin.client_list() if int(c.get("sub", 0)) == 2]
+        assert len(subscribers) == 1
+        await admin.client_kill_filter(_id=subscribers[0]["id"])
+        await wait_until_down(receiver)
+        for number in range(20):
+            await registry.send_group("red", f"gone {number}")
+            returned.append(f"gone {number}")
+    finally:
+        await admin.aclose()
+    await wait_until_up(redis_backend_of(receiver))
+    await registry.send_group("red", "after")
+    returned.append("after")
+    observed = set()
+    for ws, _ in clients:
+        observed |= set(returned) - set(await drain(ws, until="after"))
+    assert observed  # the first sends at least went out while the receiver was not subscribed
+    assert redis_backend_of(sender).stats.group_underdelivered >= len(observed)
+    assert redis_backend_of(receiver).stats.group_missed >= len(observed)
