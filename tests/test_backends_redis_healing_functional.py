@@ -239,3 +239,15 @@ async def test_group_sends_published_while_a_receiver_resubscribes_are_counted_b
     assert observed  # the first sends at least went out while the receiver was not subscribed
     assert redis_backend_of(sender).stats.group_underdelivered >= len(observed)
     assert redis_backend_of(receiver).stats.group_missed >= len(observed)
+
+
+async def test_a_worker_that_shut_down_is_not_counted_as_missing_by_the_senders_afterwards(
+    serve: Serve, private_redis: RedisServer
+) -> None:
+    sender = await serve(node_app(backend(private_redis)))
+    leaving = await serve(node_app(backend(private_redis)))
+    await member(leaving, "red")
+    await sender.app[REGISTRY_KEY].send_group("red", "while it runs")
+    await leaving.close()  # the app's shutdown: 1001 to its member, the backend stops
+    await sender.app[REGISTRY_KEY].send_group("red", "after it left")
+    assert redis_backend_of(sender).stats.group_underdelivered == 0

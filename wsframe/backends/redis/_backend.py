@@ -183,12 +183,18 @@ class RedisBackend(Backend):
         outbox, self._outbox = self._outbox, None
         if outbox is not None:
             outbox.close()
-        client, node = self._client, self._node
+        client, node, subscriber = self._client, self._node, self._subscriber
         if client is not None and node is not None:
-            # Leave presence at once rather than after presence_ttl.
+            # Leave presence at once rather than after presence_ttl, and the
+            # groups' node lists, so senders do not count sends to us as lost.
+            pipe = client.pipeline(transaction=False)
+            pipe.delete(alive_key(self.prefix, node.node_id))
+            group_prefix = group_channel(self.prefix, "")
+            for channel in subscriber.group_channels if subscriber is not None else ():
+                pipe.zrem(group_nodes_key(self.prefix, channel.removeprefix(group_prefix)), node.node_id)
             with contextlib.suppress(*UNREACHABLE):
                 async with asyncio.timeout(self.operation_timeout):
-                    await client.delete(alive_key(self.prefix, node.node_id))
+                    await pipe.execute()
         await self._close_clients()
 
     def _make_clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
