@@ -35,6 +35,9 @@ class Inbox:
     def local_members(self, group: str) -> list[str]:
         return [CONNECTION] if group == "red" else []
 
+    def local_groups(self) -> list[str]:
+        return ["red"]
+
 
 class Loopback(Backend):
     """Hands every envelope back to its own node, through the shared receive path."""

@@ -2,9 +2,9 @@
 
 A handler joins with ``await self.join_group('room:42')``; anyone sends with
 ``await send_message_to_group('room:42', data)``. Each send is framed once,
-written directly to this process's members, and published once to the other
-nodes that have members (with Redis, a channel per group that only those
-nodes subscribe to). Delivery is at-most-once, in order per sender.
+published once to the other nodes that have members (with Redis, a channel
+per group that only those nodes subscribe to), then written directly to this
+process's members. Delivery is at-most-once, in order per sender.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ async def send_message_to_group(
     :class:`~wsframe.exceptions.InvalidGroupNameError`, ``TypeError`` for data
     that cannot be encoded, and
     :class:`~wsframe.exceptions.BackendUnavailableError` when other nodes
-    cannot be reached (this process's members have been sent to already).
+    cannot be reached. The other nodes are handed the message before this
+    process's members are sent it, so a send that raised reached no member
+    here. With Redis the error says whether it reached anyone at all: while
+    Redis is known to be down nothing went out and a retry reaches each member
+    once; when Redis did not answer in time, members elsewhere may have it.
+    Cancellation before the publish returns serves no local member.
     """
     await get_registry(app).send_group(group, data, exclude)
 

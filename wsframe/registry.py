@@ -84,6 +84,10 @@ class Registry:
         members = self.groups.get(group)
         return list(members) if members else []
 
+    def local_groups(self) -> list[str]:
+        """Groups with at least one member on this node; what a backend re-asserts to its presence."""
+        return list(self.groups)
+
     def add(self, connection: Connection) -> None:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection
@@ -292,7 +296,6 @@ class Registry:
         validate_group_name(group)
         payload, opcode = encode_frame(data)
         excluded = _excluded(exclude)
-        await self._deliver_group(group, payload, opcode, excluded)
         envelope = Envelope(
             "group_send",
             "",
@@ -302,7 +305,11 @@ class Registry:
             exclude=tuple(excluded),
             origin=self.node_id,
         )
+        # The other nodes first: when the backend cannot take it, it raises
+        # before anyone (this node's members included) got it, so a retry
+        # never reaches a member twice.
         await self.backend.publish_to_group(group, envelope)
+        await self._deliver_group(group, payload, opcode, excluded)
 
     async def close_group(self, group: str, code: int, reason: str) -> None:
         """Close every member of *group* on every node (see close_group)."""

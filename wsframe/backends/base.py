@@ -37,6 +37,8 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     ``"group_send"`` / ``"group_close"`` do the same for every local member of
     ``group`` except the ids in ``exclude``. ``origin`` is the sending node, so
     a node that hears its own group publish does not deliver it twice.
+    ``seq`` numbers a node's group envelopes per group (1, 2, ...; 0: not
+    numbered), so a receiver can count the ones it never got.
     Fields are only ever appended, with defaults, so envelopes from an older
     sender still decode.
     """
@@ -50,6 +52,7 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     group: str = ""
     exclude: tuple[str, ...] = ()
     origin: str = ""
+    seq: int = 0
 
     @classmethod
     def group_send(
@@ -78,7 +81,7 @@ class Node(Protocol):
 
     ``node_id`` names this process to the others; ``deliver_envelope`` carries
     out an envelope that arrived for it; ``local_members`` answers who of
-    *group* is connected here.
+    *group* is connected here, ``local_groups`` which groups have members here.
     """
 
     node_id: str
@@ -88,6 +91,9 @@ class Node(Protocol):
 
     def local_members(self, group: str) -> list[str]:
         """Return the ids of this node's connections in *group* (empty when none is here)."""
+
+    def local_groups(self) -> list[str]:
+        """Return the groups with at least one member on this node (what presence re-asserts)."""
 
 
 @dataclasses.dataclass
@@ -149,9 +155,11 @@ class Backend(abc.ABC):
     async def publish_to_group(self, group: str, envelope: Envelope) -> None:  # noqa: B027 - optional hook
         """Hand a group envelope to the other nodes that may have members of *group*.
 
-        Redis publishes once on the group's channel, which only nodes with
-        members subscribe to; IPC writes it to every other live worker on the
-        machine. Raises BackendUnavailableError quickly when the transport is down.
+        The registry calls it before it writes to its own members, so a raise
+        here means this node's members were not sent the message. Redis
+        publishes once on the group's channel, which only nodes with members
+        subscribe to; IPC writes it to every other live worker on the machine.
+        Raises BackendUnavailableError quickly when the transport is down.
         """
 
     async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:  # noqa: B027

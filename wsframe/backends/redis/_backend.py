@@ -8,9 +8,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from ..._ids import is_node_id
 from ...exceptions import BackendUnavailableError, ConfigurationError
@@ -22,6 +21,7 @@ from ._keys import (
     describe_error,
     describe_pool,
     group_channel,
+    group_nodes_key,
     member_ids,
     members_key,
     node_channel,
@@ -30,7 +30,8 @@ from ._keys import (
     stale_members,
 )
 from ._listener import UNREACHABLE, Listener, RedisBackendStats, cancel_and_wait
-from ._outbox import Outbox
+from ._outbox import Outbox, make_clients
+from ._presence import GroupLosses, Presence
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("wsframe.backends.redis")
-
-_MAX_CONNECTIONS = 50
-"""Redis connections one process opens for commands (publishes share one of them)."""
 
 
 class RedisBackend(Backend):
@@ -109,6 +107,8 @@ class RedisBackend(Backend):
         self._subscriber: Listener | None = None
         self._listener: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._presence: Presence | None = None
+        self._losses = GroupLosses(self.stats)
 
     @property
     def _down_since(self) -> float | None:
@@ -142,10 +142,19 @@ class RedisBackend(Backend):
             operation_timeout=self.operation_timeout,
             health_check_interval=self.health_check_interval,
             max_backoff=self.max_backoff,
-            receive=self._receive,
-            reconnected=self._drop_stale_connections,
+            receive=self._receive_redis,
+            reconnected=self._reconnected,
         )
-        self._outbox = Outbox(self._client, self.operation_timeout)
+        self._outbox = outbox = Outbox(self._client, self.operation_timeout)
+        self._losses = GroupLosses(self.stats)
+        self._presence = presence = Presence(
+            node,
+            prefix=self.prefix,
+            ttl=self.presence_ttl,
+            operation_timeout=self.operation_timeout,
+            max_backoff=self.max_backoff,
+            stats=self.stats,
+        )
         try:
             async with asyncio.timeout(self.operation_timeout * 4):
                 await self._client.ping()
@@ -158,13 +167,15 @@ class RedisBackend(Backend):
                 "given to create_app(redis=...)."
             ) from exc
         self._listener = asyncio.create_task(subscriber.supervise(pubsub), name=f"wsframe redis listener {channel}")
-        self._keepalive = asyncio.create_task(self._keep_alive(node), name=f"wsframe redis presence {node.node_id}")
+        self._keepalive = asyncio.create_task(presence.run(outbox), name=f"wsframe redis presence {node.node_id}")
         logger.debug("node %s listening on Redis channel %s at %s", node.node_id, channel, self.url)
 
     async def on_shutdown(self) -> None:
         """Stop the listener and close the connections this backend opened (never a client you passed)."""
         if self._subscriber is not None:
             self._subscriber.stopping = True
+        if self._presence is not None:
+            self._presence.stopping = True
         for task in (self._keepalive, self._listener):
             if task is not None:
                 await cancel_and_wait(task)
@@ -172,45 +183,22 @@ class RedisBackend(Backend):
         outbox, self._outbox = self._outbox, None
         if outbox is not None:
             outbox.close()
-        client, node = self._client, self._node
+        client, node, subscriber = self._client, self._node, self._subscriber
         if client is not None and node is not None:
-            # Leave presence at once rather than after presence_ttl.
+            # Leave presence at once rather than after presence_ttl, and the
+            # groups' node lists, so senders do not count sends to us as lost.
+            pipe = client.pipeline(transaction=False)
+            pipe.delete(alive_key(self.prefix, node.node_id))
+            group_prefix = group_channel(self.prefix, "")
+            for channel in subscriber.group_channels if subscriber is not None else ():
+                pipe.zrem(group_nodes_key(self.prefix, channel.removeprefix(group_prefix)), node.node_id)
             with contextlib.suppress(*UNREACHABLE):
                 async with asyncio.timeout(self.operation_timeout):
-                    await client.delete(alive_key(self.prefix, node.node_id))
+                    await pipe.execute()
         await self._close_clients()
 
     def _make_clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
-        # The listener's connection never retries by itself: the supervisor
-        # owns reconnection, so every outage is seen, logged and counted once.
-        # Commands never retry either (see below).
-        timeouts: dict[str, Any] = {
-            "socket_timeout": self.operation_timeout,
-            "socket_connect_timeout": self.operation_timeout,
-        }
-        if self._user_client is not None:
-            pool = self._user_client.connection_pool
-            listener_kwargs = {**pool.connection_kwargs, **timeouts, "retry": Retry(NoBackoff(), 0)}
-            listener_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **listener_kwargs)
-            return self._user_client, aioredis.Redis(connection_pool=listener_pool)
-        url = self._url or ""
-        # A blocking pool: past max_connections commands in flight (a storm of
-        # joins as thousands of clients connect at once), a command waits up to
-        # operation_timeout for a free connection. redis-py's default pool
-        # raises MaxConnectionsError instead, which would fail those joins.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=_MAX_CONNECTIONS,
-            timeout=self.operation_timeout,
-            # No retry: a PUBLISH whose reply was lost after Redis ran it would
-            # go out twice. Connections left stale by an outage are dropped
-            # when the listener is back (_drop_stale_connections) instead.
-            retry=Retry(NoBackoff(), 0),
-            **timeouts,
-        )
-        client = aioredis.Redis(connection_pool=pool)  # _close_clients() closes the pool too
-        listener = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
-        return client, listener
+        return make_clients(self._url or "", self._user_client, self.operation_timeout)
 
     async def _close_clients(self) -> None:
         subscriber, self._subscriber = self._subscriber, None
@@ -220,29 +208,28 @@ class RedisBackend(Backend):
         if client is not None and client is not self._user_client:
             await client.aclose(close_connection_pool=True)
 
-    async def _drop_stale_connections(self) -> None:
+    async def _reconnected(self) -> None:
         # Redis is back after an outage: the command connections opened before
         # it are likely dead (a restarted server). Closed now, they reconnect
         # on their next use, so the first sends afterwards do not fail on them.
+        # A restarted Redis has also forgotten this node's presence: write it
+        # back now rather than at the next periodic refresh.
         client = self._client
         if client is not None and client is not self._user_client:
             with contextlib.suppress(*UNREACHABLE):
                 await client.connection_pool.disconnect()
+        if self._presence is not None:
+            self._presence.refresh_soon()
 
-    async def _keep_alive(self, node: Node) -> None:
-        """Refresh this node's liveness key every third of presence_ttl, for as long as the app runs."""
-        key = alive_key(self.prefix, node.node_id)
-        ttl_ms = int(self.presence_ttl * 1000)
-        while self._subscriber is not None and not self._subscriber.stopping:
-            client = self._client
-            if client is not None:
-                try:
-                    async with asyncio.timeout(self.operation_timeout):
-                        await client.set(key, b"1", px=ttl_ms)
-                except UNREACHABLE as exc:
-                    # The listener logs and counts outages; presence just tries again.
-                    logger.debug("could not refresh presence of node %s: %s", node.node_id, describe_error(exc))
-            await asyncio.sleep(self.presence_ttl / 3)
+    async def _receive_redis(self, data: bytes, where: str) -> None:
+        """Decode and deliver, counting the numbered group envelopes of other nodes that never arrived."""
+        envelope = self._decode(data, where)
+        if envelope is None:
+            return
+        node = self._node
+        if envelope.seq and node is not None and envelope.origin != node.node_id:
+            self._losses.heard(envelope, members_here=len(node.local_members(envelope.group)))
+        await self._deliver(envelope)
 
     # ---------------------------------------------------------------- publish
 
@@ -305,24 +292,39 @@ class RedisBackend(Backend):
 
     # ----------------------------------------------------------------- groups
 
-    def _commands(self, what: str) -> aioredis.Redis:
-        self._available(f"{what} failed")
-        client = self._client
-        if client is None:  # pragma: no cover - set together with the outbox
-            raise BackendUnavailableError("the Redis backend is not started")
-        return client
-
     async def publish_to_group(self, group: str, envelope: Envelope) -> None:
         """PUBLISH *envelope* once on *group*'s channel: only nodes with members subscribe to it.
 
-        Raises :class:`~wsframe.exceptions.BackendUnavailableError` before
-        startup, and fast when Redis is down (this node's members have been
-        served already).
+        The registry calls this before it serves this node's members. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` before startup; at
+        once while the listener knows Redis is down: then nothing went out, to
+        anyone, and a retry once Redis is back reaches every member once; and
+        within ``operation_timeout`` when Redis does not take it: then this
+        node's members did not get it either, and other nodes' members
+        probably did not, but may have if Redis was only slow (the error says
+        so). A group envelope is numbered, so that receivers count the ones
+        they missed (``stats.group_missed``).
         """
         what = f"{envelope.kind} to group {group!r}"
-        outbox = self._available(f"{what} failed")
-        await self._call(what, outbox.publish(group_channel(self.prefix, group), encode_envelope(envelope)))
+        outbox = self._available(f"the {what} was sent to no member, on this worker or any other")
+        numbered = msgspec.structs.replace(envelope, seq=self._losses.next_number(group))
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                receivers, nodes = await outbox.commands(
+                    [
+                        ("PUBLISH", group_channel(self.prefix, group), encode_envelope(numbered)),
+                        ("ZCOUNT", group_nodes_key(self.prefix, group), int(time.time() * 1000), "+inf"),
+                    ]
+                )
+        except UNREACHABLE as exc:
+            self.stats.publish_failures += 1
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not take the {what} ({describe_error(exc)}); no member on this worker "
+                "got it, and members on other workers probably did not, but may have if Redis was only slow "
+                "(a retry could reach those twice)."
+            ) from exc
         self.stats.published += 1
+        self._losses.published(group, receivers, nodes)
 
     async def group_joined(self, group: str, connection_id: str, *, first_here: bool) -> None:
         """Add the id to the group's member set; the first local member subscribes this node to the group.
@@ -330,11 +332,29 @@ class RedisBackend(Backend):
         Returns once Redis has confirmed the subscription, so a group send
         made after join_group() returns reaches the new member. Raises
         :class:`~wsframe.exceptions.BackendUnavailableError` when Redis is down
-        or does not confirm in time.
+        or does not confirm in time; an id Redis may have added anyway is
+        removed by the next presence refresh.
         """
         what = f"join of {group!r}"
-        client = self._commands(what)
-        await self._call(what, client.sadd(members_key(self.prefix, group), connection_id))
+        outbox = self._available(f"{what} failed")
+        presence = self._presence
+        if presence is not None:
+            presence.joined(group, connection_id)
+        try:
+            await self._call(what, outbox.command("SADD", members_key(self.prefix, group), connection_id))
+            await self._subscribe_group(group, first_here=first_here)
+            if first_here:
+                # Subscribed: senders may now count this node among those a group send must reach.
+                expires = int((time.time() + self.presence_ttl) * 1000)
+                node_id = self._require_started().node_id
+                await self._call(what, outbox.command("ZADD", group_nodes_key(self.prefix, group), expires, node_id))
+        except BaseException:
+            if presence is not None:
+                presence.left(group, [connection_id])  # the registry forgets it: so must Redis
+                presence.missed()
+            raise
+
+    async def _subscribe_group(self, group: str, *, first_here: bool) -> None:
         subscriber = self._subscriber
         if not first_here or subscriber is None:
             return
@@ -344,7 +364,7 @@ class RedisBackend(Backend):
         if pubsub is None:
             return  # the supervisor subscribes to every group channel when it reconnects
         with subscriber.confirmation(channel) as confirmed:
-            await self._call(what, pubsub.subscribe(channel))
+            await self._call(f"join of {group!r}", pubsub.subscribe(channel))
             try:
                 async with asyncio.timeout(self.operation_timeout * 4):
                     await asyncio.shield(confirmed)
@@ -356,19 +376,42 @@ class RedisBackend(Backend):
     async def group_left(self, group: str, connection_ids: list[str], *, last_here: bool) -> None:
         """Remove the ids from the group's member set; the last local member unsubscribes this node.
 
-        Raises :class:`~wsframe.exceptions.BackendUnavailableError` when Redis is down.
+        Never raises for Redis being down or slow: a removal Redis did not
+        confirm is retried by the presence refresh (within ``max_backoff``
+        once Redis answers), so no left member stays listed. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` before startup.
         """
-        subscriber = self._subscriber
-        if last_here and subscriber is not None:
-            channel = group_channel(self.prefix, group)
-            subscriber.group_channels.discard(channel)
+        self._require_started()
+        subscriber, presence, outbox = self._subscriber, self._presence, self._outbox
+        if presence is not None:
+            presence.left(group, connection_ids)  # first: a cancel below must not lose the leave
+        channel = group_channel(self.prefix, group)
+        if last_here:
+            self._losses.forget(group)
+            if subscriber is not None:
+                subscriber.group_channels.discard(channel)  # not resubscribed after a reconnect
+        try:
+            if outbox is None or self._down_since is not None:
+                raise BackendUnavailableError("Redis is known to be down")
+            commands: list[tuple[Any, ...]] = [("SREM", members_key(self.prefix, group), *connection_ids)]
+            if last_here:
+                # Before the unsubscribe, so senders stop expecting this node first.
+                commands.append(("ZREM", group_nodes_key(self.prefix, group), self._require_started().node_id))
+            async with asyncio.timeout(self.operation_timeout):
+                await outbox.commands(commands)
+        except (*UNREACHABLE, BackendUnavailableError) as exc:
+            logger.debug("Redis did not take the leave of %r (%s); the presence refresh retries it", group, exc)
+            if presence is not None:
+                presence.missed()
+        except BaseException:
+            if presence is not None:
+                presence.missed()
+            raise
+        if last_here and subscriber is not None and channel not in subscriber.group_channels:  # not joined again
             pubsub = subscriber.pubsub
             if pubsub is not None:
                 with contextlib.suppress(*UNREACHABLE):
                     await pubsub.unsubscribe(channel)
-        what = f"leave of {group!r}"
-        client = self._commands(what)
-        await self._call(what, client.srem(members_key(self.prefix, group), *connection_ids))
 
     async def group_members(self, group: str) -> set[str]:
         """Return the group's members on every live node, pruning those of nodes that died.
@@ -377,18 +420,18 @@ class RedisBackend(Backend):
         startup and when Redis is down or too slow.
         """
         what = f"presence of {group!r}"
-        client = self._commands(what)
+        outbox = self._available(f"{what} failed")
         node = self._require_started()
         key = members_key(self.prefix, group)
-        members = member_ids(await self._call(what, client.smembers(key)))
+        members = member_ids(await self._call(what, outbox.command("SMEMBERS", key)))
         nodes = nodes_to_check(members, own=node.node_id)
         if not nodes:
             return members
-        alive = await self._call(what, client.mget([alive_key(self.prefix, other) for other in nodes]))
+        alive = await self._call(what, outbox.command("MGET", *[alive_key(self.prefix, other) for other in nodes]))
         stale = stale_members(members, nodes, alive)
         if stale:
             # The owner stopped refreshing its liveness key (killed, or cut
             # off for longer than presence_ttl): its members are gone.
             with contextlib.suppress(BackendUnavailableError):
-                await self._call(f"pruning {group!r}", client.srem(key, *stale))
+                await self._call(f"pruning {group!r}", outbox.command("SREM", key, *stale))
         return members - stale

@@ -22,6 +22,7 @@ __all__ = [
     "group_channel",
     "members_key",
     "alive_key",
+    "group_nodes_key",
     "check_prefix",
     "redacted_url",
     "describe_pool",
@@ -48,6 +49,11 @@ def group_channel(prefix: str, group: str) -> str:
 def members_key(prefix: str, group: str) -> str:
     """Return the key of the Redis set holding *group*'s member connection ids (every node)."""
     return f"{prefix}members:{group}"
+
+
+def group_nodes_key(prefix: str, group: str) -> str:
+    """Return the key of the sorted set of nodes with members of *group*, each scored with when it expires (ms)."""
+    return f"{prefix}nodes:{group}"
 
 
 def alive_key(prefix: str, node_id: str) -> str:

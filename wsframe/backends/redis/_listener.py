@@ -60,6 +60,22 @@ class RedisBackendStats(BackendStats):
     """Times the listener lost Redis. Anything published to this node during an outage is lost."""
     outage_seconds: float = 0.0
     """Total length of the outages that have ended."""
+    group_gaps: int = 0
+    """Outages that ended while this worker had group members: from the outage to the resubscribe,
+    group sends to its groups were lost for its members (one count per outage, not per message)."""
+    group_missed: int = 0
+    """Group envelopes from another worker that this one never got, found from the senders' numbering
+    when a later one arrived (a loss at the very end of a sender's stream is not seen)."""
+    group_underdelivered: int = 0
+    """Group sends from this worker that Redis handed to fewer workers than had members of the group
+    (by PUBLISH's receiver count against the workers that refreshed their membership within
+    ``presence_ttl``): some members elsewhere missed them."""
+    group_member_deliveries_missed: int = 0
+    """``group_missed`` times the members this worker had in the group when the loss was found."""
+    presence_refreshes: int = 0
+    """Times this worker wrote its liveness and members back to Redis."""
+    presence_failures: int = 0
+    """Presence refreshes that failed (Redis down or slow); retried within ``max_backoff``."""
     loop_stalls: int = 0
     """Times the listener found that the event loop had not run for over half a health-check
     interval (a blocking call, a long GC pause). Not counted as outages: Redis was not to blame."""
@@ -296,14 +312,21 @@ class Listener:
         self.down_since = None
         self.stats.outage_seconds += duration
         failed = self.stats.publish_failures - self._failures_at_outage_start
+        groups = len(self.group_channels)
+        if groups:
+            self.stats.group_gaps += 1
         logger.warning(
-            "Redis at %s is reachable again after %.1f s; resubscribed to %s. %d send(s) failed during the outage; "
-            "messages published to this worker meanwhile may have been lost (%d possibly lost in total).",
+            "Redis at %s is reachable again after %.1f s; resubscribed to %s and %d group channel(s). %d send(s) "
+            "failed during the outage; messages published to this worker meanwhile may have been lost (%d "
+            "possibly lost in total), group sends to its %d group(s) included (%d such gap(s) in total).",
             self.url,
             duration,
             self.channel,
+            groups,
             failed,
             self.stats.possibly_lost,
+            groups,
+            self.stats.group_gaps,
         )
 
 
