@@ -26,6 +26,7 @@ the application instance (tests/test_guard.py fails if that stops working).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -51,16 +52,25 @@ class HandshakeGuard:
     and headers. *max_per_ip*: connections from one address that may be
     unfinished at once (``None``: no cap). A Unix socket's clients all count
     as one address, as do all clients behind one proxy.
+
+    One timer for all of them, not one per connection: every connection gets
+    the same timeout, so arrival order is deadline order and a deque holds
+    them sorted. A connection that completes its request only leaves
+    :attr:`pending`; its deque entry (its id, not the connection: nothing
+    keeps a finished connection alive) is skipped when its deadline comes.
     """
 
-    __slots__ = ("by_ip", "loop", "max_per_ip", "pending", "timeout", "warned")
+    __slots__ = ("by_ip", "deadlines", "loop", "max_per_ip", "pending", "timeout", "timer", "warned")
 
     def __init__(self, timeout: float, max_per_ip: int | None, loop: asyncio.AbstractEventLoop) -> None:
         self.timeout = timeout
         self.max_per_ip = max_per_ip
         self.loop = loop
-        self.pending: dict[Any, tuple[str, asyncio.TimerHandle]] = {}
-        """Unfinished connections (aiohttp RequestHandlers): their address and deadline timer."""
+        self.pending: dict[int, tuple[Any, str, float]] = {}
+        """id() of each unfinished connection -> the connection (an aiohttp RequestHandler), address, deadline."""
+        self.deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        """(deadline, id) in deadline order, settled ones included until their turn."""
+        self.timer: asyncio.TimerHandle | None = None
         self.by_ip: dict[str, int] = {}
         self.warned: set[str] = set()
         """Addresses at the cap that were logged already: one line per episode, not per socket."""
@@ -75,14 +85,16 @@ class HandshakeGuard:
             self.opened(handler, transport)
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-            if handler in pending:
-                self.settle(handler)
+            entry = pending.pop(id(handler), None)
+            if entry is not None:
+                self._uncount(entry[1])
             lost(handler, exc)
 
         def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
             # The request line and headers are in: from here the handler's own timeouts apply.
-            if protocol in pending:
-                self.settle(protocol)
+            entry = pending.pop(id(protocol), None)
+            if entry is not None:
+                self._uncount(entry[1])
             return make_request(message, payload, protocol, writer, task)
 
         server.connection_made = connection_made  # type: ignore[method-assign]
@@ -92,10 +104,11 @@ class HandshakeGuard:
 
     def opened(self, handler: Any, transport: asyncio.Transport) -> None:
         """Start watching a new connection, or refuse it with 429 when its address is at the cap."""
-        peer = transport.get_extra_info("peername")
-        address = peer[0] if isinstance(peer, tuple) and peer else ""
+        address = ""
         cap = self.max_per_ip
         if cap is not None:
+            peer = transport.get_extra_info("peername")
+            address = peer[0] if isinstance(peer, tuple) and peer else ""
             count = self.by_ip.get(address, 0)
             if count >= cap:
                 if address not in self.warned:
@@ -110,29 +123,33 @@ class HandshakeGuard:
                 handler.force_close()
                 return
             self.by_ip[address] = count + 1
-        self.pending[handler] = (address, self.loop.call_later(self.timeout, self.expire, handler))
+        deadline = self.loop.time() + self.timeout
+        key = id(handler)
+        self.pending[key] = (handler, address, deadline)
+        self.deadlines.append((deadline, key))
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self.expire)
 
-    def settle(self, handler: Any) -> None:
-        """Stop watching *handler*: its first request is complete, or it is gone."""
-        entry = self.pending.pop(handler, None)
-        if entry is None:
-            return
-        address, timer = entry
-        timer.cancel()
-        self._uncount(address)
-
-    def expire(self, handler: Any) -> None:
-        """The deadline passed without a complete request: answer 408 and close."""
-        entry = self.pending.pop(handler, None)
-        if entry is None:
-            return
-        address = entry[0]
-        self._uncount(address)
-        logger.debug("closing a connection from %s: no complete request within %s s", address, self.timeout)
-        transport = handler.transport
-        if transport is not None:
-            transport.write(_TIMED_OUT)
-        handler.force_close()
+    def expire(self) -> None:
+        """Answer 408 and close every connection whose deadline passed without a complete request."""
+        self.timer = None
+        deadlines, pending = self.deadlines, self.pending
+        now = self.loop.time()
+        while deadlines and deadlines[0][0] <= now:
+            deadline, key = deadlines.popleft()
+            entry = pending.get(key)
+            if entry is None or entry[2] != deadline:
+                continue  # completed its request or gone (its id maybe reused by a later one)
+            del pending[key]
+            handler, address, _ = entry
+            self._uncount(address)
+            logger.debug("closing a connection from %s: no complete request within %s s", address, self.timeout)
+            transport = handler.transport
+            if transport is not None:
+                transport.write(_TIMED_OUT)
+            handler.force_close()
+        if deadlines:
+            self.timer = self.loop.call_at(deadlines[0][0], self.expire)
 
     def _uncount(self, address: str) -> None:
         if self.max_per_ip is None:
