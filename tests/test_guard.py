@@ -136,3 +136,17 @@ async def test_a_64_kib_header_line_is_answered_400_and_logged_as_one_line_witho
     (line,) = server_records
     assert "LineTooLong" in line.getMessage()
     assert "\n" not in line.getMessage()
+
+
+async def test_non_http_bytes_are_logged_as_one_debug_line_without_traceback(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await serve(echo_app())
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(client.server.port or 0))
+    caplog.set_level(logging.DEBUG)
+    writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not HTTP, a TLS hello\r\n\r\n")
+    answer = await read_to_eof(reader, TIMEOUT)
+    writer.close()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+    server_records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [(r.levelname, r.exc_info) for r in server_records] == [("DEBUG", None)]

@@ -181,10 +181,20 @@ class HostileInputLogger:
     def exception(self, msg: str, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
         """Log *msg* as ``Logger.exception`` does, but as one info line for a refused request."""
         if isinstance(exc_info, HttpProcessingError):
-            detail = " ".join(str(exc_info).split())[:_MAX_DETAIL]
-            self.wrapped.info(msg + ": %s: %s", *args, type(exc_info).__name__, detail)
+            self.wrapped.info(msg + ": %s: %s", *args, type(exc_info).__name__, _one_line(exc_info))
             return
         self.wrapped.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        """Log *msg* at debug level; a refused request (non-HTTP bytes) as one line, no traceback."""
+        if isinstance(exc_info, HttpProcessingError):
+            self.wrapped.debug(msg + ": %s: %s", *args, type(exc_info).__name__, _one_line(exc_info))
+            return
+        self.wrapped.debug(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:_MAX_DETAIL]
 
 
 def install(app: web.Application, timeout: float, max_per_ip: int | None) -> None:
