@@ -1,11 +1,5 @@
-"""A minimal websocket client made for load generation, not for applications.
-
-The load generator must stay far cheaper than the servers it measures, so this client builds frames once
-(masked with one fixed random key, which servers cannot tell apart), parses replies with a few byte reads
-in ``data_received``, and runs in protocol callbacks with no task per connection or message. It
-understands only what the benchmark servers send: unfragmented text and binary frames, pings (answered
-with pongs) and close frames.
-"""
+"""A minimal websocket client for load generation: prebuilt frames, a few byte reads per reply, protocol callbacks,
+no task per connection or message. It reads what the benchmark servers send: whole frames, pings and closes."""
 
 from __future__ import annotations
 
@@ -13,23 +7,17 @@ import asyncio
 import base64
 import errno
 import hashlib
-import json
 import os
 import socket
 import struct
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TypeAlias, cast
 
-__all__ = ["next_frame", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "HandshakeError", "WsClient",
-           "client_frame", "connect", "connect_many", "post"]
+__all__ = ["CLOSE_FRAME", "OP_TEXT", "SOURCES", "HandshakeError", "OnMessage", "WsClient", "client_frame"]
+__all__ += ["connect", "connect_many"]
 
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY = base64.b64encode(os.urandom(16))
@@ -37,49 +25,33 @@ _ACCEPT = base64.b64encode(hashlib.sha1(_KEY + _GUID).digest())
 _MASK = os.urandom(4)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 """Lets the kernel pick the source port at connect(), so one source address serves many destinations."""
+SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 10))
+"""Loopback source addresses, used in turn, so 10,000+ connections never run out of ephemeral ports."""
+HANDSHAKE_TIMEOUT = CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for the server's 101; for a TCP connect when :func:`connect_many` counts errors."""
 
 
-HANDSHAKE_TIMEOUT = 10.0
-"""Seconds to wait for the server's 101 before giving up on a connection."""
-CONNECT_TIMEOUT = 10.0
-"""Seconds a TCP connect may take when :func:`connect_many` retries (``attempts`` > 1)."""
+OnMessage: TypeAlias = "Callable[[WsClient, int, bytes], None]"
+"""Called with the client, the opcode and the payload of every text or binary frame."""
 
 
 class HandshakeError(Exception):
     """The server did not answer the upgrade with ``101 Switching Protocols``."""
 
 
-def next_frame(data: bytes, pos: int, size: int) -> tuple[int, int, int] | None:
-    """The server frame at *pos*: (opcode, payload start, payload end), or None when it is not all in *data* yet."""
-    if size - pos < 2:
-        return None
-    length = data[pos + 1] & 0x7F
-    start = pos + 2
+def _next_frame(data: bytes, pos: int, size: int) -> tuple[int, int, int] | None:
+    """The server frame at *pos*: (opcode, payload start, payload end), or None when it is not all in *data* yet. The
+    benchmark servers send less than 64 KiB per frame, so no 64-bit lengths."""
+    length, start = (data[pos + 1] & 0x7F, pos + 2) if size - pos >= 2 else (0, size + 1)
     if length == 126:
-        if size - pos < 4:
-            return None
-        length = (data[pos + 2] << 8) | data[pos + 3]
-        start = pos + 4
-    elif length == 127:
-        if size - pos < 10:
-            return None
-        (length,) = struct.unpack_from("!Q", data, pos + 2)
-        start = pos + 10
-    end = start + length
-    if end > size:
-        return None
-    return data[pos] & 0x0F, start, end
+        length, start = (int.from_bytes(data[pos + 2 : pos + 4]), pos + 4) if size - pos >= 4 else (0, size + 1)
+    return None if start + length > size else (data[pos] & 0x0F, start, start + length)
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
     """Return one final, masked client frame carrying *payload*."""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    length, first = len(payload), 0x80 | opcode  # the benchmarks send less than 64 KiB
+    header = struct.pack("!BB", first, 0x80 | length) if length < 126 else struct.pack("!BBH", first, 0xFE, length)
     masked = bytes(b ^ _MASK[i % 4] for i, b in enumerate(payload))
     return header + _MASK + masked
 
@@ -87,24 +59,16 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 CLOSE_FRAME = client_frame(OP_CLOSE, struct.pack("!H", 1000))
 
 
-def handshake_request(host: str, port: int, path: str) -> bytes:
-    """Return the HTTP upgrade request for *path*."""
-    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+def _handshake_request(port: int) -> bytes:
+    key = f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    return f"GET /ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}".encode()
 
 
 class WsClient(asyncio.Protocol):
-    """One websocket connection driven by callbacks.
+    """One websocket connection driven by callbacks: ``opened`` resolves after the handshake, ``closed`` when
+    the TCP connection is gone, ``close_received`` when the server's close frame arrived."""
 
-    ``on_message(client, opcode, payload)`` runs for every text or binary
-    frame; ``opened`` resolves after the handshake, ``closed`` when the TCP
-    connection is gone, ``close_received`` when the server's close frame arrived.
-    """
-
-    __slots__ = ("_buffer", "_handshaking", "_request", "close_received", "closed", "on_message", "opened", "pings",
-                 "sent_at", "transport")
-
-    def __init__(self, request: bytes, on_message: Callable[[WsClient, int, bytes], None] | None = None) -> None:
+    def __init__(self, request: bytes, on_message: OnMessage | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.on_message = on_message
@@ -132,16 +96,12 @@ class WsClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send(self, frame: bytes) -> None:
-        """Write a prebuilt frame (see :func:`client_frame`); ignored once the connection is gone."""
-        transport = self.transport
-        if transport is not None:
-            transport.write(frame)
+        if self.transport is not None:
+            self.transport.write(frame)
 
     def close(self) -> None:
-        """Drop the TCP connection without a closing handshake."""
-        transport = self.transport
-        if transport is not None:
-            transport.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._buffer:
@@ -164,7 +124,7 @@ class WsClient(asyncio.Protocol):
 
     def _parse(self, data: bytes) -> None:
         pos, size = 0, len(data)
-        while (frame := next_frame(data, pos, size)) is not None:
+        while (frame := _next_frame(data, pos, size)) is not None:
             opcode, start, end = frame
             payload = data[start:end]
             pos = end
@@ -180,74 +140,59 @@ class WsClient(asyncio.Protocol):
             self._buffer = data[pos:]
 
 
-async def connect(host: str, port: int, path: str, *, source: str | None = None,
-                  on_message: Callable[[WsClient, int, bytes], None] | None = None,
-                  connect_timeout: float | None = None) -> WsClient:
-    """Open one websocket, from loopback address *source* when given.
-
-    Raises OSError when the TCP connect fails, TimeoutError when it takes over *connect_timeout*
-    seconds (no limit when None), and :class:`HandshakeError` when the server does not answer 101.
-    """
+async def connect(port: int, *, source: str | None = None, on_message: OnMessage | None = None) -> WsClient:
+    """Open one websocket to 127.0.0.1:*port*/ws/, from loopback address *source* when given. Raises OSError when the
+    TCP connect fails, TimeoutError when it takes over *connect_timeout* seconds (no limit when None), and
+    :class:`HandshakeError` when the server does not answer 101."""
     loop = asyncio.get_running_loop()
-    request = handshake_request(host, port, path)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         if source is not None:
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
-        if connect_timeout is None:
-            await loop.sock_connect(sock, (host, port))
-        else:
-            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), connect_timeout)
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), CONNECT_TIMEOUT)
     except BaseException:
         sock.close()
         raise
-    _, client = await loop.create_connection(lambda: WsClient(request, on_message), sock=sock)
+    _, client = await loop.create_connection(lambda: WsClient(_handshake_request(port), on_message), sock=sock)
     try:
         await asyncio.wait_for(asyncio.shield(client.opened), HANDSHAKE_TIMEOUT)
     except TimeoutError:
         client.close()
-        raise HandshakeError(f"no handshake answer from {host}:{port} within {HANDSHAKE_TIMEOUT} s") from None
+        raise HandshakeError(f"no handshake answer from port {port} within {HANDSHAKE_TIMEOUT} s") from None
     return client
 
 
-def error_name(exc: BaseException) -> str:
-    """``ConnectionRefusedError[ECONNREFUSED]``: an exception's class and errno, to count connect errors by."""
-    code = getattr(exc, "errno", None)
-    name = type(exc).__name__
-    return f"{name}[{errno.errorcode.get(code, code)}]" if code else name
-
-
-async def connect_many(host: str, port: int, path: str, count: int, *, sources: Sequence[str], concurrency: int = 100,
-                       on_message: Callable[[WsClient, int, bytes], None] | None = None, attempts: int = 1,
-                       errors: Counter[str] | None = None) -> list[WsClient]:
-    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*.
-
-    Without *errors*, the first failure closes every client and raises. With it, each failed try is
-    counted there by :func:`error_name` and retried after a growing pause, up to *attempts* tries;
-    a connection that fails them all is left out of the list.
-    """
+async def connect_many(
+    port: int,
+    count: int,
+    *,
+    sources: Sequence[str] = SOURCES,
+    concurrency: int = 100,
+    on_message: OnMessage | None = None,
+    errors: Counter[str] | None = None,
+) -> list[WsClient]:
+    """Open *count* websockets, at most *concurrency* handshakes at a time, spread over *sources*. Without *errors*,
+    the first failure closes every client and raises; with it, each failed try is counted there (by class and errno)
+    and retried after a growing pause, up to 6 tries, and a connection that fails them all is left out."""
     clients: list[WsClient] = []
     cursor = iter(range(count))
 
-    async def one(source: str | None) -> None:
-        for attempt in range(attempts):
-            try:
-                timeout = CONNECT_TIMEOUT if errors is not None else None
-                clients.append(
-                    await connect(host, port, path, source=source, on_message=on_message, connect_timeout=timeout)
-                )
-                return
-            except (OSError, TimeoutError, HandshakeError) as exc:
-                if errors is None:
-                    raise
-                errors[error_name(exc)] += 1
-                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
-
     async def worker() -> None:
         for index in cursor:
-            await one(sources[index % len(sources)] if sources else None)
+            for attempt in range(1 if errors is None else 6):
+                source = sources[index % len(sources)]
+                try:
+                    clients.append(await connect(port, source=source, on_message=on_message))
+                    break
+                except (OSError, TimeoutError, HandshakeError) as exc:
+                    if errors is None:
+                        raise
+                    code = getattr(exc, "errno", None)  # ConnectionRefusedError[ECONNREFUSED]
+                    name = type(exc).__name__
+                    errors[f"{name}[{errno.errorcode.get(code, code)}]" if code else name] += 1
+                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
 
     workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, count)))]
     try:
@@ -259,26 +204,3 @@ async def connect_many(host: str, port: int, path: str, count: int, *, sources: 
             client.close()
         raise
     return clients
-
-
-async def post(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, path: str, within: float = 60
-) -> tuple[float, dict[str, Any]]:
-    """POST an empty body on an open HTTP/1.1 connection; return when the answer began (monotonic) and its JSON.
-
-    Raises RuntimeError for a status other than 200, TimeoutError when no answer begins within *within* s.
-    """
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
-    answered_at = time.monotonic()
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    body = await asyncio.wait_for(reader.readexactly(length), within)
-    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    if not status.startswith("HTTP/1.1 200"):
-        raise RuntimeError(f"POST {path} answered {status}: {body[:200]!r}")
-    result: dict[str, Any] = json.loads(body)
-    return answered_at, result

@@ -1,11 +1,14 @@
 """What every benchmark shares: ports, core pinning, gunicorn and Redis, CPU and memory readings,
-statistics, versions and the file limit. Linux only (``/proc``, ``taskset``).
+statistics, the command line and the results files. Linux only (``/proc``, ``taskset``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import importlib.util
+import json
 import math
 import os
 import resource
@@ -18,20 +21,42 @@ import sys
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["REDIS_MISSING", "ROOT", "CpuMeter", "Gunicorn", "children", "commit", "cores", "cpu_seconds", "free_port",
-           "gunicorn", "number", "percentile", "pinned", "raise_file_limit", "redis_server", "redis_version", "rss_kib",
-           "run_loop", "stop", "summary", "uvloop_available", "version", "wait_for_port", "worker_class"]
+import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-"""The repository root: every server and helper process runs from here."""
+__all__ = ["REDIS_MISSING", "ROOT", "CpuMeter", "Gunicorn", "children", "commit", "cores", "cpu_seconds", "free_port"]
+__all__ += ["gunicorn", "parser", "percentile", "pinned", "post", "raise_file_limit", "redis_server", "rss_kib"]
+__all__ += ["run_loop", "stop", "summary", "uvloop_available", "wait_for_port", "worker_class", "write"]
 
-REDIS_MISSING = ("redis-server is not installed: the cross-worker case starts a private one. "
-                 "Install it (apt-get install redis-server) or skip the case with --no-cross-worker.")
+ROOT = Path(__file__).resolve().parent.parent  # The repository root: every server and helper process runs from here.
+REDIS_MISSING = "redis-server is not installed (apt-get install redis-server); or skip with --no-cross-worker."
 T = TypeVar("T")
+
+
+def parser(description: str, smoke: str) -> argparse.ArgumentParser:
+    """The options every benchmark command has: ``--smoke`` (helped by *smoke*) and ``--results-dir``."""
+    parsed = argparse.ArgumentParser(description=description)
+    parsed.add_argument("--smoke", action="store_true", help=smoke)
+    parsed.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    return parsed
+
+
+def write(results_dir: Path, name: str, data: object, markdown: str) -> None:
+    """Write ``name.json`` and ``name.md`` into *results_dir* (created if missing) and print the Markdown."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (results_dir / f"{name}.md").write_text(markdown)
+    sys.stdout.write(markdown)
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: object = None) -> dict[str, Any]:
+    """POST *body* as JSON to *url*; its JSON answer. Raises aiohttp.ClientResponseError for a status not 2xx."""
+    async with http.post(url, json=body) as response:
+        response.raise_for_status()
+        answer: dict[str, Any] = await response.json()
+        return answer
 
 
 def free_port() -> int:
@@ -45,9 +70,7 @@ def free_port() -> int:
 def cores() -> tuple[int | None, int | None]:
     """The server's core and the load generator's, or (None, None) when there are not two to pin to."""
     available = sorted(os.sched_getaffinity(0))
-    if len(available) < 2 or shutil.which("taskset") is None:
-        return None, None
-    return available[0], available[1]
+    return (available[0], available[1]) if len(available) >= 2 and shutil.which("taskset") else (None, None)
 
 
 def pinned(command: list[str], core: int | None) -> list[str]:
@@ -57,11 +80,7 @@ def pinned(command: list[str], core: int | None) -> list[str]:
 
 def uvloop_available() -> bool:
     """Whether uvloop can be imported (the ``speed`` and ``bench`` extras install it)."""
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def run_loop(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
@@ -99,21 +118,12 @@ def stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGINT, 
 
 def children(pid: int) -> list[int]:
     """The pids whose parent is *pid* (gunicorn's workers), sorted."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                    found.append(int(entry))
-    return sorted(found)
+    return sorted(int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
 
 
 def raise_file_limit(needed: int = 0) -> int:
-    """Raise this process's soft RLIMIT_NOFILE to the hard limit (children inherit it); return it.
-
-    Exits with a message naming ``ulimit -n`` when the limit stays below *needed*.
-    """
+    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return it. Exits with a message naming
+    ``ulimit -n`` when the limit stays below *needed*."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -128,10 +138,7 @@ def raise_file_limit(needed: int = 0) -> int:
 @contextlib.contextmanager
 def redis_server(core: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A private redis-server on a free port (no persistence), pinned to *core*; yields its URL and process.
-
-    Raises RuntimeError with :data:`REDIS_MISSING` when there is no ``redis-server``, or when it does not
-    answer within 10 s.
-    """
+    RuntimeError with :data:`REDIS_MISSING` when there is none, or when it does not answer within 10 s."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(REDIS_MISSING)
@@ -144,15 +151,6 @@ def redis_server(core: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes
     finally:
         process.kill()
         process.wait()
-
-
-def redis_version() -> str | None:
-    """The installed redis-server's version, or None."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
-    return next((part.removeprefix("v=") for part in out.split() if part.startswith("v=")), None)
 
 
 def worker_class(use_uvloop: bool) -> str:
@@ -171,38 +169,31 @@ class Gunicorn:
 
 @contextlib.contextmanager
 def gunicorn(
-    app: str, *, workers: int, core: int | None, use_uvloop: bool, env: dict[str, str], args: tuple[str, ...] = ()
+    app: str, *, workers: int, core: int | None, use_uvloop: bool, env: dict[str, str], args: tuple[str, ...]
 ) -> Iterator[Gunicorn]:
-    """``gunicorn -w workers app`` pinned to *core*, its output on stderr; yields once every worker runs.
-
-    Stops it with SIGTERM (SIGKILL to the whole process group after 45 s). Raises RuntimeError when the
-    workers do not all start, or the port does not answer, within 30 s.
-    """
+    """``gunicorn -w workers app`` pinned to *core*, its output on stderr; yields once every worker runs. Stops it with
+    SIGTERM (SIGKILL to the whole process group after 45 s). Raises RuntimeError when the workers do not all start,
+    or the port does not answer, within 30 s."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", worker_class(use_uvloop)]
     command += ["-b", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning", *args, app]
-    process = subprocess.Popen(
-        pinned(command, core),
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=sys.stderr,  # stdout may carry a JSON result
-        stderr=sys.stderr,
-        start_new_session=True,  # a group of its own: its workers can be killed with it
-    )
+    # stdout may carry a JSON result; a process group of its own, so that its workers can be killed with it.
+    line, env = pinned(command, core), {**os.environ, **env}
+    process = subprocess.Popen(line, cwd=ROOT, env=env, stdout=sys.stderr, start_new_session=True)
     server = Gunicorn(process, port)
     try:
-        wait_for_port(port, process, timeout=30)
+        wait_for_port(port, server.process, timeout=30)
         deadline = time.monotonic() + 30
         while len(server.workers) < workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn started {len(server.workers)} of {workers} workers within 30 s")
             time.sleep(0.1)
-            server.workers = children(process.pid)
+            server.workers = children(server.process.pid)
         yield server
     finally:
-        stop(process, signal.SIGTERM, timeout=45)
+        stop(server.process, signal.SIGTERM, timeout=45)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # workers of a master that was killed
+            os.killpg(server.process.pid, signal.SIGKILL)  # workers of a master that was killed
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -214,8 +205,7 @@ def cpu_seconds(pid: int, *, system_only: bool = False) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
-    return ticks / _CLOCK_TICKS
+    return (int(fields[12]) + (0 if system_only else int(fields[11]))) / _CLOCK_TICKS
 
 
 def rss_kib(pid: int) -> int:
@@ -239,11 +229,9 @@ class CpuMeter:
         return [time.perf_counter(), own, *(sum(map(cpu_seconds, pids)) for pids in self.groups.values())]
 
     def start(self) -> None:
-        """Begin the window."""
         self._start = self._now()
 
-    def stop(self, prefix: str = "") -> dict[str, float]:
-        """End the window: ``{prefix}loadgen_cpu`` and ``{prefix}<group>`` for each group."""
+    def stop(self, prefix: str = "") -> dict[str, float]:  # {prefix}loadgen_cpu and {prefix}<group> for each group
         now = self._now()
         wall = now[0] - self._start[0]
         names = ["loadgen_cpu", *self.groups]
@@ -260,25 +248,6 @@ def percentile(ordered: list[T], fraction: float) -> T:
 def summary(samples: list[float]) -> dict[str, Any]:
     """Median, min, max and the samples themselves: how every figure is reported over repetitions."""
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
-
-
-def number(value: float) -> str:
-    """*value* for a results table: thousands separated, three significant figures below 1,000."""
-    if abs(value) >= 999.5:  # 999.7 reads 1,000, not 1000
-        return f"{value:,.0f}"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
-
-
-def version(name: str) -> str | None:
-    """The installed version of distribution *name*, or None."""
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def commit() -> str:

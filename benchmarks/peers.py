@@ -1,14 +1,8 @@
-"""Optional peer servers on uvicorn, measured in the same run as raw aiohttp when their packages are installed
-(``pip install -e '.[peers]'``), each written the way a user of that framework would write it, serving what
-:mod:`benchmarks.servers` serves: ``starlette`` (a websocket route looping over ``websocket.receive()``,
-connections in a set) and ``panther`` (a ``GenericWebsocket`` whose ``receive`` sends the data back; the
-fan-out over Panther's own connection table; its DEBUG logging turned down to WARNING like every server
-here). Both get a 25 s ping and a 1 MiB limit. ``python -m benchmarks.peers starlette --port 8003 [--uvloop]``.
-"""
+"""Optional peers on uvicorn (``pip install -e '.[peers]'``), written the way their users write them, serving what
+:mod:`benchmarks.servers` serves with a 25 s ping and a 1 MiB limit: ``benchmarks.servers --peer starlette``."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import os
@@ -16,15 +10,14 @@ import sys
 import tempfile
 import time
 import types
+from importlib.metadata import version
 from typing import Any
 
-from .harness import version
 from .servers import FANOUT_MESSAGE, HEARTBEAT, MAX_MESSAGE_SIZE
 
-__all__ = ["PEERS", "available", "describe", "label", "panther_app", "starlette_app", "main"]
+__all__ = ["PEERS", "available", "describe", "label", "panther_app", "serve", "starlette_app"]
 
-PEERS: dict[str, tuple[str, tuple[str, ...]]] = {"starlette": ("Starlette", ("starlette", "uvicorn")),
-                                                 "panther": ("Panther", ("panther", "uvicorn"))}
+PEERS = {"starlette": ("Starlette", ("starlette", "uvicorn")), "panther": ("Panther", ("panther", "uvicorn"))}
 """Peer id -> (label, modules it needs). Order is the order of the columns."""
 
 
@@ -46,8 +39,7 @@ def describe(kind: str) -> str:
     """``Starlette 1.10.0 on uvicorn 0.54.0 (ws websockets-sansio, http httptools)`` for the results header."""
     ws = "websockets-sansio" if _installed("websockets") else "wsproto" if _installed("wsproto") else "none"
     http = "httptools" if _installed("httptools") else "h11"
-    package = PEERS[kind][1][0]
-    return f"{label(kind)} {version(package)} on uvicorn {version('uvicorn')} (ws {ws}, http {http})"
+    return f"{label(kind)} {version(PEERS[kind][1][0])} on uvicorn {version('uvicorn')} (ws {ws}, http {http})"
 
 
 def starlette_app() -> Any:
@@ -87,11 +79,8 @@ def starlette_app() -> Any:
 
 
 def panther_app(workdir: str) -> Any:
-    """The Panther server: a ``GenericWebsocket`` echo and a fan-out API over Panther's connection table.
-
-    Importing Panther creates a ``logs/`` directory in the current directory,
-    so this moves the process to *workdir* first.
-    """
+    """The Panther server: a ``GenericWebsocket`` echo and a fan-out API over Panther's connection table. Importing
+    Panther creates a ``logs/`` directory in the current directory, so this moves the process to *workdir* first."""
     os.chdir(workdir)
     from panther import Panther  # type: ignore[import-untyped,import-not-found,unused-ignore]
     from panther.app import API  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -125,22 +114,12 @@ def panther_app(workdir: str) -> Any:
     return Panther(os.path.join(os.getcwd(), "app"), configs=configs.__name__, urls=urls)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve one peer on uvicorn until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(description="A peer framework's benchmark server, on uvicorn.")
-    parser.add_argument("peer", choices=sorted(PEERS))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--uvloop", action="store_true", help="use uvloop's event loop")
-    args = parser.parse_args(argv)
+def serve(kind: str, port: int, use_uvloop: bool) -> None:
+    """Serve peer *kind* on uvicorn at 127.0.0.1:*port* until SIGINT or SIGTERM."""
     import uvicorn  # type: ignore[import-not-found,unused-ignore]
 
-    logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="wsframe-bench-peer-") as workdir:
-        app = starlette_app() if args.peer == "starlette" else panther_app(workdir)
-        uvicorn.run(app, host=args.host, port=args.port, loop="uvloop" if args.uvloop else "asyncio",
-                    log_level="warning", access_log=False, ws_ping_interval=HEARTBEAT, ws_max_size=MAX_MESSAGE_SIZE)
-
-
-if __name__ == "__main__":
-    main()
+        app = starlette_app() if kind == "starlette" else panther_app(workdir)
+        limits: dict[str, Any] = {"ws_ping_interval": HEARTBEAT, "ws_max_size": MAX_MESSAGE_SIZE}
+        loop = "uvloop" if use_uvloop else "asyncio"
+        uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, log_level="warning", access_log=False, **limits)

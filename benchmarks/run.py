@@ -1,18 +1,10 @@
-"""Run every case against wsframe and raw aiohttp in the same run; write a table, JSON and a chart.
-
-    python -m benchmarks.run            # full run: 5 repetitions (about 10 minutes on 2 cores; more with peers)
-    python -m benchmarks.run --smoke    # seconds: tiny sizes, one repetition; checks that it runs
-    python -m benchmarks.run --config '{"cases": ["cross_worker"]}' --repetitions 2   # one case
-
-Each repetition starts fresh servers (pinned to one core) and a fresh load generator (pinned to the other),
-then the cross-worker case in a fresh driver. Figures are medians over repetitions with min-max, and ratios
-to raw aiohttp's medians. See docs/benchmarks.md.
-"""
+"""Every case against wsframe and raw aiohttp in the same run: a table, JSON and a chart (docs/benchmarks.md).
+``python -m benchmarks.run`` (5 repetitions, about 10 minutes on 2 cores); ``--smoke``: seconds, checks it runs."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -22,25 +14,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from importlib.metadata import version
 from typing import Any
 
 from . import harness, peers, report
-from .cases import cross_worker
+from .cases import CASES, Config
+from .cases import cross_worker as cross
 from .servers import KINDS, command
 
-__all__ = ["FULL_CONFIG", "LOADGEN_CASES", "SMOKE_CONFIG", "main", "run_repetition", "server_kinds"]
+__all__ = ["SMOKE", "main", "run_repetition", "server_kinds"]
 
-LOADGEN_CASES = ["idle_memory", "echo", "open_close", "fanout"]
-"""Kinds of case the load generator runs; ``cross_worker`` is the other kind in ``config["cases"]``."""
-FULL_CONFIG: dict[str, Any] = {"warmup_seconds": 0.5, "echo_seconds": 3.0, "echo_connections": [1, 100],
-                               "open_close_seconds": 3.0, "idle_connections": 5000, "settle_seconds": 1.0,
-                               "fanout_sizes": [1000, 10000], "fanout_triggers": 5,
-                               "cases": [*LOADGEN_CASES, "cross_worker"], "cross_worker": {}}
-SMOKE_CONFIG: dict[str, Any] = {"warmup_seconds": 0.1, "echo_seconds": 0.3, "echo_connections": [1, 100],
-                                "open_close_seconds": 0.3, "idle_connections": 100, "settle_seconds": 0.1,
-                                "fanout_sizes": [100, 1000], "fanout_triggers": 1,
-                                "cases": [*LOADGEN_CASES, "cross_worker"], "cross_worker": dict(cross_worker.SMOKE)}
+SMOKE: dict[str, Any] = {"warmup_seconds": 0.1, "echo_seconds": 0.3, "open_close_seconds": 0.3, "fanout_triggers": 1}
+SMOKE |= {"idle_connections": 100, "settle_seconds": 0.1, "fanout_sizes": [100, 1000], "cross_worker": cross.SMOKE}
+"""``--smoke``: the overrides of the full run's sizes (the defaults of both Config classes)."""
 
 
 def server_kinds(*, with_peers: bool, like_for_like: bool = False) -> list[str]:
@@ -48,13 +34,26 @@ def server_kinds(*, with_peers: bool, like_for_like: bool = False) -> list[str]:
     return [*KINDS, *(["raw-matched"] if like_for_like else []), *(peers.available() if with_peers else [])]
 
 
+def _json_of(line: list[str], timeout: float, what: str) -> Any:
+    """Run *line*; return the JSON it printed. RuntimeError with its stderr when it fails or times out."""
+    # Files, not pipes: a gunicorn that a driver failed to stop would hold a pipe open forever.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            returncode = subprocess.run(line, cwd=harness.ROOT, stdout=out, stderr=err, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            returncode = -1
+        if returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{what} failed ({returncode}):\n{err.read().decode(errors='replace')[-4000:]}")
+        out.seek(0)
+        return json.loads(out.read())
+
+
 def run_repetition(
     config: dict[str, Any], *, first: int, use_uvloop: bool, timeout: float, kinds: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Start every server on the server core and one load generator on the other; return kind -> results.
-
-    Raises RuntimeError, with the servers' output, when a server does not start or the load generator fails.
-    """
+    """Start every server on the server core and one load generator on the other; return kind -> results. Raises
+    RuntimeError, with the servers' output, when a server does not start or the load generator fails."""
     server_core, loadgen_core = harness.cores()
     servers: dict[str, subprocess.Popen[bytes]] = {}
     ports = {kind: harness.free_port() for kind in kinds}
@@ -64,52 +63,18 @@ def run_repetition(
                 line = harness.pinned(command(kind, ports[kind], use_uvloop), server_core)
                 servers[kind] = subprocess.Popen(line, cwd=harness.ROOT, stdout=log, stderr=subprocess.STDOUT)
             for kind in kinds:
-                try:
-                    harness.wait_for_port(ports[kind], servers[kind], timeout=30)
-                except RuntimeError as exc:
-                    log.seek(0)
-                    raise RuntimeError(f"{kind}: {exc}:\n{log.read().decode(errors='replace')[-3000:]}") from None
+                harness.wait_for_port(ports[kind], servers[kind], timeout=30)
             line = [sys.executable, "-m", "benchmarks.loadgen", "--config", json.dumps(config), "--first", str(first)]
-            line += [f"--target={kind}:{ports[kind]}:{servers[kind].pid}" for kind in kinds]
-            line += ["--uvloop"] if use_uvloop else []
-            done = subprocess.run(harness.pinned(line, loadgen_core), cwd=harness.ROOT, capture_output=True, text=True,
-                                  timeout=timeout)
+            line += [f"--target={kind}:{ports[kind]}:{servers[kind].pid}" for kind in kinds] + ["--uvloop"] * use_uvloop
+            printed = _json_of(harness.pinned(line, loadgen_core), timeout, "load generator")
+            results: dict[str, dict[str, Any]] = printed["results"]
+        except RuntimeError as exc:
+            log.seek(0)
+            raise RuntimeError(f"{exc}\nservers:\n{log.read().decode(errors='replace')[-3000:]}") from None
         finally:
             for server in servers.values():
                 harness.stop(server)
-            log.seek(0)
-            output = log.read().decode(errors="replace")
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"load generator failed ({done.returncode}):\n{done.stderr[-3000:]}\nservers:\n{output[-3000:]}"
-        )
-    results: dict[str, dict[str, Any]] = json.loads(done.stdout)["results"]
     return results
-
-
-def run_cross_worker(
-    sizes: dict[str, Any], *, first: int, use_uvloop: bool, timeout: float
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """One cross-worker repetition in a fresh driver process; return mode -> figures, and its settings.
-
-    Raises RuntimeError with the driver's output when it fails.
-    """
-    line = [sys.executable, "-m", "benchmarks.cases.cross_worker", "--json", "--first", str(first)]
-    line += ["--config", json.dumps(sizes)] + ([] if use_uvloop else ["--no-uvloop"])
-    # Files, not pipes: a gunicorn the driver failed to stop would hold a pipe open forever.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            returncode = subprocess.run(line, cwd=harness.ROOT, stdout=out, stderr=err, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            returncode = -1
-        out.seek(0)
-        err.seek(0)
-        if returncode != 0:
-            raise RuntimeError(
-                f"cross-worker driver failed ({returncode}):\n{err.read().decode(errors='replace')[-4000:]}"
-            )
-        result = json.loads(out.read())
-    return result["results"], result["meta"]
 
 
 def _cpu_model() -> str:
@@ -126,80 +91,65 @@ def _loadavg() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the Markdown table; write the JSON, Markdown and (full run) chart files."""
-    parser = argparse.ArgumentParser(description="Benchmark wsframe against raw aiohttp in one run.")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks that it runs")
+    parser = harness.parser("Benchmark wsframe against raw aiohttp in one run.", "tiny sizes, one repetition")
     parser.add_argument("--repetitions", type=int, help="repetitions (default 5; smoke 1)")
-    parser.add_argument("--results-dir", type=Path, default=harness.ROOT / "benchmarks" / "results")
-    parser.add_argument("--chart", type=Path, help="PNG to draw (default docs/img/benchmarks.png; smoke: none)")
-    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--no-chart", action="store_true", help="do not redraw docs/img/benchmarks.png")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's loop even when uvloop is installed")
     parser.add_argument("--no-cross-worker", action="store_true", help="skip the cross-worker case (gunicorn, Redis)")
     parser.add_argument("--no-peers", action="store_true", help="leave out Starlette and Panther even when installed")
     parser.add_argument("--like-for-like", action="store_true", help="add raw aiohttp given wsframe's heartbeat")
-    parser.add_argument("--config", default="{}", help='JSON overrides of benchmarks.cases.Config fields, "cases" '
-                        f'(of {", ".join([*LOADGEN_CASES, "cross_worker"])}), "cross_worker" (its Config fields)')
+    every = [*CASES, "cross_worker"]
+    parser.add_argument("--config", default="{}", help=f"JSON: Config fields, cases (of {every}), cross_worker")
     args = parser.parse_args(argv)
-    base, overrides = SMOKE_CONFIG if args.smoke else FULL_CONFIG, json.loads(args.config)
-    config = {**base, **overrides, "cross_worker": {**base["cross_worker"], **overrides.get("cross_worker", {})}}
-    if args.no_cross_worker:
-        config["cases"] = [case for case in config["cases"] if case != "cross_worker"]
-    if unknown := sorted(set(config["cases"]) - {*LOADGEN_CASES, "cross_worker"}):
-        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join([*LOADGEN_CASES, 'cross_worker'])}")
-    run_cross = "cross_worker" in config["cases"]
-    if run_cross and shutil.which("redis-server") is None:
+    base, overrides = SMOKE if args.smoke else {}, json.loads(args.config)
+    config = {**base, **overrides}
+    cross_config = {**base.get("cross_worker", {}), **overrides.get("cross_worker", {})}
+    config.pop("cross_worker", None)
+    cases = [c for c in config.pop("cases", every) if c != "cross_worker" or not args.no_cross_worker]
+    if unknown := sorted(set(cases) - set(every)):
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(every)}")
+    if "cross_worker" in cases and shutil.which("redis-server") is None:
         parser.error(harness.REDIS_MISSING)
-    loadgen_config = {k: v for k, v in config.items() if k != "cross_worker"}
-    loadgen_config["cases"] = [case for case in config["cases"] if case in LOADGEN_CASES]
+    loadgen = {**dataclasses.asdict(Config(**config)), "cases": [c for c in cases if c in CASES]}
     repetitions = args.repetitions or (1 if args.smoke else 5)
     if repetitions < 1:
         parser.error("--repetitions must be at least 1")
     use_uvloop = harness.uvloop_available() and not args.no_uvloop
-    default_chart = None if args.smoke else harness.ROOT / "docs" / "img" / "benchmarks.png"
-    chart = None if args.no_chart else (args.chart or default_chart)
     kinds = server_kinds(with_peers=not args.no_peers, like_for_like=args.like_for_like)
     harness.raise_file_limit()
     server_core, loadgen_core = harness.cores()
     loadavg_before, started = _loadavg(), time.monotonic()
     sessions: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    cross_runs: list[dict[str, dict[str, Any]]] = []
-    cross_meta: dict[str, Any] = {}
+    cross_runs: list[dict[str, Any]] = []
     timeout = 120 if args.smoke else 900
     for repetition in range(repetitions):
         print(f"repetition {repetition + 1}/{repetitions} ...", file=sys.stderr, flush=True)
-        if loadgen_config["cases"]:
-            results = run_repetition(
-                loadgen_config, first=repetition, use_uvloop=use_uvloop, timeout=timeout, kinds=kinds
-            )
+        if loadgen["cases"]:
+            results = run_repetition(loadgen, first=repetition, use_uvloop=use_uvloop, timeout=timeout, kinds=kinds)
             for kind in kinds:
                 sessions[kind].append(results[kind])
-        if run_cross:
+        if "cross_worker" in cases:
             print("  cross-worker ...", file=sys.stderr, flush=True)
-            sizes = config["cross_worker"]
-            cross, cross_meta = run_cross_worker(sizes, first=repetition, use_uvloop=use_uvloop, timeout=timeout)
-            cross_runs.append(cross)
-    cases = report.loadgen_cases(config["echo_connections"], config["idle_connections"], config["fanout_sizes"])
-    meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "mode": "smoke" if args.smoke else "full", "repetitions": repetitions,
-            "seconds": round(time.monotonic() - started, 1), "commit": harness.commit(), "cpu": _cpu_model(),
-            "python": platform.python_version(), "aiohttp": harness.version("aiohttp"),
-            "wsframe": harness.version("wsframe"),
-            "uvloop": harness.version("uvloop") if use_uvloop else None, "server_core": server_core,
-            "loadgen_core": loadgen_core, "loadavg_before": loadavg_before, "loadavg_after": _loadavg(),
-            "config": config, "servers": kinds,
-            "peers": {kind: peers.describe(kind) for kind in kinds if kind in peers.PEERS},
-            "peers_missing": [kind for kind in peers.PEERS if kind not in kinds], "peers_skipped": args.no_peers,
-            "fanout_api": "wsframe: send_message_to_group() (ms), send_message_to_websocket() per id (ms_per_id); "
-            "the others: one send per connection in both"}
-    measured = [case for case in cases if sessions["raw"] and all(case.id in s for s in sessions["raw"])]
+            line = [sys.executable, "-m", "benchmarks.cases.cross_worker", "--first", str(repetition)]
+            line += ["--config", json.dumps(cross_config)] + ["--no-uvloop"] * (not use_uvloop)
+            cross_runs.append(_json_of(line, timeout, "cross-worker driver"))
+    meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "repetitions": repetitions}
+    meta |= {"mode": "smoke" if args.smoke else "full", "seconds": round(time.monotonic() - started, 1)}
+    meta |= {"commit": harness.commit(), "cpu": _cpu_model(), "python": platform.python_version()}
+    meta |= {"aiohttp": version("aiohttp"), "wsframe": version("wsframe")}
+    meta |= {"uvloop": version("uvloop") if use_uvloop else None, "server_core": server_core}
+    meta |= {"loadgen_core": loadgen_core, "loadavg_before": loadavg_before, "loadavg_after": _loadavg()}
+    meta |= {"config": {**loadgen, "cross_worker": cross_config}, "servers": kinds, "peers_skipped": args.no_peers}
+    meta |= {"peers": {kind: peers.describe(kind) for kind in kinds if kind in peers.PEERS}}
+    meta |= {"peers_missing": [kind for kind in peers.PEERS if kind not in kinds]}
+    cases_run = report.loadgen_cases(loadgen["echo_connections"], loadgen["idle_connections"], loadgen["fanout_sizes"])
+    measured = [case for case in cases_run if sessions["raw"] and all(case.id in s for s in sessions["raw"])]
     result: dict[str, Any] = {"meta": meta, "cases": report.aggregate(measured, sessions) if measured else []}
-    result["cross_worker"] = report.cross_worker_summary(cross_runs, cross_meta) if cross_runs else None
-    markdown = report.render_markdown(result)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results_dir / "latest.md").write_text(markdown)
-    if chart is not None:
-        report.render_chart(result, chart)
-    sys.stdout.write(markdown)
+    runs, cross_meta = [run["results"] for run in cross_runs], cross_runs[-1]["meta"] if cross_runs else {}
+    result["cross_worker"] = report.cross_worker_summary(runs, cross_meta) if cross_runs else None
+    harness.write(args.results_dir, "latest", result, report.render_markdown(result))
+    if not (args.smoke or args.no_chart):
+        report.render_chart(result, harness.ROOT / "docs" / "img" / "benchmarks.png")
     return 0
 
 

@@ -29,6 +29,8 @@ from wsframe.asyncapi import SEND_TYPE_ATTRIBUTE, asyncapi_document, encode_docu
 from wsframe.exceptions import ConfigurationError
 
 PARSER = ROOT / "tests" / "asyncapi"
+# npm installs the parser outside the source tree: third-party code never mixes with ours.
+INSTALLED = ROOT / ".cache" / "asyncapi-parser"
 GOLDEN = ROOT / "samples" / "chat" / "asyncapi.json"
 GOLDEN_COMMAND = ["asyncapi", "samples.chat.main:app", "--title", "Chat sample", "--server", "127.0.0.1:8000"]
 
@@ -38,16 +40,23 @@ def asyncapi_parser() -> Path:
     """The official parser, installed from the lock file (``npm ci``) the first time a session needs it."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("AsyncAPI tests need Node.js and npm (Debian: apt-get install -y nodejs npm)")
-    if not (PARSER / "node_modules" / "@asyncapi" / "parser" / "package.json").is_file():
+    INSTALLED.mkdir(parents=True, exist_ok=True)
+    files = ("package.json", "package-lock.json", "validate.mjs")
+    stale = any(
+        not (INSTALLED / f).is_file() or (INSTALLED / f).read_bytes() != (PARSER / f).read_bytes() for f in files
+    )
+    if stale or not (INSTALLED / "node_modules" / "@asyncapi" / "parser" / "package.json").is_file():
+        for f in files:
+            shutil.copyfile(PARSER / f, INSTALLED / f)
         # --ignore-scripts: the parser needs no install script (one dependency's is telemetry).
         subprocess.run(
             ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=PARSER,
+            cwd=INSTALLED,
             check=True,
             capture_output=True,
             timeout=300,
         )
-    return PARSER / "validate.mjs"
+    return INSTALLED / "validate.mjs"
 
 
 def parse(script: Path, document: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
@@ -55,7 +64,7 @@ def parse(script: Path, document: dict[str, Any], tmp_path: Path) -> list[dict[s
     path = tmp_path / "asyncapi.json"
     path.write_bytes(encode_document(document))
     result = subprocess.run(
-        ["node", str(script), str(path)], cwd=PARSER, capture_output=True, text=True, timeout=120, check=False
+        ["node", str(script), str(path)], cwd=script.parent, capture_output=True, text=True, timeout=120, check=False
     )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 0, result.stdout + result.stderr

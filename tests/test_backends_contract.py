@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -243,6 +244,35 @@ async def test_member_that_left_gets_no_group_sends_and_leaves_presence_everywhe
     await send_message_to_group("red", "after", app=nodes[0].app)
     assert await stayer.read_frame(TIMEOUT) == Frame(TEXT, b"after")
     assert await silent(leaver)
+
+
+TYPED_NAME = "room:a b ü *?[x]"
+"""A room named as users type: spaces, a non-ASCII letter and every glob character."""
+
+
+async def test_a_group_named_as_users_type_gets_its_sends_and_lists_its_members_everywhere(
+    nodes: list[WsClient],
+) -> None:
+    # Joined through a path variable, as the chat sample does; "room:a" would match it as a glob.
+    members = [await member(node, quote(TYPED_NAME, safe="")) for node in nodes]
+    neighbours = [(await member(node, "room:a"))[0] for node in nodes]
+    for node in nodes:
+        assert await group_members(TYPED_NAME, app=node.app) == {cid for _, cid in members}
+    await send_message_to_group(TYPED_NAME, "typed", app=nodes[-1].app)
+    for ws, _ in members:
+        assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"typed")
+    for ws in neighbours:
+        assert await silent(ws)
+
+
+async def test_a_send_to_a_plain_name_does_not_reach_a_group_whose_name_would_match_it_as_a_glob(
+    nodes: list[WsClient],
+) -> None:
+    glob, _ = await member(nodes[0], quote("room:*", safe=""))
+    plain, _ = await member(nodes[-1], "room:a")
+    await send_message_to_group("room:a", "plain", app=nodes[0].app)
+    assert await plain.read_frame(TIMEOUT) == Frame(TEXT, b"plain")
+    assert await silent(glob)
 
 
 async def eventually_members(node: WsClient, group: str, expected: set[str]) -> set[str]:

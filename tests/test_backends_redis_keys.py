@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from wsframe.backends.redis._keys import (
     alive_key,
     describe_error,
@@ -58,3 +61,16 @@ def test_a_pool_is_described_as_a_url_without_credentials() -> None:
 def test_an_error_is_described_by_its_type_and_message() -> None:
     assert describe_error(TimeoutError()) == "TimeoutError"
     assert describe_error(OSError("connection refused")) == "OSError: connection refused"
+
+
+@given(st.text(min_size=1, max_size=256), st.text(min_size=1, max_size=256))
+def test_two_group_names_never_share_a_channel_or_a_members_key(first: str, second: str) -> None:
+    # SUBSCRIBE matches channels exactly, so names with glob characters stay apart too.
+    assume(first != second)
+    assert group_channel("app:", first) != group_channel("app:", second)
+    assert members_key("app:", first) != members_key("app:", second)
+
+
+@given(st.text(min_size=1, max_size=256), st.text(alphabet="0123456789abcdef", min_size=8, max_size=8))
+def test_no_group_name_gives_a_node_channel(group: str, node: str) -> None:
+    assert group_channel("app:", group) != node_channel("app:", node)

@@ -35,6 +35,7 @@ NON_DEFAULTS: dict[str, Any] = {
     "allowed_origins": ("https://example.com",),
     "auth": None,
     "permissions": (),
+    "redact_query_params": ("api_key",),
 }
 
 

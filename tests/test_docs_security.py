@@ -87,3 +87,18 @@ async def test_upload_endpoint_rate_limit_closes_1008(serve: Serve) -> None:
         (WSMsgType.TEXT, "5"),
         (WSMsgType.CLOSE, 1008),
     ]
+
+
+def test_every_test_the_security_and_deployment_pages_name_exists() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    named = set()
+    for page in ("security.md", "deployment.md"):
+        named |= set(re.findall(r"`(test_[a-z0-9_]+)`", (root / "docs" / page).read_text()))
+    defined = set()
+    for path in (root / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^(?:async )?def (test_[a-z0-9_]+)", path.read_text(), flags=re.MULTILINE))
+    assert named  # the pages back their claims with tests...
+    assert sorted(named - defined) == []  # ...that exist

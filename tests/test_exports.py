@@ -48,3 +48,10 @@ def test_every_module_declares_all() -> None:
         assert hasattr(module, "__all__"), info.name
         for name in module.__all__:
             assert hasattr(module, name), f"{info.name}.__all__ names missing {name}"
+
+
+def test_stats_api_is_exported_at_the_top() -> None:
+    from wsframe.snapshot import WorkerStats, stats
+
+    assert wsframe.stats is stats
+    assert wsframe.WorkerStats is WorkerStats

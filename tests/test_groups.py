@@ -164,7 +164,7 @@ async def test_join_twice_delivers_once(serve: Serve) -> None:
     assert await nothing_more(ws)
 
 
-@pytest.mark.parametrize("name", ["", "has space", "a*", "room?", "[x]", "x" * 129, "ünï"])
+@pytest.mark.parametrize("name", ["", "x" * 257, "lone \ud800 surrogate"])
 async def test_invalid_group_names_are_refused(serve: Serve, name: str) -> None:
     app = room_app()
     await serve(app)
@@ -174,12 +174,29 @@ async def test_invalid_group_names_are_refused(serve: Serve, name: str) -> None:
         await group_members(name, app=app)
 
 
+@pytest.mark.parametrize("name", ["has space", "a*", "room?", "[x]", "x" * 129, "x" * 256, "ünï"])
+async def test_group_names_users_type_are_valid(serve: Serve, name: str) -> None:
+    app = room_app()
+    await serve(app)
+    await send_message_to_group(name, "x", app=app)
+    assert await group_members(name, app=app) == set()
+
+
 async def test_invalid_name_in_join_closes_1011_and_leaves_others(serve: Serve) -> None:
     client = await serve(room_app())
     ws, _ = await join(client, "red")
-    ws.send_text("join bad*name")
+    ws.send_text("join " + "x" * 257)
     frames = await ws.frames_until_eof(TIMEOUT)
     assert [f.close_code for f in frames] == [1011]
+
+
+async def test_join_with_a_name_users_type_joins_it(serve: Serve) -> None:
+    app = room_app()
+    client = await serve(app)
+    ws, connection_id = await join(client, "red")
+    ws.send_text("join bad*name ü [x]?")
+    assert await ws.read_frame(TIMEOUT) == Frame(TEXT, "joined bad*name ü [x]?".encode())
+    assert await group_members("bad*name ü [x]?", app=app) == {connection_id}
 
 
 async def test_join_before_accept_raises_with_the_fix(serve: Serve) -> None:

@@ -19,6 +19,7 @@ from tests.support.gunicorn_harness import (
     RECEIVE,
     WORKERS,
     Gunicorn,
+    close_websockets,
     join,
     join_across_workers,
     members_seen,
@@ -58,6 +59,7 @@ def group() -> str:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+        await close_websockets()
 
 
 async def test_group_send_reaches_every_member_on_every_worker_exactly_once(

@@ -13,7 +13,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.gunicorn_harness import GROUPS_APP, SCALE, Gunicorn, join, join_across_workers, members_seen, post
+from tests.support.gunicorn_harness import (
+    GROUPS_APP,
+    SCALE,
+    Gunicorn,
+    close_websockets,
+    join,
+    join_across_workers,
+    members_seen,
+    post,
+)
 from tests.support.redis_server import SHARED_REDIS_URL, require_shared_redis
 
 pytestmark = pytest.mark.functional
@@ -38,6 +47,7 @@ def cluster(tmp_path: Path) -> Iterator[Gunicorn]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+        await close_websockets()
 
 
 async def test_group_send_reaches_every_member_on_every_worker_exactly_once(

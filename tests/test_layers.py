@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "wsframe.status": 0,
     "wsframe.exceptions": 0,
     "wsframe._ids": 0,
+    "wsframe._redact": 0,
     "wsframe.codec": 0,
     "wsframe.types": 0,
     # L1: settings and pure policy.
@@ -25,16 +26,20 @@ LAYERS: dict[str, int] = {
     "wsframe.limits": 1,
     "wsframe.messages": 1,
     "wsframe.pathvars": 1,
+    "wsframe._logs": 1,
     # L2: moving bytes: backends between processes, a connection to its client.
     "wsframe.backends": 2,
     "wsframe._connection": 2,
     "wsframe._guard": 2,
+    "wsframe._tally": 2,
     # L3: which connections live here and how to reach any id.
     "wsframe.registry": 3,
     "wsframe.groups": 3,
+    "wsframe.snapshot": 3,
     # L4: serving one connection: who may connect, the handler, the driver.
     "wsframe.security": 4,
     "wsframe._session": 4,
+    "wsframe.credentials": 4,
     "wsframe.websocket": 4,
     "wsframe.handshake": 4,
     # L5: assembling and running apps.
@@ -42,6 +47,7 @@ LAYERS: dict[str, int] = {
     "wsframe.app": 5,
     "wsframe.publisher": 5,
     "wsframe.asyncapi": 5,
+    "wsframe.metrics": 5,
     "wsframe.cli": 5,
     "wsframe.__main__": 5,
     "wsframe.testing": 5,

@@ -113,4 +113,4 @@ async def test_refused_origin_is_logged_at_info_with_the_same_words(
     caplog.set_level(logging.INFO, logger="wsframe")
     refused = await rejection(serve, "http://evil.example", "localhost:8000")
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "evil.example" in r.getMessage()]
-    assert lines == [f"refused handshake to /ws/: {json.loads(refused.body)['detail']}"]
+    assert lines == [f"refused handshake to /ws/ with 403: {json.loads(refused.body)['detail']}"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -297,6 +298,20 @@ async def test_group_members_lists_members_of_every_node(
     assert await in_thread(publisher.group_members, "red") == ids
 
 
+async def test_group_named_as_users_type_gets_publisher_sends_and_lists_its_members(
+    group_nodes: tuple[WsClient, WsClient], publisher: Publisher
+) -> None:
+    a, b = group_nodes
+    name = "room:a b ü *?[x]"
+    members = [await join(a, quote(name, safe="")), await join(b, quote(name, safe=""))]
+    neighbour, _ = await join(a, "room:a")
+    assert await in_thread(publisher.group_members, name) == {cid for _, cid in members}
+    assert await in_thread(publisher.send_message_to_group, name, "typed") == 2
+    for ws, _ in members:
+        assert await ws.read_frame(TIMEOUT) == Frame(TEXT, b"typed")
+    assert await silent(neighbour)
+
+
 def test_group_members_of_an_empty_group_is_an_empty_set(publisher: Publisher) -> None:
     assert publisher.group_members("empty-room") == set()
 
@@ -315,7 +330,7 @@ def test_group_members_leaves_out_and_prunes_members_of_a_dead_node(publisher: P
         client.close()
 
 
-@pytest.mark.parametrize("group", ["", "has space", "glob*", "a" * 129, 42])
+@pytest.mark.parametrize("group", ["", "a" * 257, "lone \ud800 surrogate", 42])
 @pytest.mark.parametrize("method", ["send_message_to_group", "close_group", "group_members"])
 def test_invalid_group_name_raises_invalid_group_name_error(publisher: Publisher, method: str, group: object) -> None:
     call = getattr(publisher, method)

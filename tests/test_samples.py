@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -64,6 +65,23 @@ async def test_chat_rooms_are_separate(serve: Serve) -> None:
     assert await receive_json(ada) == {"type": "presence", "count": 1}  # nothing from room two came first
     await ada.close()
     await bob.close()
+
+
+async def test_chat_room_named_as_users_type_works(serve: Serve) -> None:
+    client = await serve(create_app(chat_urls))
+    ada = await client.ws_connect("/ws/chat/" + quote("café * [2]?", safe="") + "/?name=ada")
+    assert await receive_json(ada) == {"type": "joined", "name": "ada"}
+    assert await receive_json(ada) == {"type": "presence", "count": 1}
+    await ada.send_str('{"type":"say","text":"salut"}')
+    assert await receive_json(ada) == {"type": "said", "name": "ada", "text": "salut"}
+    await ada.close()
+
+
+async def test_chat_closes_a_room_name_too_long_for_a_group_with_4400(serve: Serve) -> None:
+    client = await serve(create_app(chat_urls))
+    ws = await client.ws_connect("/ws/chat/" + "r" * 252 + "/?name=ada")
+    msg = await ws.receive(timeout=TIMEOUT)
+    assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4400, "Room names are at most 251 characters.")
 
 
 async def test_chat_rejects_a_malformed_message_with_1007(serve: Serve) -> None:

@@ -264,3 +264,27 @@ def test_authentication_failed_is_a_wsframe_error() -> None:
     from wsframe import WsframeError
 
     assert issubclass(AuthenticationFailed, WsframeError)
+
+
+async def test_session_cookie_from_a_foreign_origin_is_refused_403_before_any_handler_runs(serve: Serve) -> None:
+    # Cross-site websocket hijacking: another site's page opens a socket and the browser
+    # attaches the user's valid session cookie. The Origin check refuses it first.
+    connects: list[Any] = []
+
+    class Counted(GenericWebsocket):
+        async def connect(self) -> None:
+            connects.append(self.user)
+            await self.accept()
+            await self.send({"user": self.user})
+            await self.close()
+
+    client = await serve(session_app({"login/<name>/": login, "ws/": Counted}, auth=SessionAuth()))
+    await client.post("/login/ada/")
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["SESSION"]
+    cookie_header = {"Cookie": f"SESSION={cookie.coded_value}"}
+    assert await status_of(client, "/ws/", {**cookie_header, "Origin": "https://evil.example"}) == 403
+    assert connects == []
+    own_origin = f"http://{client.server.host}:{client.server.port}"
+    frame = await first_message(client, "/ws/", {**cookie_header, "Origin": own_origin})
+    assert frame == Frame(TEXT, b'{"user":"ada"}')  # the same cookie is valid from the app's own page
+    assert connects == ["ada"]

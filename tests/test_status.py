@@ -14,6 +14,15 @@ def test_every_http_status_has_a_constant() -> None:
         assert getattr(status, f"HTTP_{code.value}_{code.name}") == code.value
 
 
+def test_old_and_rfc_9110_names_of_a_status_are_the_same_code() -> None:
+    """Python 3.13 renamed four statuses after RFC 9110 and kept the old names as aliases;
+    iterating ``http.HTTPStatus`` yields the new names there and the old ones before."""
+    assert status.HTTP_413_REQUEST_ENTITY_TOO_LARGE == status.HTTP_413_CONTENT_TOO_LARGE == 413
+    assert status.HTTP_414_REQUEST_URI_TOO_LONG == status.HTTP_414_URI_TOO_LONG == 414
+    assert status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE == status.HTTP_416_RANGE_NOT_SATISFIABLE == 416
+    assert status.HTTP_422_UNPROCESSABLE_ENTITY == status.HTTP_422_UNPROCESSABLE_CONTENT == 422
+
+
 def test_websocket_codes_run_from_1000_to_1014() -> None:
     assert status.WS_1000_NORMAL_CLOSURE == 1000
     assert status.WS_1008_POLICY_VIOLATION == 1008

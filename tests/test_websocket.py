@@ -464,6 +464,13 @@ async def test_message_one_byte_over_the_size_limit_closes_1009(serve: Serve) ->
     assert [(f.opcode, f.close_code) for f in frames] == [(CLOSE, 1009)]
 
 
+async def test_1009_close_says_which_size_limit_the_message_went_over(serve: Serve) -> None:
+    client = await serve(create_app({"ws/": Echo}, max_message_size=1000))
+    ws = await raw_connect(client, "/ws/")
+    ws.send_binary(b"x" * 1001)
+    assert await ws.frames_until_eof(TIMEOUT) == [close_frame(1009, "message too big: limit 1000 bytes")]
+
+
 async def test_two_mib_message_closes_1009_under_the_default_limit(serve: Serve) -> None:
     codes: list[int] = []
     done = asyncio.Event()

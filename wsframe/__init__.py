@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import status
 from .app import create_app
 from .config import Settings
+from .credentials import Expiring, MessageAuth
 from .exceptions import (
     ApplicationNotFoundError,
     AuthenticationFailed,
@@ -19,6 +20,7 @@ from .exceptions import (
 from .groups import close_group, group_members, send_message_to_group
 from .publisher import Publisher
 from .security import SessionAuth, TokenAuth
+from .snapshot import WorkerStats, stats
 from .websocket import GenericWebsocket, close_websocket_connection, send_message_to_websocket
 
 __all__ = [
@@ -36,6 +38,9 @@ __all__ = [
     "group_members",
     # security.py
     "TokenAuth",
+    # credentials.py
+    "MessageAuth",
+    "Expiring",
     "SessionAuth",
     # exceptions.py
     "WsframeError",
@@ -47,6 +52,9 @@ __all__ = [
     "AuthenticationFailed",
     "PermissionDenied",
     "InvalidGroupNameError",
+    # snapshot.py
+    "stats",
+    "WorkerStats",
     # publisher.py
     "Publisher",
     # status.py

@@ -15,6 +15,8 @@ import asyncio
 import enum
 import logging
 import zlib
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import ClientConnectionResetError, WSMsgType, web
 
@@ -23,7 +25,7 @@ from .codec import build_close_frame, build_frame
 from .config import HandlerConfig
 from .exceptions import ConnectionClosed, WsframeError
 
-__all__ = ["Connection", "State", "MAX_REASON_BYTES", "truncate_reason"]
+__all__ = ["Connection", "State", "MAX_REASON_BYTES", "SLOW_CONSUMER_REASON", "too_big_reason", "truncate_reason"]
 
 logger = logging.getLogger("wsframe.websocket")
 
@@ -31,7 +33,8 @@ MAX_REASON_BYTES = 123
 """A close frame's reason must fit in 123 bytes (RFC 6455 section 5.5)."""
 
 _NO_DRAIN = 1 << 62
-_SLOW_CONSUMER = "Slow consumer"
+SLOW_CONSUMER_REASON = _SLOW_CONSUMER = "Slow consumer"
+"""The close reason sent with 1013 to a client that reads too slowly."""
 
 
 class State(enum.Enum):
@@ -67,15 +70,26 @@ def _abort_unless_draining(transport: asyncio.Transport, buffered: int, patience
     transport.abort()
 
 
-class _WebSocketResponse(web.WebSocketResponse):
-    """aiohttp's response, failing a connection whose compressed data is corrupt with 1007, not 1000."""
+def too_big_reason(limit: int) -> str:
+    """The reason of a 1009 close: which limit the message went over."""
+    return f"message too big: limit {limit} bytes"
 
-    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        # receive() calls close() without a code after a non-protocol error in the
-        # reader; the only such error a peer can cause is a zlib decompression error.
-        if code == status.WS_1000_NORMAL_CLOSURE and isinstance(self.exception(), zlib.error):
+
+class _WebSocketResponse(web.WebSocketResponse):
+    """aiohttp's response, saying which limit a 1009 close enforces, and failing corrupt compressed data with 1007."""
+
+    def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> Coroutine[Any, Any, bool]:
+        # A plain method handing back aiohttp's coroutine: no coroutine frame
+        # of its own on every close.
+        if code == status.WS_1009_MESSAGE_TOO_BIG and not message:
+            # aiohttp's reader closes an oversized message with no reason; its
+            # limit is one byte over ours (see make_response).
+            message = too_big_reason(self._max_msg_size - 1).encode()
+        elif code == status.WS_1000_NORMAL_CLOSURE and isinstance(self.exception(), zlib.error):
+            # receive() calls close() without a code after a non-protocol error in the
+            # reader; the only such error a peer can cause is a zlib decompression error.
             code = status.WS_1007_INVALID_FRAME_PAYLOAD_DATA
-        return await super().close(code=code, message=message, drain=drain)
+        return super().close(code=code, message=message, drain=drain)
 
 
 class Connection:
@@ -95,6 +109,10 @@ class Connection:
         "connection_id",
         "dropped_messages",
         "groups",
+        "received_bytes",
+        "received_messages",
+        "sent_bytes",
+        "sent_messages",
         "state",
         "transport",
         "ws",
@@ -115,6 +133,8 @@ class Connection:
         """The groups this connection is in (None until it joins one); kept by the registry."""
         self.dropped_messages = 0
         """Messages dropped because the client read too slowly (``slow_consumer='drop'``)."""
+        # Plain counters, read by wsframe.stats() and /metrics (see wsframe._tally).
+        self.received_messages = self.received_bytes = self.sent_messages = self.sent_bytes = 0
 
     def closed_error(self) -> ConnectionClosed:
         """The ConnectionClosed to raise for an action on this closed or closing connection."""
@@ -125,10 +145,7 @@ class Connection:
     def make_response(self, subprotocol: str | None) -> web.WebSocketResponse:
         """Return the aiohttp response that completes (or refuses with a close frame) the handshake."""
         settings = self.config.settings
-        # Only inflating can raise zlib.error, so without compression aiohttp's
-        # own class does (one coroutine frame less on every close).
-        response_class = _WebSocketResponse if settings.compression else web.WebSocketResponse
-        return response_class(
+        return _WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             heartbeat=settings.heartbeat or None,
             # aiohttp rejects a plain message of exactly max_msg_size bytes (its
@@ -161,6 +178,8 @@ class Connection:
             return
         try:
             await ws.send_frame(payload, opcode)
+            self.sent_messages += 1
+            self.sent_bytes += len(payload)
         except (ClientConnectionResetError, ConnectionResetError):
             # The peer went away and the receive loop has not noticed yet.
             self.mark_closed(status.WS_1006_ABNORMAL_CLOSURE)
@@ -183,6 +202,8 @@ class Connection:
             and transport.get_write_buffer_size() <= self.config.outbound_limit
         ) or self._admit_past_fast_path():
             transport.write(frame)  # type: ignore[union-attr]  # _admit_past_fast_path() checked it
+            self.sent_messages += 1
+            self.sent_bytes += len(frame)
 
     def _admit_past_fast_path(self) -> bool:
         """Decide on a frame the fast path did not let through: True to write it, False to drop it.

@@ -18,10 +18,11 @@ import msgspec
 from aiohttp import ClientConnectionResetError, WSMsgType, web
 
 from . import status
-from ._connection import Connection, State, truncate_reason
+from ._connection import Connection, State, too_big_reason, truncate_reason
 from ._ids import new_connection_id
 from .codec import build_frame
 from .config import HandlerConfig
+from .credentials import Credentials
 from .exceptions import ConnectionClosed, WsframeError
 from .limits import TokenBucket
 from .registry import Registry
@@ -70,13 +71,15 @@ class Hooks(Protocol):
 class Session(Connection):
     """A connection with its driver: :meth:`serve` runs it from ``connect()`` to ``disconnect()``."""
 
-    __slots__ = ("handshake_timer", "registry")
+    __slots__ = ("credentials", "handshake_timer", "registry")
 
     def __init__(self, registry: Registry, config: HandlerConfig) -> None:
         # Not super() nor registry.new_connection_id(): two calls fewer per connection.
         Connection.__init__(self, new_connection_id(registry.node_id), config)
         self.registry = registry
         self.handshake_timer: asyncio.TimerHandle | None = None
+        self.credentials: Credentials | None = None
+        """Token expiry and refresh (wsframe.credentials); None for most connections."""
 
     # ---------------------------------------------------------------- handshake
 
@@ -88,6 +91,13 @@ class Session(Connection):
         """
         if self.state is not _CONNECTING:
             if self.ws is not None and self.state is _OPEN:
+                if self.credentials is not None and self.credentials.first_message:
+                    # Opened by the first-message login before connect() ran.
+                    if subprotocol or headers:
+                        raise WsframeError(
+                            "with MessageAuth the handshake is done before connect(): no subprotocol or headers"
+                        )
+                    return
                 raise WsframeError("accept() was already called for this connection")
             raise self.closed_error()
         ws = self.make_response(subprotocol)
@@ -112,6 +122,18 @@ class Session(Connection):
         if registry.shutting_down:
             # Shutdown has already told every connection it knew of to go; this
             # one finished its handshake since, so it goes the same way.
+            registry.spawn(self.close(status.WS_1001_GOING_AWAY, "Server shutdown"))
+
+    def adopt(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        """Take *ws*, already prepared (101 sent) by a login before connect(): as accept() after its prepare."""
+        self.ws = ws
+        self.transport = request.transport
+        if self.config.settings.compression and ws.compress:
+            self.compressed = True
+        self.state = _OPEN
+        registry = self.registry
+        registry.add(self)
+        if registry.shutting_down:
             registry.spawn(self.close(status.WS_1001_GOING_AWAY, "Server shutdown"))
 
     def end_handshake_timer(self) -> None:
@@ -143,7 +165,7 @@ class Session(Connection):
         # (One timer for all handshakes of a handler, in deadline order, was
         # tried: it cost as many instructions as uvloop's call_later.)
         task = asyncio.current_task()
-        if task is not None:
+        if task is not None and self.ws is None:  # (a first-message login has already opened it)
             self.handshake_timer = asyncio.get_running_loop().call_later(
                 self.config.settings.handshake_timeout, self._expire_handshake, task
             )
@@ -172,6 +194,11 @@ class Session(Connection):
             if ws is None:
                 if self.state is _CLOSING:
                     return await self._close_before_accept(handler)
+                logger.info(
+                    "refused handshake to %s with 403: %s.connect() returned without accept()",
+                    handler.request.path,
+                    type(handler).__qualname__,
+                )
                 return json_error(status.HTTP_403_FORBIDDEN, "The server did not accept this connection.")
             if self.state is _OPEN:
                 await self._receive_loop(handler, ws)
@@ -199,7 +226,14 @@ class Session(Connection):
         name = type(handler).__qualname__
         if isinstance(error, asyncio.CancelledError):
             timeout = self.config.settings.handshake_timeout
-            logger.warning("%s.connect() neither accepted nor closed within %s s", name, timeout)
+            # A warning, not info: a slow connect() is the app's to fix.
+            logger.warning(
+                "refused handshake to %s with 408: %s.connect() neither accepted nor closed within %s s",
+                handler.request.path,
+                name,
+                timeout,
+            )
+            self.registry.tally.refuse("timeout")
             return json_error(status.HTTP_408_REQUEST_TIMEOUT, "The handshake took too long.")
         if isinstance(error, ConnectionClosed):
             logger.debug("client of %s left during the handshake", name)
@@ -226,7 +260,7 @@ class Session(Connection):
         decode = self.config.decoder
         idle_timeout = self.config.settings.idle_timeout
         limited = None
-        if self.compressed or self.config.settings.rate_limit is not None:
+        if self.compressed or self.config.settings.rate_limit is not None or self.credentials is not None:
             limited = self._message_limits()
         in_a_row = 0
         while True:
@@ -243,7 +277,11 @@ class Session(Connection):
             kind = msg.type
             if kind is _TEXT or kind is _BINARY:
                 # The data path stays inline: it runs for every message.
+                self.received_messages += 1
+                self.received_bytes += len(msg.data)  # characters of a text message
                 if limited is not None and await self._over_limit(limited, msg.data):
+                    if self.state is _OPEN:
+                        continue  # wsframe's own message (a token refresh), not for receive()
                     return
                 try:
                     if decode is None:
@@ -280,6 +318,7 @@ class Session(Connection):
                     self.write_frame(build_frame(msg.data, _PONG))
                 except ConnectionClosed:
                     return
+                self.sent_messages -= 1  # a pong is not a message (its bytes still count)
                 continue
             if kind is _PONG:
                 continue  # the heartbeat already counted it as traffic
@@ -299,24 +338,30 @@ class Session(Connection):
                 self._read_ended(ws, msg)
             return
 
-    def _message_limits(self) -> tuple[int | None, TokenBucket | None]:
-        """The per-message checks this connection needs: the inflated size limit and the rate limit."""
+    def _message_limits(self) -> tuple[int | None, TokenBucket | None, Credentials | None]:
+        """The per-message checks this connection needs: inflated size, rate, token refresh (its timer starts)."""
         settings = self.config.settings
         inflated_limit = settings.max_message_size if self.compressed else None
         rate = settings.rate_limit
         bucket = TokenBucket(rate, asyncio.get_running_loop().time()) if rate is not None else None
-        return inflated_limit, bucket
+        credentials = self.credentials
+        if credentials is not None:
+            credentials.arm(self)
+        return inflated_limit, bucket, credentials
 
-    async def _over_limit(self, limits: tuple[int | None, TokenBucket | None], data: str | bytes) -> bool:
-        """Close (1009 too big once inflated, 1008 over the rate limit) and return True when *data* trips a limit."""
-        inflated_limit, bucket = limits
+    async def _over_limit(
+        self, limits: tuple[int | None, TokenBucket | None, Credentials | None], data: str | bytes
+    ) -> bool:
+        """Return True when *data* is not for receive(): it tripped a limit (then closed: 1009 too big
+        once inflated, 1008 over the rate limit) or was a token refresh (handled here)."""
+        inflated_limit, bucket, credentials = limits
         if inflated_limit is not None and _utf8_size(data, inflated_limit) > inflated_limit:
-            await self.close(status.WS_1009_MESSAGE_TOO_BIG)
+            await self.close(status.WS_1009_MESSAGE_TOO_BIG, too_big_reason(inflated_limit))
             return True
         if bucket is not None and not bucket.take(asyncio.get_running_loop().time()):
             await self.close(status.WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
             return True
-        return False
+        return credentials is not None and await credentials.refresh(self, data)
 
     def _read_ended(self, ws: web.WebSocketResponse, msg: Any) -> None:
         """Record how the connection ended without a close frame: a failed read, or EOF."""
@@ -343,7 +388,10 @@ class Session(Connection):
         """Leave the registry and every group, then run disconnect(): once per accepted connection."""
         registry = self.registry
         registry.discard(self.connection_id)
+        registry.tally.finished(self)
         self.state = _CLOSED
+        if self.credentials is not None:
+            self.credentials.end()
         try:
             if self.groups:
                 if registry.tracks_members:

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from . import _guard, status
+from . import _guard, _redact, status
+from ._logs import adopt_gunicorn_error_log
 from .backends import resolve_backend
 from .backends.base import Backend
 from .config import FIELDS, SETTINGS_KEY, Settings
+from .metrics import enable_metrics
 from .registry import REGISTRY_KEY, Registry, started_apps
 from .routing import Route, compile_urls
 from .types import Auth, OriginPolicy, Permission
@@ -53,6 +55,8 @@ def create_app(
     allowed_origins: OriginPolicy = None,
     auth: Auth | None = None,
     permissions: Sequence[Permission] | None = None,
+    redact_query_params: Sequence[str] | None = None,
+    metrics: bool | str = False,
     **app_options: Any,
 ) -> web.Application:
     """Build the application serving *urls*.
@@ -65,10 +69,13 @@ def create_app(
     :class:`~wsframe.backends.Backend` or a URL (``memory://``, ``ipc://``,
     ``redis://...``). With neither: the local IPC backend under gunicorn, the
     process-local memory backend otherwise (see docs/workers.md).
-    *app_options* go to ``web.Application`` (``client_max_size``, ``logger``, ...).
+    *metrics* serves Prometheus metrics at ``/metrics`` (or at the path it
+    names): see docs/deployment.md. *app_options* go to ``web.Application`` (``client_max_size``, ``logger``, ...).
 
     Raises :class:`~wsframe.exceptions.ConfigurationError` naming the problem
-    for a bad url table or setting, before anything is served.
+    for a bad url table or setting, before anything is served, and
+    :class:`~wsframe.exceptions.MissingDependencyError` for *metrics* without
+    prometheus-client installed.
     """
     # Every keyword named like a setting, read by name: a setting added to
     # Settings but not here fails on the first call (and in tests/test_config.py).
@@ -83,12 +90,17 @@ def create_app(
     # Here rather than at import: importing wsframe changes no logging. Adding
     # the same filter again is a no-op.
     logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
+    # Tokens in query strings print as token=*** in aiohttp's and gunicorn's access logs.
+    _redact.install()
     registry = Registry(resolve_backend(backend, redis))
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
     app[ROUTES_KEY] = compile_urls(app.router, urls, settings)
+    enable_metrics(app, metrics, [route.path for route in app[ROUTES_KEY] if route.kind == "websocket"])
 
     async def on_startup(app: web.Application) -> None:
+        # At startup, once the app module has run: logging it set up itself wins.
+        adopt_gunicorn_error_log()
         await registry.on_startup()
         started_apps.add(app)
 

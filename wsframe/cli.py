@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
+from . import __version__
 from .exceptions import ConfigurationError
 
 __all__ = ["main", "load_app", "UsageError"]
@@ -233,6 +234,7 @@ def _asyncapi(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wsframe", description="Run and inspect wsframe applications.", formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     target_help = f"module:attribute of the application, e.g. {EXAMPLE}"
     run = commands.add_parser("run", help="serve an app in one process (development)", formatter_class=_Help)

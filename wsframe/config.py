@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from ._redact import add_sensitive
 from .exceptions import ConfigurationError
 from .limits import ConnectionLimiter, OutboundPolicy
 from .messages import MessageDecoder
@@ -90,6 +91,10 @@ class Settings:
     or raises AuthenticationFailed (HTTP 401)."""
     permissions: Sequence[Permission] = ()
     """Called in order after ``auth``; the first False or PermissionDenied answers HTTP 403."""
+    redact_query_params: Sequence[str] = ()
+    """Query parameters printed ``name=***`` in the access log, beside ``token``,
+    ``access_token`` and every TokenAuth's ``query_param`` (always redacted). Process-wide,
+    as loggers are: a name one app declares is redacted in every line of the process."""
 
     def __post_init__(self) -> None:
         if self.max_outbound_buffer < 1:
@@ -116,6 +121,13 @@ class Settings:
                 raise ConfigurationError(f"{name} must be a positive whole number or None, got {value!r}")
         object.__setattr__(self, "allowed_origins", validate_origin_policy(self.allowed_origins, "allowed_origins"))
         object.__setattr__(self, "permissions", tuple(self.permissions))
+        names = self.redact_query_params
+        if isinstance(names, str) or not all(isinstance(name, str) and name for name in names):
+            raise ConfigurationError(
+                f"redact_query_params must be a list of query parameter names such as ['key'], got {names!r}"
+            )
+        object.__setattr__(self, "redact_query_params", tuple(names))
+        add_sensitive(names)
 
     def merged(self, overrides: dict[str, Any]) -> Settings:
         """Return these settings with *overrides* applied (``None`` values are ignored)."""
@@ -161,3 +173,5 @@ class HandlerConfig:
     """settings.max_outbound_buffer, one attribute away on the per-frame path."""
     calls_disconnect: bool = True
     """Whether the class overrides disconnect() (else there is no coroutine to run per connection)."""
+    route: str = ""
+    """The path the class is mounted at, as the url table writes it (the ``route`` label of metrics)."""

@@ -77,4 +77,4 @@ class PermissionDenied(WsframeError):
 
 
 class InvalidGroupNameError(WsframeError, ValueError):
-    """A group name is empty, too long or has characters outside letters, digits and ``_.:@=+-``."""
+    """A group name is not a ``str``, is empty, is over 256 characters, or has a lone surrogate."""

@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from . import status
 from ._session import Session, json_error
 from .config import OVERRIDABLE, HandlerConfig, Settings
+from .credentials import MessageAuth, serve_after_login
 from .exceptions import AuthenticationFailed, PermissionDenied
 from .limits import ConnectionLimiter, OutboundPolicy
 from .messages import decoder_for
@@ -53,6 +54,16 @@ def _handshake_problem(request: web.Request) -> str | None:
     return None
 
 
+def _limit_reached(limiter: ConnectionLimiter, refused: int, address: str) -> str:
+    """Say which connection limit refused a handshake from *address*, for the log line."""
+    if refused == status.HTTP_429_TOO_MANY_REQUESTS:
+        return f"{limiter.max_per_ip} connection(s) from {address} already open (max_connections_per_ip)"
+    return f"{limiter.max_connections} connection(s) already open (max_connections)"
+
+
+_REFUSED = "refused handshake to %s with %d: %s"
+"""Every refusal's info line: the path (never the query string, which may hold a token), the status, why."""
+_NO_CONVERSION = "a path variable does not convert to the type connect() declares"
 _ABSURD_NUMBER = re.compile(r"\d{4,}")
 _KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 """16 bytes in base64: 22 characters and two of padding (one regex call instead of b64decode's several)."""
@@ -64,6 +75,7 @@ def build_handler_config(
     app_settings: Settings,
     app_limiter: ConnectionLimiter,
     where: str,
+    route: str = "",
 ) -> HandlerConfig:
     """Merge *handler*'s class attributes over the app settings; ConfigurationError when invalid."""
     overrides = {name: getattr(handler, name, None) for name in OVERRIDABLE}
@@ -80,6 +92,7 @@ def build_handler_config(
         OutboundPolicy(settings.max_outbound_buffer, settings.slow_consumer),
         settings.max_outbound_buffer,
         handler.disconnect is not GenericWebsocket.disconnect,
+        route,
     )
 
 
@@ -95,7 +108,8 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
     limiter = config.limiter
     policy = settings.allowed_origins
     auth, permissions = settings.auth, settings.permissions
-    needs_auth = auth is not None or bool(permissions)
+    login = auth if isinstance(auth, MessageAuth) else None
+    needs_auth = login is None and (auth is not None or bool(permissions))
     has_variables = bool(converters.converters)
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -109,22 +123,29 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
             )
         problem = _handshake_problem(request)
         if problem is not None:
+            logger.info(_REFUSED, request.path, status.HTTP_400_BAD_REQUEST, problem)
+            app[REGISTRY_KEY].tally.refuse("invalid")
             return json_error(status.HTTP_400_BAD_REQUEST, problem)
         # Most clients that are not browsers send no Origin: no call for them.
         if request.headers.get(hdrs.ORIGIN) is not None and not origin_allowed(request, policy):
             refusal = origin_refusal(request, policy)
-            logger.info("refused handshake to %s: %s", request.path, refusal)
+            logger.info(_REFUSED, request.path, status.HTTP_403_FORBIDDEN, refusal)
+            app[REGISTRY_KEY].tally.refuse("origin")
             return json_error(status.HTTP_403_FORBIDDEN, refusal)
         limited = limiter.active
         if limited:
             address = request.remote or ""
             refused = limiter.admit(address)
             if refused is not None:
+                logger.info(_REFUSED, request.path, refused, _limit_reached(limiter, refused, address))
+                app[REGISTRY_KEY].tally.refuse("limit" if refused == status.HTTP_503_SERVICE_UNAVAILABLE else "rate")
                 return json_error(refused, "Too many connections; try again later.")
         try:
             if has_variables:
                 path_variables = converters.convert(request.match_info)
                 if path_variables is None:
+                    logger.info(_REFUSED, request.path, status.HTTP_404_NOT_FOUND, _NO_CONVERSION)
+                    app[REGISTRY_KEY].tally.refuse("not_found")
                     return json_error(status.HTTP_404_NOT_FOUND, "Not found")
             else:
                 path_variables = {}
@@ -136,14 +157,18 @@ def make_route_handler(cls: type[GenericWebsocket], config: HandlerConfig) -> Ha
                 try:
                     await authenticate(connection, auth, permissions)
                 except AuthenticationFailed as exc:
-                    logger.info("authentication failed for %s: %s", request.path, exc)
+                    logger.info(_REFUSED, request.path, status.HTTP_401_UNAUTHORIZED, f"authentication failed: {exc}")
+                    session.registry.tally.refuse("auth")
                     return json_error(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
                 except PermissionDenied as exc:
-                    logger.info("permission denied for %s: %s", request.path, exc)
+                    logger.info(_REFUSED, request.path, status.HTTP_403_FORBIDDEN, f"permission denied: {exc}")
+                    session.registry.tally.refuse("permission")
                     return json_error(status.HTTP_403_FORBIDDEN, "Permission denied.")
                 except Exception:
                     logger.exception("auth or permission check of %s failed", cls.__qualname__)
                     return json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+            if login is not None:
+                return await serve_after_login(session, connection, login, permissions)
             return await session.serve(connection)
         finally:
             if limited:

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from ._connection import Connection
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
+from ._tally import Tally
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
 from .exceptions import ApplicationNotFoundError, ConnectionClosed
@@ -58,6 +59,8 @@ class Registry:
         self.node_id = new_node_id()
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, dict[str, Connection]] = {}
+        self.tally = Tally()
+        """Totals of connections that ended and handshakes refused (read through wsframe.stats())."""
         # A backend that keeps no membership (one process) is not awaited on
         # every join and leave: those run for every connection of a chat app.
         self.tracks_members = (

@@ -182,7 +182,7 @@ def compile_urls(
         if _is_websocket(target):
             where = f"{route.key} -> {target.__qualname__}"
             converters = PathConverters.for_function(target.connect, route.variables, where)
-            config = build_handler_config(target, converters, settings, limiter, where)
+            config = build_handler_config(target, converters, settings, limiter, where, route.path)
             handler = make_route_handler(target, config)
             for path in route.aiohttp_paths():
                 router.add_route("*", path, handler)

@@ -7,7 +7,6 @@ status (403 origin, 401 authentication, 403 permission) and never a socket.
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import logging
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +16,9 @@ from aiohttp import hdrs, web
 from aiohttp_session import STORAGE_KEY, get_session
 from yarl import URL
 
+from ._redact import add_sensitive
 from .config import validate_origin_policy
+from .credentials import attach_expiry, checked
 from .exceptions import AuthenticationFailed, PermissionDenied
 from .types import Auth, Handshake, OriginPolicy, Permission
 
@@ -144,16 +145,16 @@ async def load_session(request: web.Request) -> Mapping[str, Any] | None:
     return types.MappingProxyType(dict(session))
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
 class TokenAuth:
     """Authenticate by a token from a header, a query parameter or a cookie, in that order.
 
-    *verify* (sync or async) takes the token and returns the user, or None to
-    refuse. Browsers' WebSocket API cannot set headers, so a page sends the
-    token as ``?token=...`` or in a cookie. Refusal: 401.
+    *verify* (sync or async) takes the token and returns the user, a
+    :class:`~wsframe.credentials.Expiring` (the user and when the token
+    expires: then the connection closes with 4410 unless the client refreshes
+    it), or None to refuse. Browsers' WebSocket API cannot set headers, so a
+    page sends the token as ``?token=...`` or in a cookie; *query_param* is
+    always printed ``token=***`` in the access log. To keep tokens out of URLs
+    altogether use :class:`~wsframe.credentials.MessageAuth`. Refusal: 401.
     """
 
     def __init__(
@@ -167,6 +168,8 @@ class TokenAuth:
     ) -> None:
         self.verify = verify
         self.header, self.scheme, self.query_param, self.cookie = header, scheme, query_param, cookie
+        if query_param:
+            add_sensitive([query_param])
 
     def token(self, connection: Handshake) -> str | None:
         """The token the client sent, or None."""
@@ -186,9 +189,9 @@ class TokenAuth:
         token = self.token(connection)
         if token is None:
             raise AuthenticationFailed("no token in the request")
-        user = await _maybe_await(self.verify(token))
-        if user is None:
-            raise AuthenticationFailed("invalid token")
+        user, expires_at = await checked(self.verify, token)
+        if expires_at is not None:
+            attach_expiry(connection, self.verify, expires_at)
         return user
 
 

@@ -52,7 +52,7 @@ class GenericWebsocket:
     ``compression``, ``close_timeout``, ``max_outbound_buffer``,
     ``slow_consumer``, ``handshake_timeout``, ``idle_timeout``, ``rate_limit``,
     ``max_connections``, ``max_connections_per_ip``, ``allowed_origins``,
-    ``auth`` and ``permissions``. ``send_type`` declares what :meth:`send` is
+    ``auth``, ``permissions`` and ``redact_query_params``. ``send_type`` declares what :meth:`send` is
     called with (a msgspec Struct, a union of them, or any type msgspec can
     describe); it changes nothing at run time and only feeds the AsyncAPI
     document (:mod:`wsframe.asyncapi`).
@@ -74,6 +74,7 @@ class GenericWebsocket:
     allowed_origins: ClassVar[OriginPolicy] = None
     auth: ClassVar[Auth | None] = None
     permissions: ClassVar[tuple[Permission, ...] | None] = None
+    redact_query_params: ClassVar[tuple[str, ...] | None] = None
     send_type: ClassVar[Any] = None
 
     user: Any = None

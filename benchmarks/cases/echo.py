@@ -1,17 +1,15 @@
-"""Echo: n connections each keep one 64-byte text message in flight (closed loop).
-
-Send, wait for the echo, send again, for ``echo_seconds`` after ``warmup_seconds``: round trips per
-second, per server CPU-second, and the p50/p99 round-trip latency. Also the warm-up of every session.
-"""
+"""Echo: n connections each keep one 64-byte text message in flight (send, wait for the echo, send again):
+round trips per second and per server CPU-second, p50/p99 latency. Also the warm-up of every session."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from ..client import OP_TEXT, WsClient, client_frame, connect_many
 from ..harness import CpuMeter, percentile
-from . import WS_PATH, Config, close_all, progress
+from . import Config, close_all
 
 __all__ = ["ECHO_PAYLOAD", "echo", "warm_up"]
 
@@ -19,44 +17,32 @@ ECHO_PAYLOAD = b"e" * 64
 
 
 async def warm_up(cfg: Config) -> None:
-    """Open, use and close a few connections so that first-use costs are not in any figure."""
-    clients = await connect_many(cfg.host, cfg.port, WS_PATH, 20, sources=cfg.sources)
-    frame = client_frame(OP_TEXT, ECHO_PAYLOAD)
-    for _ in range(5):
-        for client in clients:
-            client.send(frame)
-        await asyncio.sleep(0.02)
-    await close_all(clients, settle=0.3)
+    """Echo briefly over 20 connections, so that first-use costs are not in any figure."""
+    await echo(dataclasses.replace(cfg, warmup_seconds=0.1, echo_seconds=0.2), 20)
 
 
 async def echo(cfg: Config, connections: int) -> dict[str, float]:
     """Closed-loop echo over *connections*; raises RuntimeError when a reply is wrong or none arrives."""
     frame = client_frame(OP_TEXT, ECHO_PAYLOAD)
     latencies: list[int] = []
-    record = latencies.append
-    running = True
-    recording = False
-    wrong = 0
-    clock = time.perf_counter_ns
+    record, running, recording, wrong, clock = latencies.append, True, False, 0, time.perf_counter_ns
 
     def on_message(client: WsClient, opcode: int, payload: bytes) -> None:
         nonlocal wrong
         now = clock()
-        if payload != ECHO_PAYLOAD:
-            wrong += 1
+        wrong += payload != ECHO_PAYLOAD
         if recording:
             record(now - client.sent_at)
         if running:
             client.sent_at = now
             client.send(frame)
 
-    clients = await connect_many(cfg.host, cfg.port, WS_PATH, connections, sources=cfg.sources, on_message=on_message)
+    clients = await connect_many(cfg.port, connections, on_message=on_message)
     meter = CpuMeter(server_cpu=[cfg.server_pid])
     for client in clients:
         client.sent_at = clock()
         client.send(frame)
     await asyncio.sleep(cfg.warmup_seconds)
-    progress(f"echo_{connections}: measuring")
     recording = True
     meter.start()
     await asyncio.sleep(cfg.echo_seconds)
@@ -70,5 +56,6 @@ async def echo(cfg: Config, connections: int) -> dict[str, float]:
         raise RuntimeError(f"echo_{connections}: no reply arrived in {cfg.echo_seconds} s")
     latencies.sort()
     rate = len(latencies) / cfg.echo_seconds
-    return {"msgs_per_s": rate, "msgs_per_cpu_s": rate / cpu["server_cpu"] if cpu["server_cpu"] else 0.0,
-            "p50_ms": percentile(latencies, 0.50) / 1e6, "p99_ms": percentile(latencies, 0.99) / 1e6, **cpu}
+    p50, p99 = (percentile(latencies, fraction) / 1e6 for fraction in (0.5, 0.99))
+    per_cpu = rate / cpu["server_cpu"] if cpu["server_cpu"] else 0.0
+    return {"msgs_per_s": rate, "msgs_per_cpu_s": per_cpu, "p50_ms": p50, "p99_ms": p99, **cpu}

@@ -1,23 +1,19 @@
-"""Fan-out: one ``POST /fanout/`` makes the server send one 64-byte text message to every open connection;
-the figure is the time from the request until the last connection received it.
-
-``ms``/``server_ms``: the server's fastest way (wsframe: one group send); ``ms_per_id``/``server_ms_per_id``:
-one send per connection id. Each kind starts with one fan-out that is not counted (warm-up), then
-``fanout_triggers`` counted ones.
-"""
+"""Fan-out: one ``POST /fanout/`` makes the server send 64 bytes to every open connection; the time until the last
+one received it, for the server's fastest way (``ms``; wsframe: a group send) and one send per id (``ms_per_id``)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import resource
 import time
 from typing import Any
 
-from ..client import WsClient, connect_many, post
-from ..harness import cpu_seconds
+import aiohttp
+
+from ..client import WsClient, connect_many
+from ..harness import cpu_seconds, post
 from ..servers import FANOUT_MESSAGE
-from . import WS_PATH, Config, progress
+from . import Config
 
 __all__ = ["Deliveries", "fanout"]
 
@@ -26,14 +22,12 @@ class Deliveries:
     """Counts the deliveries of one fan-out and notes when the last one arrived."""
 
     def __init__(self) -> None:
-        self.remaining = 0
+        self.remaining = self.wrong = 0
         self.last_at = 0.0
-        self.wrong = 0
         self.done: asyncio.Future[None] | None = None
-        self.expected = FANOUT_MESSAGE.encode()
 
     def on_message(self, client: WsClient, opcode: int, payload: bytes) -> None:
-        if payload != self.expected:
+        if payload != FANOUT_MESSAGE.encode():
             self.wrong += 1
             return
         self.remaining -= 1
@@ -49,42 +43,28 @@ def _own_cpu() -> float:
 
 
 async def fanout(cfg: Config, clients: list[WsClient], size: int, counter: Deliveries) -> dict[str, Any]:
-    """Grow *clients* to *size* connections, then time the fan-outs of each kind in ``cfg.fanout_via``.
-
-    Raises RuntimeError when a connection gets nothing within 30 s, the server sent to another number
-    of connections, or a delivery was not the message sent.
-    """
+    """Grow *clients* to *size* connections, then time the fan-outs of both kinds. Raises RuntimeError when a connection
+    gets nothing within 30 s, the server sent to another number of connections, or a delivery was not the message
+    sent."""
     if len(clients) < size:
-        clients += await connect_many(cfg.host, cfg.port, WS_PATH, size - len(clients), sources=cfg.sources,
-                                      concurrency=cfg.connect_concurrency, on_message=counter.on_message)
+        clients += await connect_many(cfg.port, size - len(clients), on_message=counter.on_message)
     await asyncio.sleep(cfg.settle_seconds)
-    reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
-    results: dict[str, Any] = {}
-    progress(f"fanout_{size}: measuring")
-    try:
-        for suffix, query, via in (("", "", "fastest"), ("_per_id", "?via=id", "id")):
-            if via not in cfg.fanout_via:
-                continue
-            times, server_times, cpu = await _time_fanouts(cfg, reader, writer, "/fanout/" + query, size, counter)
-            results[f"ms{suffix}"] = times
-            results[f"server_ms{suffix}"] = server_times
-            if not suffix or "loadgen_cpu" not in results:
-                results.update(cpu)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+    # One keep-alive HTTP connection for every trigger, as a client of the app would keep.
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{cfg.port}", connector=aiohttp.TCPConnector(limit=1)) as http:
+        times, server_times, cpu = await _time_fanouts(cfg, http, "/fanout/", size, counter)
+        results: dict[str, Any] = {"ms": times, "server_ms": server_times, **cpu}
+        times, server_times, _ = await _time_fanouts(cfg, http, "/fanout/?via=id", size, counter)
+        results |= {"ms_per_id": times, "server_ms_per_id": server_times}
     if counter.wrong:
         raise RuntimeError(f"fanout_{size}: {counter.wrong} deliveries were not the message sent")
     return results
 
 
 async def _time_fanouts(
-    cfg: Config, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, size: int, counter: Deliveries
+    cfg: Config, http: aiohttp.ClientSession, path: str, size: int, counter: Deliveries
 ) -> tuple[list[float], list[float], dict[str, float]]:
     loop = asyncio.get_running_loop()
-    times: list[float] = []
-    server_times: list[float] = []
+    times, server_times = list[float](), list[float]()
     # CPU is summed over all counted fan-outs: one is too short for /proc's 10 ms ticks.
     wall = own = server = 0.0
     for trigger in range(cfg.fanout_triggers + 1):
@@ -92,7 +72,7 @@ async def _time_fanouts(
         counter.done = done = loop.create_future()
         own_before, server_before = _own_cpu(), cpu_seconds(cfg.server_pid)
         started = time.perf_counter()
-        response_task = asyncio.ensure_future(post(reader, writer, cfg.host, cfg.port, path))
+        response_task = asyncio.ensure_future(post(http, path))
         try:
             await asyncio.wait_for(asyncio.shield(done), timeout=30)
         except TimeoutError:
@@ -100,7 +80,7 @@ async def _time_fanouts(
             raise RuntimeError(
                 f"fanout_{size}: {counter.remaining} of {size} connections got nothing in 30 s"
             ) from None
-        _, response = await response_task
+        response = await response_task
         if response["sent"] != size:
             raise RuntimeError(f"fanout_{size}: the server sent to {response['sent']} connections, not {size}")
         if trigger == 0:

@@ -1,37 +1,34 @@
-"""Connection open + close: ``open_close_concurrency`` clients in a loop, each doing a TCP connect, the
-handshake, a close frame, waiting for the server's close frame, then dropping the socket."""
+"""Connection open + close: 16 clients in a loop, each doing a TCP connect, the handshake, a close frame,
+waiting for the server's close frame, then dropping the socket."""
 
 from __future__ import annotations
 
 import asyncio
 
-from ..client import CLOSE_FRAME, connect
+from ..client import CLOSE_FRAME, SOURCES, connect
 from ..harness import CpuMeter
-from . import WS_PATH, Config, progress
+from . import Config
 
 __all__ = ["open_close"]
 
 
 async def open_close(cfg: Config) -> dict[str, float]:
     """Connections opened and closed per second (and per server CPU-second); RuntimeError when none completed."""
-    counting = stop = False
-    completed = attempt = 0
+    counting, stop, completed, attempt = False, False, 0, 0
 
     async def worker() -> None:
         nonlocal completed, attempt
         while not stop:
             attempt += 1
-            client = await connect(cfg.host, cfg.port, WS_PATH, source=cfg.sources[attempt % len(cfg.sources)])
+            client = await connect(cfg.port, source=SOURCES[attempt % len(SOURCES)])
             client.send(CLOSE_FRAME)
             await client.close_received
             client.close()
-            if counting:
-                completed += 1
+            completed += counting
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(cfg.open_close_concurrency)]
+    workers = [asyncio.ensure_future(worker()) for _ in range(16)]
     meter = CpuMeter(server_cpu=[cfg.server_pid])
     await asyncio.sleep(cfg.warmup_seconds)
-    progress("open_close: measuring")
     counting = True
     meter.start()
     await asyncio.sleep(cfg.open_close_seconds)

@@ -1,4 +1,3 @@
-"""One-off tools for looking into a figure: ``profiling`` (py-spy), ``memory`` (tracemalloc by allocation
-site) and ``instructions`` (callgrind instruction counts, the repeatable figure to watch while optimising)."""
+"""One-off tools: ``instructions`` (callgrind instruction counts, the repeatable figure to watch)."""
 
 __all__: list[str] = []

@@ -1,21 +1,10 @@
-"""Count the server's CPU instructions per operation under callgrind: wsframe against raw aiohttp.
-
-    python -m benchmarks.tools.instructions [--cases open_close,echo] [--count 500] [--smoke]
-
-Wall-clock rates on a shared machine move by 10-20 % between runs; instruction counts repeat to about
-0.5 %, so they are the figure to watch while optimising. Each server (the apps of :mod:`benchmarks.servers`)
-runs under ``valgrind --tool=callgrind --instr-atstart=no``; the client warms it up, turns counting on
-(``callgrind_control -i on``), runs *count* operations, turns it off, and divides. ``open_close``: open,
-close frame, wait for the server's, drop (8 at a time); ``echo``: one 64-byte text round trip on one
-connection. It measures work, not waiting. Needs valgrind. Writes ``benchmarks/results/instructions.{md,json}``.
-"""
+"""Server CPU instructions per operation under callgrind, wsframe against raw aiohttp; needs valgrind.
+``python -m benchmarks.tools.instructions [--cases open_close,echo] [--count 500] [--smoke]``."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import re
 import shutil
 import signal
@@ -27,14 +16,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from .. import harness
 from ..client import CLOSE_FRAME, OP_TEXT, WsClient, client_frame, connect
-from ..harness import ROOT, commit, free_port, uvloop_available, wait_for_port
 from ..report import table
 from ..servers import KINDS, command
 
-__all__ = ["CASES", "count_instructions", "main", "render_markdown"]
+__all__ = ["CASES", "Drive", "count_instructions", "main", "render_markdown"]
 
-WS_PATH = "/ws/"
 ECHO_FRAME = client_frame(OP_TEXT, b"e" * 64)
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
 
@@ -46,7 +34,7 @@ async def _open_close(port: int, count: int) -> None:
         nonlocal started
         while started < count:
             started += 1
-            client = await connect("127.0.0.1", port, WS_PATH)
+            client = await connect(port)
             client.send(CLOSE_FRAME)
             await client.close_received
             client.close()
@@ -62,7 +50,7 @@ async def _echo(port: int, count: int) -> None:
         if not waiter.done():
             waiter.set_result(None)
 
-    client = await connect("127.0.0.1", port, WS_PATH, on_message=on_message)
+    client = await connect(port, on_message=on_message)
     try:
         for _ in range(count):
             client.send(ECHO_FRAME)
@@ -75,9 +63,9 @@ async def _echo(port: int, count: int) -> None:
         client.close()
 
 
-CASES: dict[str, tuple[str, Callable[[int, int], Coroutine[Any, Any, None]]]] = {
-    "open_close": ("connection open + close", _open_close),
-    "echo": ("echo round trip, 64-byte text, 1 connection", _echo)}
+Drive = Callable[[int, int], Coroutine[Any, Any, None]]
+CASES: dict[str, tuple[str, Drive]] = {"open_close": ("connection open + close", _open_close)}
+CASES["echo"] = ("echo round trip, 64-byte text, 1 connection", _echo)
 """Case id -> (title, coroutine driving *count* operations against a port)."""
 
 
@@ -89,15 +77,15 @@ def _callgrind_control(pid: int, switch: str) -> None:
 
 def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvloop: bool) -> int:
     """Run *case* *count* times against a fresh *kind* server under callgrind; return its instructions."""
-    port = free_port()
+    port = harness.free_port()
     drive = CASES[case][1]
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-        process = subprocess.Popen([*valgrind, *command(kind, port, use_uvloop)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
+        line, quiet = [*valgrind, *command(kind, port, use_uvloop)], subprocess.DEVNULL
+        process = subprocess.Popen(line, cwd=harness.ROOT, stdout=quiet, stderr=subprocess.PIPE)
         try:
-            wait_for_port(port, process, timeout=180)
+            harness.wait_for_port(port, process, timeout=180)
             asyncio.run(drive(port, warmup))
             _callgrind_control(process.pid, "on")
             asyncio.run(drive(port, count))
@@ -118,24 +106,22 @@ def count_instructions(kind: str, case: str, count: int, *, warmup: int, use_uvl
 def render_markdown(report: dict[str, Any]) -> str:
     """The counts as a Markdown table."""
     meta = report["meta"]
-    lines = [f"Instructions per operation in the server process, counted by callgrind ({meta['date']}, commit "
-             f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
-             "Repeatable to about 0.5 %; wsframe/raw > 1 means wsframe does more work.", ""]
-    rows = [[r["title"], f"{r['raw']:,.0f}", f"{r['wsframe']:,.0f}", f"{r['wsframe'] / r['raw']:.3f}x",
-             f"{r['raw'] / r['wsframe']:.3f}x"] for r in report["cases"]]
+    intro = f"Instructions per operation in the server process, counted by callgrind ({meta['date']}, commit "
+    intro += f"{meta['commit']}, {meta['count']} operations per case, event loop: {meta['loop']}). "
+    rows = [[r["title"], f"{r['raw']:,.0f}", f"{r['wsframe']:,.0f}"] for r in report["cases"]]
+    for row, r in zip(rows, report["cases"], strict=True):
+        row += [f"{r['wsframe'] / r['raw']:.3f}x", f"{r['raw'] / r['wsframe']:.3f}x"]
     header = ["case", "raw aiohttp", "wsframe", "wsframe/raw", "raw/wsframe (as a speed ratio)"]
-    return "\n".join(lines + table(header, rows)) + "\n"
+    intro += "Repeatable to about 0.5 %; wsframe/raw > 1 means wsframe does more work."
+    return "\n".join([intro, "", *table(header, rows)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Count both servers' instructions for each case; print and write the table."""
-    parser = argparse.ArgumentParser(description="Count server instructions per operation (wsframe vs raw aiohttp).")
+    parser = harness.parser("Count server instructions per operation (wsframe vs raw aiohttp).", "20 operations")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--count", type=int, default=500, help="operations per case (default 500)")
     parser.add_argument("--warmup", type=int, default=200, help="uncounted operations first (default 200)")
-    parser.add_argument("--smoke", action="store_true", help="20 operations, 10 warm-up: checks that it runs")
-    parser.add_argument("--no-uvloop", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
     if unknown := sorted(set(cases) - set(CASES)):
@@ -143,22 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("benchmarks.tools.instructions needs valgrind: apt-get install valgrind")
     count, warmup = (20, 10) if args.smoke else (args.count, args.warmup)
-    use_uvloop = uvloop_available() and not args.no_uvloop
-    rows = []
+    use_uvloop, rows = harness.uvloop_available(), list[dict[str, Any]]()
     for case in cases:
-        row: dict[str, Any] = {"id": case, "title": CASES[case][0]}
+        rows.append({"id": case, "title": CASES[case][0]})
         for kind in KINDS:
             print(f"{case}: {kind} under callgrind ...", file=sys.stderr, flush=True)
-            row[kind] = count_instructions(kind, case, count, warmup=warmup, use_uvloop=use_uvloop) / count
-        rows.append(row)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(), "count": count,
-            "loop": "uvloop" if use_uvloop else "asyncio", "python": sys.version.split()[0]}
+            rows[-1][kind] = count_instructions(kind, case, count, warmup=warmup, use_uvloop=use_uvloop) / count
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": harness.commit(), "count": count}
+    meta |= {"loop": "uvloop" if use_uvloop else "asyncio", "python": sys.version.split()[0]}
     report = {"meta": meta, "cases": rows}
-    markdown = render_markdown(report)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "instructions.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.results_dir / "instructions.md").write_text(markdown)
-    sys.stdout.write(markdown)
+    harness.write(args.results_dir, "instructions", report, render_markdown(report))
     return 0
 
 

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import msgspec
 
-from wsframe import GenericWebsocket, group_members, send_message_to_group
+from wsframe import GenericWebsocket, InvalidGroupNameError, group_members, send_message_to_group
 
 # ------------------------------------------------------------------ client -> server
 
@@ -59,9 +59,15 @@ class ChatWebsocket(GenericWebsocket):
 
     async def connect(self, room: str) -> None:
         self.name = self.query_params.get("name", "").strip()[:32] or "anonymous"
-        self.group = f"room:{room}"
+        self.group = ""
         await self.accept()
-        await self.join_group(self.group)
+        try:
+            # Any room name users type is a group name, up to 256 characters.
+            await self.join_group(f"room:{room}")
+        except InvalidGroupNameError:
+            await self.close(4400, "Room names are at most 251 characters.")
+            return
+        self.group = f"room:{room}"
         await send_message_to_group(self.group, Joined(self.name))
         await self.announce_presence()
 
@@ -72,6 +78,8 @@ class ChatWebsocket(GenericWebsocket):
             await self.send(Presence(len(await group_members(self.group))))
 
     async def disconnect(self, code: int) -> None:
+        if not self.group:
+            return  # refused before it joined
         # We have already left the group: tell the others.
         await send_message_to_group(self.group, Left(self.name))
         await self.announce_presence()

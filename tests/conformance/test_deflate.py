@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.checks import assert_closes_cleanly, assert_closes_with, assert_fails_with
+from tests.support.checks import TOO_BIG, assert_closes_cleanly, assert_closes_with, assert_fails_with
 from tests.support.liveserver import LiveServer
 from tests.support.rawclient import Ended, Opcode, RawWebsocket, close_frame, deflate_message
 from wsframe.config import MIB
@@ -115,13 +115,13 @@ def test_compressed_message_inflating_to_exactly_1_mib_is_echoed(server: LiveSer
 def test_compressed_message_inflating_past_1_mib_closes_with_1009(server: LiveServer) -> None:
     with server.connect("/ws/deflate/", deflate=True) as ws:
         ws.send_deflated(Opcode.BINARY, b"a" * (MIB + 2))
-        assert_fails_with(ws, 1009)
+        assert_fails_with(ws, 1009, reason=TOO_BIG)
 
 
 def test_compressed_message_inflating_to_1_mib_plus_one_byte_closes_with_1009(server: LiveServer) -> None:
     with server.connect("/ws/deflate/", deflate=True) as ws:
         ws.send_deflated(Opcode.BINARY, b"a" * (MIB + 1))
-        assert_closes_with(ws, 1009)
+        assert_closes_with(ws, 1009, reason=TOO_BIG)
 
 
 def test_compression_bomb_closes_with_1009_without_inflating_it(server: LiveServer) -> None:
@@ -130,7 +130,7 @@ def test_compression_bomb_closes_with_1009_without_inflating_it(server: LiveServ
     peak_before = _peak_rss_kib(server.process.pid)
     with server.connect("/ws/deflate/", deflate=True) as ws:
         ws.send_frame(Opcode.BINARY, bomb, rsv=RSV1)
-        assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
+        assert_fails_with(ws, 1009, reason=TOO_BIG, ended=frozenset({Ended.EOF, Ended.RESET}))
     grown_mib = (_peak_rss_kib(server.process.pid) - peak_before) / 1024
     # Inflation stops one byte past the limit: the peak grows by a few MiB, not by 512.
     assert grown_mib < 64
@@ -143,7 +143,7 @@ def test_compression_bomb_split_across_fragments_closes_with_1009(server: LiveSe
         for index, piece in enumerate(pieces):
             opcode = Opcode.BINARY if index == 0 else Opcode.CONTINUATION
             ws.send_frame(opcode, piece, rsv=RSV1 if index == 0 else 0, fin=index == len(pieces) - 1)
-        assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
+        assert_fails_with(ws, 1009, reason=TOO_BIG, ended=frozenset({Ended.EOF, Ended.RESET}))
 
 
 def test_bomb_after_valid_compressed_messages_closes_with_1009_after_their_echoes(server: LiveServer) -> None:
@@ -151,7 +151,7 @@ def test_bomb_after_valid_compressed_messages_closes_with_1009_after_their_echoe
         ws.send_deflated(Opcode.TEXT, b"first")
         assert ws.recv_message().payload == b"first"
         ws.send_deflated(Opcode.BINARY, b"\0" * (8 * MIB))
-        assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
+        assert_fails_with(ws, 1009, reason=TOO_BIG, ended=frozenset({Ended.EOF, Ended.RESET}))
 
 
 def test_corrupt_compressed_payload_closes_with_1007(server: LiveServer) -> None:
@@ -172,7 +172,7 @@ def test_compression_bomb_with_app_wide_compression_closes_with_1009(app_deflate
     peak_before = _peak_rss_kib(app_deflate_server.process.pid)
     with app_deflate_server.connect("/ws/echo/", deflate=True) as ws:
         ws.send_frame(Opcode.BINARY, _zero_bomb(512), rsv=RSV1)
-        assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
+        assert_fails_with(ws, 1009, reason=TOO_BIG, ended=frozenset({Ended.EOF, Ended.RESET}))
     assert (_peak_rss_kib(app_deflate_server.process.pid) - peak_before) / 1024 < 64
     with app_deflate_server.connect("/ws/echo/", deflate=True) as other:
         ws_text = b"still served"

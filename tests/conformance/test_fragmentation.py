@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.checks import assert_fails_with
+from tests.support.checks import TOO_BIG, assert_fails_with
 from tests.support.liveserver import LiveServer
 from tests.support.rawclient import Ended, Frame, NotClosed, Opcode, RawWebsocket, close_frame
 from wsframe.config import MIB
@@ -123,7 +123,7 @@ def test_fragments_adding_up_to_more_than_1_mib_close_with_1009(server: LiveServ
         ws.send_frame(Opcode.CONTINUATION, half, fin=False)
         ws.send_frame(Opcode.CONTINUATION, b"!")
         # Refused at the last frame's length field: its payload byte may be unread.
-        assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
+        assert_fails_with(ws, 1009, reason=TOO_BIG, ended=frozenset({Ended.EOF, Ended.RESET}))
 
 
 def test_fragments_adding_up_to_exactly_1_mib_are_echoed(server: LiveServer) -> None:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support.checks import assert_closes_cleanly, assert_fails_with
+from tests.support.checks import TOO_BIG, assert_closes_cleanly, assert_fails_with
 from tests.support.liveserver import LiveServer
 from tests.support.rawclient import Ended, Frame, NotClosed, Opcode, close_frame, encode_frame
 from wsframe.config import MIB
@@ -44,19 +44,19 @@ def test_message_one_byte_over_the_1_mib_default_closes_with_1009(server: LiveSe
         ws.send_frame(Opcode.BINARY, _payload(MIB + 1))
         # The server refuses at the length field and stops reading, so the
         # rest of our payload is unread when it closes: the kernel may reset.
-        assert_fails_with(ws, 1009, ended=frozenset({Ended.EOF, Ended.RESET}))
+        assert_fails_with(ws, 1009, reason=TOO_BIG, ended=frozenset({Ended.EOF, Ended.RESET}))
 
 
 def test_declared_length_over_the_limit_closes_with_1009_before_the_payload_arrives(server: LiveServer) -> None:
     with server.connect() as ws:
         ws.send_frame(Opcode.BINARY, b"", length=MIB + 1)
-        assert_fails_with(ws, 1009)
+        assert_fails_with(ws, 1009, reason=TOO_BIG)
 
 
 def test_declared_64_bit_length_with_the_top_bit_set_closes_with_1009(server: LiveServer) -> None:
     with server.connect() as ws:
         ws.send_frame(Opcode.BINARY, b"", length=2**63, length_form=127)
-        assert_fails_with(ws, 1009)
+        assert_fails_with(ws, 1009, reason=TOO_BIG)
 
 
 @pytest.mark.parametrize("form", [126, 127])

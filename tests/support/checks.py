@@ -6,7 +6,10 @@ import contextlib
 
 from tests.support.rawclient import Ended, Frame, Opcode, RawWebsocket, close_frame
 
-__all__ = ["assert_echoes", "assert_closes_cleanly", "assert_fails_with", "assert_closes_with"]
+__all__ = ["TOO_BIG", "assert_echoes", "assert_closes_cleanly", "assert_fails_with", "assert_closes_with"]
+
+TOO_BIG = "message too big: limit 1048576 bytes"
+"""The reason of the 1009 close for a message over the 1 MiB default limit."""
 
 
 def assert_echoes(ws: RawWebsocket, text: str) -> None:
@@ -22,9 +25,13 @@ def assert_closes_cleanly(ws: RawWebsocket) -> None:
 
 
 def assert_fails_with(
-    ws: RawWebsocket, code: int, before: tuple[Frame, ...] = (), ended: frozenset[Ended] = frozenset({Ended.EOF})
+    ws: RawWebsocket,
+    code: int,
+    before: tuple[Frame, ...] = (),
+    ended: frozenset[Ended] = frozenset({Ended.EOF}),
+    reason: str = "",
 ) -> None:
-    """Check the server sends *before*, then exactly one close frame with *code*, then ends the TCP connection.
+    """Check the server sends *before*, then exactly one close frame with *code* and *reason*, then ends TCP.
 
     The server fails the connection itself (RFC 6455 7.1.7), so it does not
     wait for our close frame: the stream must end right after its own. Pass
@@ -32,12 +39,12 @@ def assert_fails_with(
     sent arrived (closing a socket with unread data resets it).
     """
     frames, how = ws.read_until_closed()
-    assert frames == [*before, close_frame(code)]
+    assert frames == [*before, close_frame(code, reason)]
     assert how in ended
 
 
-def assert_closes_with(ws: RawWebsocket, code: int, before: tuple[Frame, ...] = ()) -> None:
-    """Check the server sends *before* then a close frame with *code*, and ends the TCP connection once we answer.
+def assert_closes_with(ws: RawWebsocket, code: int, before: tuple[Frame, ...] = (), reason: str = "") -> None:
+    """Check the server sends *before* then a close frame with *code* and *reason*, and ends TCP once we answer.
 
     For closes the server may start as a closing handshake (waiting for our
     close frame) or as a failure (ending TCP at once): both are accepted.
@@ -45,7 +52,7 @@ def assert_closes_with(ws: RawWebsocket, code: int, before: tuple[Frame, ...] = 
     frames: list[Frame] = []
     while len(frames) <= len(before) and (not frames or frames[-1].opcode != Opcode.CLOSE):
         frames.append(ws.recv_frame())
-    assert frames == [*before, close_frame(code)]
+    assert frames == [*before, close_frame(code, reason)]
     with contextlib.suppress(OSError):  # it may not have waited for our answer
         ws.send_close(code)
     assert ws.read_until_closed()[0] == []

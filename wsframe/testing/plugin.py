@@ -6,7 +6,7 @@ entry point names, which re-exports these hooks and fixtures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -33,14 +33,7 @@ def pytest_addoption(parser: Any) -> None:
 
 def pytest_configure(config: Any) -> None:
     """Read ``wsframe_timeout``; raises ``ValueError`` when it is not a positive number."""
-    raw = config.getini("wsframe_timeout")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"wsframe_timeout must be a positive number of seconds, got {raw!r}")
-    timeouts._configured_timeout = value
+    timeouts._configured_timeout = timeouts.positive_number("wsframe_timeout", config.getini("wsframe_timeout"))
 
 
 WsClientFactory = Callable[..., WebsocketTestClient]
@@ -71,14 +64,7 @@ async def _ws_client(aiohttp_client_cls: type[TestClient[Any, Any]]) -> AsyncIte
         return client
 
     yield factory
-    errors: list[HandlerError] = []
-    for client, _ in reversed(clients.values()):
-        try:
-            await client.close()
-        except HandlerError as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    await _close_all([client for client, _ in clients.values()], HandlerError)
 
 
 WsClusterFactory = Callable[..., WebsocketTestCluster]
@@ -100,51 +86,41 @@ async def _ws_cluster() -> AsyncIterator[WsClusterFactory]:
         return cluster
 
     yield factory
-    errors: list[WsframeError] = []
-    for cluster in reversed(clusters):
+    await _close_all(clusters, WsframeError)
+
+
+async def _close_all(served: Sequence[Any], reported: type[Exception]) -> None:
+    """Close every one of *served*, newest first; then raise the first *reported* error any close raised."""
+    errors: list[Exception] = []
+    for one in reversed(served):
         try:
-            await cluster.close()
-        except WsframeError as exc:
+            await one.close()
+        except reported as exc:
             errors.append(exc)
     if errors:
         raise errors[0]
 
 
-def _make_fixture() -> Any:
+def _make_fixture(implementation: Any, name: str) -> Any:
+    """*implementation* as the pytest fixture *name*, or one that says what to install without pytest-aiohttp."""
     try:
         import pytest_aiohttp  # noqa: F401  # provides aiohttp_client_cls
         import pytest_asyncio
     except ImportError:  # pragma: no cover - only without the test extra
         import pytest
 
-        @pytest.fixture(name="ws_client")
-        def missing() -> WsClientFactory:
+        @pytest.fixture(name=name)
+        def missing() -> Any:
             raise MissingDependencyError(
-                "The ws_client fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
+                f"The {name} fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
             )
 
         return missing
-    return pytest_asyncio.fixture(_ws_client, name="ws_client")
+    return pytest_asyncio.fixture(implementation, name=name)
 
 
-def _make_cluster_fixture() -> Any:
-    try:
-        import pytest_asyncio
-    except ImportError:  # pragma: no cover - only without the test extra
-        import pytest
-
-        @pytest.fixture(name="ws_cluster")
-        def missing() -> WsClusterFactory:
-            raise MissingDependencyError(
-                "The ws_cluster fixture needs pytest-aiohttp: pip install pytest-aiohttp (or wsframe's testing extra)"
-            )
-
-        return missing
-    return pytest_asyncio.fixture(_ws_cluster, name="ws_cluster")
-
-
-ws_client = _make_fixture()
+ws_client = _make_fixture(_ws_client, "ws_client")
 """The ``ws_client`` fixture (see ``_ws_client``)."""
 
-ws_cluster = _make_cluster_fixture()
+ws_cluster = _make_fixture(_ws_cluster, "ws_cluster")
 """The ``ws_cluster`` fixture (see ``_ws_cluster``)."""

@@ -26,11 +26,15 @@ def default_timeout() -> float:
 
     Raises ``ValueError`` naming the variable when the scale is not a positive number.
     """
-    raw = os.environ.get(TIMEOUT_SCALE_ENV, "1")
+    return _configured_timeout * positive_number(TIMEOUT_SCALE_ENV, os.environ.get(TIMEOUT_SCALE_ENV, "1"))
+
+
+def positive_number(name: str, raw: str) -> float:
+    """Return *raw* as a float; raise ``ValueError`` naming *name* unless it is a positive number."""
     try:
-        scale = float(raw)
+        value = float(raw)
     except ValueError:
-        scale = -1.0
-    if not scale > 0:
-        raise ValueError(f"{TIMEOUT_SCALE_ENV} must be a positive number, got {raw!r}")
-    return _configured_timeout * scale
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {raw!r}")
+    return value
