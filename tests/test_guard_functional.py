@@ -67,6 +67,7 @@ def test_slowloris_sockets_are_closed_with_408_under_the_real_servers(server: tu
             ws.send_text("served meanwhile")
             assert ws.recv_frame().text == "served meanwhile"
         # handshake_timeout is 1 s in the app: generous bounds for a loaded machine.
+        # These sockets send nothing more, so each gets its 408 before the close.
         assert set(first_lines_when_closed(sockets, 1.0 + 3.0)) == {b"HTTP/1.1 408 Request Timeout"}
     finally:
         for sock in sockets:
