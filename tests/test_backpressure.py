@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 
@@ -201,3 +202,36 @@ async def test_group_burst_reaches_99_readers_while_the_stalled_member_is_closed
     # No connection's send buffer ever held more than the bound plus one message and a close frame.
     assert largest_buffer <= 64 * 1024 + len(SMALL) + 64
     await stalled.aclose()
+
+
+class SmallBufferFlood(GenericWebsocket):
+    """Sends until it is told the client is too slow, through a small kernel buffer."""
+
+    max_outbound_buffer = 64 * 1024
+    close_timeout = 0.1
+
+    async def connect(self) -> None:
+        await self.accept()
+        sock = self.request.transport.get_extra_info("socket") if self.request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(10_000):
+                await self.send(PAYLOAD)
+                await asyncio.sleep(0)
+
+
+async def test_a_slow_but_reading_client_receives_the_1013_close_frame(serve: Serve) -> None:
+    client = await serve(create_app({"ws/": SmallBufferFlood}))
+    slow = await stalled_client(int(client.server.port or 0), "/ws/")
+    frames = []
+    # Reading one frame each 0.05 s: the server fills the buffer faster and closes with 1013;
+    # draining what was queued before the close frame takes several close_timeouts at this pace.
+    while (frame := await slow.read_frame(TIMEOUT)) is not None:
+        frames.append(frame)
+        if frame.opcode == 0x8:
+            break
+        await asyncio.sleep(0.05)
+    await slow.aclose()
+    assert [(f.close_code, f.close_reason) for f in frames if f.opcode == 0x8] == [(1013, "Slow consumer")]
+    assert len(frames) > 4  # it came after the data queued before it

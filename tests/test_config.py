@@ -31,6 +31,7 @@ NON_DEFAULTS: dict[str, Any] = {
     "rate_limit": 5.5,
     "max_connections": 6,
     "max_connections_per_ip": 2,
+    "max_handshakes_per_ip": 7,
     "allowed_origins": ("https://example.com",),
     "auth": None,
     "permissions": (),
@@ -38,8 +39,9 @@ NON_DEFAULTS: dict[str, Any] = {
 }
 
 
-def test_every_setting_but_shutdown_timeout_is_overridable() -> None:
-    assert set(FIELDS) - set(OVERRIDABLE) == {"shutdown_timeout"}
+def test_every_setting_but_the_app_level_ones_is_overridable() -> None:
+    # Both act before (or after) any handler: shutdown, and requests not yet routed.
+    assert set(FIELDS) - set(OVERRIDABLE) == {"shutdown_timeout", "max_handshakes_per_ip"}
 
 
 def test_the_handler_declares_a_class_attribute_for_exactly_the_overridable_settings() -> None:

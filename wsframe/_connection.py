@@ -58,8 +58,16 @@ def truncate_reason(reason: str) -> bytes:
     return raw[:MAX_REASON_BYTES].decode(errors="ignore").encode()
 
 
-def _abort_transport(transport: asyncio.Transport) -> None:
-    transport.abort()  # harmless when it has closed by itself meanwhile
+def _abort_unless_draining(transport: asyncio.Transport, buffered: int, patience: float) -> None:
+    """Drop a closing connection whose client stopped reading; give one that still reads more time."""
+    left = transport.get_write_buffer_size()
+    if not left:
+        return  # all of it, the close frame included, went out: the transport closed itself
+    if left < buffered:
+        # The client is reading: it reaches the close frame after the data queued before it.
+        asyncio.get_running_loop().call_later(patience, _abort_unless_draining, transport, left, patience)
+        return
+    transport.abort()
 
 
 def too_big_reason(limit: int) -> str:
@@ -226,11 +234,18 @@ class Connection:
         logger.info("closing slow consumer %s with 1013: its send buffer is full", self.connection_id)
         self.state = _CLOSING
         self.close_code, self.close_reason = status.WS_1013_TRY_AGAIN_LATER, _SLOW_CONSUMER
-        # The close frame joins the queue: a client that was only slow still
-        # reads the code. One that never reads is cut off after close_timeout.
+        # The close frame joins the queue and nothing joins it after: a client
+        # that was only slow still reads the code, however long it takes, as
+        # long as it keeps reading. One whose buffer does not shrink for
+        # close_timeout is cut off. (The data before the close frame cannot be
+        # dropped instead: it sits in the transport's buffer, the first frame
+        # of it possibly half sent.)
         transport.write(build_close_frame(status.WS_1013_TRY_AGAIN_LATER, _SLOW_CONSUMER.encode()))
         transport.close()
-        asyncio.get_running_loop().call_later(self.config.settings.close_timeout, _abort_transport, transport)
+        patience = self.config.settings.close_timeout
+        asyncio.get_running_loop().call_later(
+            patience, _abort_unless_draining, transport, transport.get_write_buffer_size(), patience
+        )
 
     # ---------------------------------------------------------------- closing
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from . import _redact, status
+from . import _guard, _redact, status
 from ._logs import adopt_gunicorn_error_log
 from .backends import resolve_backend
 from .backends.base import Backend
@@ -51,6 +51,7 @@ def create_app(
     rate_limit: float | None = None,
     max_connections: int | None = None,
     max_connections_per_ip: int | None = None,
+    max_handshakes_per_ip: int | None = None,
     allowed_origins: OriginPolicy = None,
     auth: Auth | None = None,
     permissions: Sequence[Permission] | None = None,
@@ -84,6 +85,8 @@ def create_app(
     # whole life of every websocket. The handlers routing.py mounts set the
     # current app themselves (see registry.current_app).
     app = web.Application(middlewares=list(middlewares), **app_options)
+    # Slow request lines and headers are bounded in aiohttp's protocol, below any handler.
+    _guard.install(app, settings.handshake_timeout, settings.max_handshakes_per_ip)
     # Here rather than at import: importing wsframe changes no logging. Adding
     # the same filter again is a no-op.
     logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)

@@ -2,7 +2,7 @@
 
 Every field of :class:`Settings` is a keyword of :func:`wsframe.create_app` for
 the whole app, and every field in :data:`OVERRIDABLE` (all but
-``shutdown_timeout``, which is about the app, not a connection) is also a
+those in :data:`APP_ONLY`, which are about the app, not a connection) is also a
 class attribute of :class:`~wsframe.GenericWebsocket` of the same name that
 overrides it for one handler. tests/test_config.py fails when the keywords,
 the class attributes or the docs' settings table drift from this list.
@@ -23,7 +23,16 @@ from .messages import MessageDecoder
 from .pathvars import PathConverters
 from .types import Auth, OriginPolicy, Permission
 
-__all__ = ["Settings", "SETTINGS_KEY", "MIB", "FIELDS", "OVERRIDABLE", "HandlerConfig", "validate_origin_policy"]
+__all__ = [
+    "Settings",
+    "SETTINGS_KEY",
+    "MIB",
+    "FIELDS",
+    "APP_ONLY",
+    "OVERRIDABLE",
+    "HandlerConfig",
+    "validate_origin_policy",
+]
 
 MIB = 1024 * 1024
 
@@ -69,6 +78,11 @@ class Settings:
     max_connections_per_ip: int | None = None
     """Open connections per client address per worker; past it HTTP 429. Behind a proxy
     every client has the proxy's address: set it there instead."""
+    max_handshakes_per_ip: int | None = 256
+    """Connections per client address per worker that may be open without having sent a
+    complete HTTP request yet; past it a new one gets HTTP 429 at once. Such a connection
+    is closed with HTTP 408 after the app's ``handshake_timeout``. About the app: the route
+    is not known until the request is in. ``None``: no cap."""
     allowed_origins: OriginPolicy = None
     """``None``: browsers may connect only from a page on the same host; ``'*'``: from
     anywhere; a list: those origins (fnmatch patterns allowed). No Origin header: allowed."""
@@ -101,7 +115,7 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
-        for name in ("max_connections", "max_connections_per_ip"):
+        for name in ("max_connections", "max_connections_per_ip", "max_handshakes_per_ip"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigurationError(f"{name} must be a positive whole number or None, got {value!r}")
@@ -134,7 +148,9 @@ def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 """Every setting, in declaration order."""
-OVERRIDABLE: tuple[str, ...] = tuple(name for name in FIELDS if name != "shutdown_timeout")
+APP_ONLY: tuple[str, ...] = ("shutdown_timeout", "max_handshakes_per_ip")
+"""Settings about the whole app, not one connection: no handler class overrides them."""
+OVERRIDABLE: tuple[str, ...] = tuple(name for name in FIELDS if name not in APP_ONLY)
 """The settings a handler class may override with a class attribute of the same name."""
 
 SETTINGS_KEY = web.AppKey("wsframe_settings", Settings)

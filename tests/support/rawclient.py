@@ -458,9 +458,18 @@ class RawWebsocket:
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, path: str, headers: Mapping[str, str] | None = None, timeout: float = TIMEOUT
+        cls,
+        host: str,
+        port: int,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = TIMEOUT,
+        *,
+        local_addr: tuple[str, int] | None = None,
     ) -> RawWebsocket:
         """Open a connection from the running event loop and complete the handshake.
+
+        *local_addr* binds the client's end (``("127.0.0.2", 0)``: another address of this machine).
 
         *headers* are sent with the standard ones, replacing a standard header of the same name.
         Raises :class:`HandshakeRejected` when the server does not answer 101 (with the body when
@@ -469,7 +478,7 @@ class RawWebsocket:
         """
         extra = dict(headers or {})
         key = extra.get("Sec-WebSocket-Key") or base64.b64encode(secrets.token_bytes(16)).decode()
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local_addr), timeout)
         try:
             writer.write(handshake_request(path, f"{host}:{port}", key=key, replace=dict(extra)))
             status, response_headers = _parse_http_head(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout))
