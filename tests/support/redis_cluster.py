@@ -100,6 +100,16 @@ class RedisCluster:
             timeout=60,
         )
         self.wait_ok(self.ports)
+        # A replica that has not synced with its master yet would not take over from it.
+        deadline = time.monotonic() + 30
+        while not all(self._synced(port) for port in self.ports):
+            if time.monotonic() > deadline:
+                raise AssertionError("the replicas did not sync with their masters in 30 s")
+            time.sleep(0.1)
+
+    def _synced(self, port: int) -> bool:
+        info = self.cli(port, "INFO", "replication", check=False)
+        return "role:master" in info or "master_link_status:up" in info
 
     def cli(self, port: int, *args: str, check: bool = True) -> str:
         """Run one redis-cli command against the node on *port*; return its output without the newline."""
