@@ -81,6 +81,9 @@ class Shard:
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
         self._pending: dict[bytes, asyncio.Future[None]] = {}
+        self._writing = asyncio.Lock()
+        self._leaving: set[bytes] = set()
+        """Channels we unsubscribed from whose SUNSUBSCRIBE Redis has not confirmed yet."""
 
     def start(self) -> None:
         """Start the supervised pump (it subscribes to :attr:`channels` first)."""
@@ -99,9 +102,11 @@ class Shard:
         self._pending[key] = waiter
         try:
             async with asyncio.timeout(self.operation_timeout * 4):
-                pubsub = self.pubsub
-                if pubsub is not None:
-                    await pubsub.ssubscribe(channel)
+                async with self._writing:
+                    # None: the supervisor is (re)subscribing; it reads channels under this lock.
+                    pubsub = self.pubsub
+                    if pubsub is not None:
+                        await pubsub.ssubscribe(channel)
                 await asyncio.shield(waiter)
         finally:
             if self._pending.get(key) is waiter:
@@ -110,31 +115,35 @@ class Shard:
     async def discard(self, channel: str) -> None:
         """Stop listening on *channel* (best effort: a broken connection drops it anyway)."""
         self.channels.discard(channel)
-        pubsub = self.pubsub
-        if pubsub is not None:
-            with contextlib.suppress(*UNREACHABLE):
-                async with asyncio.timeout(self.operation_timeout):
+        with contextlib.suppress(*UNREACHABLE):
+            async with asyncio.timeout(self.operation_timeout), self._writing:
+                pubsub = self.pubsub
+                if pubsub is not None:
+                    self._leaving.add(channel.encode())  # its confirmation is no slot move
                     await pubsub.sunsubscribe(channel)
 
     async def _subscribe(self) -> PubSub:
         pubsub = self.client.pubsub()
         try:
             async with asyncio.timeout(self.operation_timeout * 4):
-                wanted: set[str] = set()
-                pending: set[bytes] = set()
-                while new := self.channels - wanted:  # channels added meanwhile are subscribed too
-                    for channel in new:  # one SSUBSCRIBE per channel: several slots would be CROSSSLOT
+                # Writes to the connection take turns (two at once would open two connections).
+                # A channel add()ed before the lock is ours is subscribed here; one added
+                # after, by add() on the pubsub published here. Its confirmation is read below.
+                async with self._writing:
+                    wanted = set(self.channels)
+                    for channel in wanted:  # one SSUBSCRIBE per channel: several slots would be CROSSSLOT
                         await pubsub.ssubscribe(channel)
-                    wanted |= new
-                    pending |= {c.encode() for c in new}
+                    self.pubsub = pubsub
+                    self._leaving.clear()
+                pending = {c.encode() for c in wanted}
                 while pending:
                     message = await pubsub.get_message(timeout=self.operation_timeout)
                     if message is not None and message["type"] == "ssubscribe":
                         pending.discard(message["channel"])
                         self._confirmed(message["channel"])
-            self.pubsub = pubsub
             return pubsub
         except BaseException:
+            self.pubsub = None
             await close_quietly(pubsub)
             raise
 
@@ -195,6 +204,8 @@ class Shard:
                 await self._receive(message["data"], self.name)
             elif kind == "ssubscribe":
                 self._confirmed(message["channel"])
+            elif kind == "sunsubscribe" and message["channel"] in self._leaving:
+                self._leaving.discard(message["channel"])
             elif kind == "sunsubscribe" and message["channel"].decode() in self.channels:
                 # We did not ask: Redis dropped the channel because its slot left this master.
                 self.stats.reroutes += 1
