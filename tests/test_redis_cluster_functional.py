@@ -19,7 +19,15 @@ import aiohttp
 import pytest
 from redis.crc import key_slot
 
-from tests.support.gunicorn_harness import GROUPS_APP, Gunicorn, Member, join, members_seen, post
+from tests.support.gunicorn_harness import (
+    GROUPS_APP,
+    Gunicorn,
+    Member,
+    join,
+    join_across_workers,
+    members_seen,
+    post,
+)
 from tests.support.redis_cluster import RedisCluster, own_cluster
 
 pytestmark = pytest.mark.functional
@@ -175,8 +183,7 @@ async def test_migrating_a_groups_slot_mid_traffic_resumes_delivery_without_rest
     slot = key_slot(group.encode())
     with groups_gunicorn(shared_cluster, tmp_path) as server:
         pids = server.wait_for_workers("/members/warmup/")
-        members = await join_many(session, server, [group], 6)
-        assert len({m.pid for m in members}) >= 2
+        members = await join_across_workers(session, server, group, 6, workers=2)
         stop = asyncio.Event()
         sending = asyncio.ensure_future(send_numbers(server, group, stop))
         await asyncio.sleep(1)
