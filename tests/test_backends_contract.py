@@ -3,9 +3,11 @@
 The fixture a test takes says which backends it is for: ``nodes`` gives every backend, as
 three nodes (apps on real ports) that reach each other, or memory's single node, for which
 the same assertions hold with nothing to cross; ``shared_nodes`` gives three nodes of the
-backends that reach other nodes (Redis, IPC), for what needs a second node; ``outage`` gives
-those two with the transport down. Redis is the real server on 127.0.0.1:6379 under a prefix
-per test (missing, the tests fail saying how to start it); IPC uses real Unix sockets in a
+backends that reach other nodes (Redis, Redis Cluster, IPC), for what needs a second node;
+``outage`` gives Redis and IPC with the transport down (the cluster's outages are in
+``test_backends_redis_cluster``). Redis is the real server on 127.0.0.1:6379 under a prefix
+per test (missing, the tests fail saying how to start it); the cluster is six real
+``redis-server`` processes started once for this module; IPC uses real Unix sockets in a
 fresh directory. What only one backend does is tested in its own ``test_backends_*`` and
 ``test_groups_*`` module.
 """
@@ -33,26 +35,42 @@ from tests.support.nodes import (
     wait_until_down,
 )
 from tests.support.rawclient import BINARY, CLOSE, TEXT, TIMEOUT, Frame
+from tests.support.redis_cluster import RedisCluster, own_cluster
 from tests.support.redis_server import SHARED_REDIS_URL, own_redis
 from tests.support.servers import Serve
 from wsframe import BackendUnavailableError, close_group, group_members, send_message_to_group
 from wsframe.backends import Backend, IpcBackend, MemoryBackend, RedisBackend
 from wsframe.backends.base import Envelope
 from wsframe.backends.ipc import IpcBackendStats
-from wsframe.backends.redis import RedisBackendStats
+from wsframe.backends.redis import RedisBackendStats, RedisClusterBackend
 from wsframe.registry import REGISTRY_KEY, Registry
 
-BACKENDS = ["memory", "redis", "ipc"]
-SHARED = ["redis", "ipc"]
+BACKENDS = ["memory", "redis", "cluster", "ipc"]
+SHARED = ["redis", "cluster", "ipc"]
 """The backends whose nodes reach each other."""
 
 
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A six-node Redis Cluster (three masters) shared by this module's cluster tests."""
+    with own_cluster() as cluster:
+        yield cluster
+
+
+def cluster_url(request: pytest.FixtureRequest, kind: str) -> str:
+    """The module's cluster URL when *kind* is ``cluster`` (the cluster starts on first use), else ""."""
+    return request.getfixturevalue("redis_cluster").url if kind == "cluster" else ""
+
+
 @contextlib.contextmanager
-def backends(kind: str) -> Iterator[Callable[[], Backend]]:
+def backends(kind: str, url: str = "") -> Iterator[Callable[[], Backend]]:
     """Make backends of *kind* that meet: under a Redis prefix of their own, or in a fresh socket directory."""
     if kind == "redis":
         prefix = redis_prefix()
         yield lambda: RedisBackend(SHARED_REDIS_URL, prefix=prefix)
+    elif kind == "cluster":
+        prefix = redis_prefix()
+        yield lambda: RedisClusterBackend(url, prefix=prefix)
     elif kind == "ipc":
         with socket_directory() as directory:
             yield lambda: IpcBackend(directory)
@@ -61,8 +79,8 @@ def backends(kind: str) -> Iterator[Callable[[], Backend]]:
 
 
 @contextlib.asynccontextmanager
-async def running_nodes(kind: str, serve: Serve) -> AsyncIterator[list[WsClient]]:
-    with backends(kind) as new_backend:
+async def running_nodes(kind: str, serve: Serve, url: str = "") -> AsyncIterator[list[WsClient]]:
+    with backends(kind, url) as new_backend:
         nodes = [await serve(node_app(new_backend())) for _ in range(1 if kind == "memory" else 3)]
         try:
             yield nodes
@@ -74,21 +92,21 @@ async def running_nodes(kind: str, serve: Serve) -> AsyncIterator[list[WsClient]
 @pytest.fixture(params=BACKENDS)
 async def nodes(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[list[WsClient]]:
     """Every backend: three nodes that reach each other, or memory's one."""
-    async with running_nodes(request.param, serve) as started:
+    async with running_nodes(request.param, serve, cluster_url(request, request.param)) as started:
         yield started
 
 
 @pytest.fixture(params=SHARED)
 async def shared_nodes(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[list[WsClient]]:
     """Three nodes of a backend whose nodes reach each other."""
-    async with running_nodes(request.param, serve) as started:
+    async with running_nodes(request.param, serve, cluster_url(request, request.param)) as started:
         yield started
 
 
 def stats(node: WsClient) -> RedisBackendStats | IpcBackendStats:
     """The counters of *node*'s backend: both count ``delivered`` and ``bad_messages`` alike."""
     backend = node.app[REGISTRY_KEY].backend
-    assert isinstance(backend, RedisBackend | IpcBackend)
+    assert isinstance(backend, RedisBackend | RedisClusterBackend | IpcBackend)
     return backend.stats
 
 
@@ -319,7 +337,7 @@ class Outage:
     """What the error must name: the Redis URL, or the IPC node that does not answer."""
 
 
-@pytest.fixture(params=SHARED)
+@pytest.fixture(params=["redis", "ipc"])
 async def outage(request: pytest.FixtureRequest, serve: Serve) -> AsyncIterator[Outage]:
     if request.param == "redis":
         with own_redis() as redis:
@@ -360,8 +378,10 @@ async def test_operations_while_the_backend_is_down_raise_backend_unavailable_na
 
 
 @pytest.mark.parametrize("kind", SHARED)
-async def test_a_backend_that_is_not_started_raises_backend_unavailable_saying_so(kind: str) -> None:
-    with backends(kind) as new_backend:
+async def test_a_backend_that_is_not_started_raises_backend_unavailable_saying_so(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    with backends(kind, cluster_url(request, kind)) as new_backend:
         backend = new_backend()
         with pytest.raises(BackendUnavailableError, match="not started"):
             await backend.publish_to_node("deadbeef", Envelope("send", "deadbeef" + "0" * 24))

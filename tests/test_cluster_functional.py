@@ -1,7 +1,8 @@
 """Real gunicorn, real workers: sends and closes by id cross process boundaries, and survive faults.
 
 Every test starts ``gunicorn -w 3 -k aiohttp.GunicornWebWorker tests.apps.cluster_app:app``
-on a free port, with the Redis backend (a private redis-server) or with the
+on a free port, with the Redis backend (a private redis-server), the Redis Cluster
+backend (a private six-node cluster) or with the
 default local IPC backend (``--preload`` and without it). Sends go through the
 app's ``POST send/<id>/?remote=1`` endpoint over keep-alive HTTP connections
 whose worker pid is known, so each one is handled by a worker that does not
@@ -27,6 +28,7 @@ import aiohttp
 import pytest
 
 from tests.support.gunicorn_harness import RECEIVE, SCALE, Gunicorn
+from tests.support.redis_cluster import RedisCluster, own_cluster
 from tests.support.redis_server import RedisServer, own_redis
 from tests.support.servers import free_port
 from wsframe.backends.ipc import runtime_base
@@ -165,7 +167,7 @@ async def cluster_of(server: Gunicorn) -> AsyncIterator[Cluster]:
 
 # -------------------------------------------------------------------- fixtures
 
-MODES = ["redis", "ipc-preload", "ipc"]
+MODES = ["redis", "redis-cluster", "ipc-preload", "ipc"]
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +176,20 @@ def module_redis() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def module_redis_cluster() -> Iterator[RedisCluster]:
+    with own_cluster() as cluster:
+        yield cluster
+
+
 @pytest.fixture(scope="module", params=MODES)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, module_redis: RedisServer
 ) -> Iterator[Gunicorn]:
     mode = request.param
     backend = module_redis.url if mode == "redis" else None
+    if mode == "redis-cluster":  # six redis-server processes, started only for this mode
+        backend = request.getfixturevalue("module_redis_cluster").url
     log_dir = tmp_path_factory.mktemp("gunicorn")
     with cluster_gunicorn(log_dir, preload=mode != "ipc", backend=backend) as server:
         yield server

@@ -12,8 +12,10 @@ does, with redis-py's synchronous client, so no event loop is needed::
         publisher.send_message_to_group("room:42", {"detail": "maintenance at noon"})
         print(len(publisher.group_members("room:42")), "people in the room")
 
-The app must run with the Redis backend on the same Redis and prefix. redis-py
-is imported when the first publisher is made, not with wsframe.
+The app must run with the Redis backend on the same Redis and prefix. With a
+``redis+cluster://host:port,...`` URL it talks to a Redis Cluster as the
+cluster backend does (hash-tagged names, ``SPUBLISH`` to the owning shard).
+redis-py is imported when the first publisher is made, not with wsframe.
 """
 
 from __future__ import annotations
@@ -58,9 +60,16 @@ class Publisher:
         self._unreachable: tuple[type[Exception], ...] = (RedisError, OSError)
         """What the client raises when Redis is gone or too slow (redis-py is imported here, on first use)."""
         self._owns_client = isinstance(redis, str)
-        client = _make_client(redis, seconds)
+        self._sharded = isinstance(redis, str) and redis.startswith(f"{keys.CLUSTER_SCHEME}:")
+        """A Redis Cluster: hash-tagged names and sharded publishes, as the cluster backend uses."""
+        if self._sharded:
+            assert isinstance(redis, str)
+            client: Any = _make_cluster_client(redis, seconds)
+            self.url = keys.parse_cluster_url(redis).url
+        else:
+            client = _make_client(redis, seconds)
+            self.url = keys.redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
         self._client = client
-        self.url = keys.redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
 
     def send_message_to_websocket(self, connection_id: str, data: Any) -> bool:
         """Send *data* to *connection_id*, encoded as :meth:`GenericWebsocket.send` does.
@@ -130,11 +139,15 @@ class Publisher:
         answer in time.
         """
         validate_group_name(group)
-        key = keys.members_key(self.prefix, group)
+        key = (keys.cluster_members_key if self._sharded else keys.members_key)(self.prefix, group)
+        alive_key = keys.cluster_alive_key if self._sharded else keys.alive_key
         try:
             members = keys.member_ids(self._client.smembers(key))
             nodes = keys.nodes_to_check(members)
-            alive = self._client.mget([keys.alive_key(self.prefix, node) for node in nodes]) if nodes else []
+            alive_keys = [alive_key(self.prefix, node) for node in nodes]
+            # In a cluster the liveness keys live in many slots: one MGET per slot.
+            mget = self._client.mget_nonatomic if self._sharded else self._client.mget
+            alive = mget(alive_keys) if nodes else []
         except self._unreachable as exc:
             raise BackendUnavailableError(
                 f"Redis at {self.url} did not say who is in group {group!r} ({exc})."
@@ -165,15 +178,18 @@ class Publisher:
         node_id = connection_id[:NODE_ID_LENGTH]
         if len(connection_id) != CONNECTION_ID_LENGTH or not is_node_id(node_id):
             return False
-        channel = keys.node_channel(self.prefix, node_id)
+        channel = (keys.cluster_node_channel if self._sharded else keys.node_channel)(self.prefix, node_id)
         return bool(self._publish_on(channel, envelope, f"{envelope.kind} for {connection_id}"))
 
     def _publish_to_group(self, group: str, envelope: Envelope) -> int:
-        return self._publish_on(keys.group_channel(self.prefix, group), envelope, f"{envelope.kind} to group {group!r}")
+        channel = (keys.cluster_group_channel if self._sharded else keys.group_channel)(self.prefix, group)
+        return self._publish_on(channel, envelope, f"{envelope.kind} to group {group!r}")
 
     def _publish_on(self, channel: str, envelope: Envelope, what: str) -> int:
         """PUBLISH *envelope* on *channel*; return how many subscribers took it, or raise naming *what*."""
         try:
+            if self._sharded:
+                return int(self._client.spublish(channel, encode_envelope(envelope)))
             return int(self._client.publish(channel, encode_envelope(envelope)))
         except self._unreachable as exc:
             raise BackendUnavailableError(f"Redis at {self.url} did not take the {what} ({exc}); not sent.") from exc
@@ -199,3 +215,20 @@ def _make_client(target: str | sync_redis.Redis, timeout: float) -> sync_redis.R
         )
     except ValueError as exc:
         raise ConfigurationError(f"not a Redis URL: {keys.redacted_url(target)!r} ({exc})") from None
+
+
+def _make_cluster_client(url: str, timeout: float) -> Any:
+    """A sync ``redis.cluster.RedisCluster`` on the startup nodes of *url*; redirections followed, no retry."""
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
+
+    location = keys.parse_cluster_url(url)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in location.nodes],  # type: ignore[no-untyped-call]
+        username=location.username,
+        password=location.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )

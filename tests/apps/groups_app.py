@@ -1,6 +1,7 @@
 """The groups app the functional tests run, on whichever backend the environment picks.
 
-- ``GROUPS_REDIS`` set: the Redis backend at that URL, with ``GROUPS_PREFIX`` as the key
+- ``GROUPS_REDIS`` set: the Redis backend at that URL (the cluster backend for a
+  ``redis+cluster://`` URL), with ``GROUPS_PREFIX`` as the key
   prefix and ``GROUPS_PRESENCE_TTL`` the presence TTL in seconds;
 - else ``GROUPS_IPC_DIR`` set: the IPC backend, nodes meeting in that directory;
 - else the default backend (IPC under gunicorn).
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from wsframe import GenericWebsocket, close_group, create_app, group_members, send_message_to_group
 from wsframe.backends import Backend, RedisBackend
+from wsframe.backends.redis import RedisClusterBackend
 
 __all__ = ["app"]
 
@@ -55,7 +57,8 @@ async def members(request: web.Request) -> web.Response:
 
 def _backend() -> Backend | str | None:
     if url := os.environ.get("GROUPS_REDIS"):
-        return RedisBackend(
+        kind = RedisClusterBackend if url.startswith("redis+cluster:") else RedisBackend
+        return kind(
             url,
             prefix=os.environ.get("GROUPS_PREFIX", "wsframe-groups-test:"),
             presence_ttl=float(os.environ.get("GROUPS_PRESENCE_TTL", "15")),

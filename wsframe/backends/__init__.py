@@ -3,7 +3,8 @@
 :func:`resolve_backend` turns ``create_app``'s ``backend=`` / ``redis=`` into
 one: a :class:`Backend` instance as given, or a URL by its scheme
 (``memory://``, ``ipc://`` or ``ipc:///dir``, ``redis://``, ``rediss://``,
-``unix://`` for Redis on a socket). With neither, the default is the IPC
+``unix://`` for Redis on a socket, ``redis+cluster://host:port,host:port`` for a
+Redis Cluster). With neither, the default is the IPC
 backend when running under gunicorn (so ``gunicorn -w N`` works with no
 Redis) and the process-local memory backend otherwise.
 
@@ -47,7 +48,8 @@ def backend_from_url(url: str) -> Backend:
     """Return the backend a URL names, chosen by its scheme.
 
     ``memory://``; ``ipc://`` (directory chosen for you) or ``ipc:///abs/dir``;
-    ``redis://``, ``rediss://`` and ``unix://`` go to :class:`RedisBackend`.
+    ``redis://``, ``rediss://`` and ``unix://`` go to :class:`RedisBackend`;
+    ``redis+cluster://host:port,host:port`` to ``RedisClusterBackend`` (sharded pub/sub).
     Raises :class:`~wsframe.exceptions.ConfigurationError` for any other scheme.
     """
     scheme = urlsplit(url).scheme
@@ -62,8 +64,12 @@ def backend_from_url(url: str) -> Backend:
         from .redis import RedisBackend
 
         return RedisBackend(url)
+    if scheme == "redis+cluster":
+        from .redis import RedisClusterBackend
+
+        return RedisClusterBackend(url)
     raise ConfigurationError(
-        f"unknown backend URL {url!r}: use memory://, ipc://, ipc:///a/dir, redis://host:port/db or rediss://..."
+        f"unknown backend URL {url!r}: use memory://, ipc://, ipc:///a/dir, redis://host:port/db, rediss://... or redis+cluster://host:port,host:port"
     )
 
 
@@ -77,6 +83,8 @@ def resolve_backend(backend: Backend | str | None = None, redis: str | aioredis.
     """
     if backend is not None and redis is not None:
         raise ConfigurationError("pass either backend= or redis= to create_app, not both")
+    if isinstance(redis, str) and redis.startswith("redis+cluster:"):
+        return backend_from_url(redis)
     if redis is not None:
         from .redis import RedisBackend
 

@@ -32,11 +32,13 @@ from ._keys import (
 
 if TYPE_CHECKING:
     from ._backend import RedisBackend
+    from ._cluster import RedisClusterBackend
     from ._listener import RedisBackendStats
 
 __all__ = [
     "RedisBackend",
     "RedisBackendStats",
+    "RedisClusterBackend",
     "DEFAULT_PREFIX",
     "node_channel",
     "group_channel",
@@ -53,6 +55,10 @@ def __getattr__(name: str) -> Any:
         from ._backend import RedisBackend
 
         return RedisBackend
+    if name == "RedisClusterBackend":
+        from ._cluster import RedisClusterBackend
+
+        return RedisClusterBackend
     if name == "RedisBackendStats":
         from ._listener import RedisBackendStats
 

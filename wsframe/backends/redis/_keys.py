@@ -9,9 +9,10 @@ them without loading the asyncio client.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..._ids import NODE_ID_LENGTH
 from ...exceptions import ConfigurationError
@@ -30,6 +31,13 @@ __all__ = [
     "member_ids",
     "nodes_to_check",
     "stale_members",
+    "CLUSTER_SCHEME",
+    "ClusterLocation",
+    "parse_cluster_url",
+    "cluster_node_channel",
+    "cluster_group_channel",
+    "cluster_members_key",
+    "cluster_alive_key",
 ]
 
 DEFAULT_PREFIX = "wsframe:"
@@ -112,3 +120,71 @@ def stale_members(members: Iterable[str], nodes: Sequence[str], alive: Sequence[
     """Return the *members* owned by a node whose liveness key read None in *alive* (one per *nodes*)."""
     dead = {node for node, flag in zip(nodes, alive, strict=True) if flag is None}
     return {m for m in members if m[:NODE_ID_LENGTH] in dead}
+
+
+# Redis Cluster. Every name carries a hash tag ({node id} or {group}), so a
+# node's channel and liveness key share one slot, and a group's channel and
+# member set share another: each command touches one slot, and nodes and
+# groups spread over the masters.
+
+CLUSTER_SCHEME = "redis+cluster"
+"""``redis+cluster://host:port,host:port``: the startup nodes of a Redis Cluster."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterLocation:
+    """What a ``redis+cluster://`` URL says: the startup nodes and the credentials."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL without the password, for logs and errors."""
+        user = f"{self.username or ''}:***@" if self.password is not None else ""
+        return f"{CLUSTER_SCHEME}://{user}" + ",".join(f"{host}:{port}" for host, port in self.nodes)
+
+
+def parse_cluster_url(url: str) -> ClusterLocation:
+    """Return the startup nodes of ``redis+cluster://[user:password@]host:port[,host:port...]``.
+
+    Raises ``ConfigurationError`` naming the problem (the password redacted).
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme != CLUSTER_SCHEME or not sep:
+        raise ConfigurationError(f"a Redis Cluster URL starts with {CLUSTER_SCHEME}://, got {redacted_url(url)!r}")
+    netloc = rest.split("/", 1)[0]
+    credentials, _, hosts = netloc.rpartition("@")
+    username, password = None, None
+    if credentials:
+        user, has_password, secret = credentials.partition(":")
+        username, password = (unquote(user) or None), (unquote(secret) if has_password else None)
+    nodes = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            shown = ClusterLocation((), username, password).url + hosts
+            raise ConfigurationError(f"not a Redis Cluster URL: {shown!r}; use {CLUSTER_SCHEME}://host:port,host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return ClusterLocation(tuple(nodes), username, password)
+
+
+def cluster_node_channel(prefix: str, node_id: str) -> str:
+    """Return the shard channel node *node_id* listens on in a cluster (hash tag: the node id)."""
+    return f"{prefix}node:{{{node_id}}}"
+
+
+def cluster_alive_key(prefix: str, node_id: str) -> str:
+    """Return node *node_id*'s liveness key in a cluster: in the slot of its channel."""
+    return f"{prefix}alive:{{{node_id}}}"
+
+
+def cluster_group_channel(prefix: str, group: str) -> str:
+    """Return the shard channel of *group* in a cluster (hash tag: the group name)."""
+    return f"{prefix}group:{{{group}}}"
+
+
+def cluster_members_key(prefix: str, group: str) -> str:
+    """Return the member set of *group* in a cluster: in the slot of its channel."""
+    return f"{prefix}members:{{{group}}}"
