@@ -174,17 +174,21 @@ class GroupLosses:
         if receivers >= nodes_with_members:
             return
         self.stats.group_underdelivered += 1
+        self._warn(
+            "a group send to %r reached %d worker(s) of the %d with members (the others were not subscribed: "
+            "reconnecting, or gone); %d such send(s) in total.",
+            group,
+            receivers,
+            nodes_with_members,
+            self.stats.group_underdelivered,
+        )
+
+    def _warn(self, message: str, *args: object) -> None:
+        # One warning per _WARN_EVERY seconds at most, shared by both kinds of loss.
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
-            logger.warning(
-                "a group send to %r reached %d worker(s) of the %d with members (the others were not subscribed: "
-                "reconnecting, or gone); %d such send(s) in total.",
-                group,
-                receivers,
-                nodes_with_members,
-                self.stats.group_underdelivered,
-            )
+            logger.warning(message, *args)
 
     def next_number(self, group: str) -> int:
         """Return the number of this node's next send to *group* (1, 2, ...)."""
@@ -209,18 +213,15 @@ class GroupLosses:
         missed = envelope.seq - last - 1
         self.stats.group_missed += missed
         self.stats.group_member_deliveries_missed += missed * members_here
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY:
-            self._warned_at = now
-            logger.warning(
-                "%d group send(s) from node %s to group %r never reached this worker (it was not subscribed, or "
-                "Redis dropped them); its %d member(s) there missed them. %d group send(s) missed in total.",
-                missed,
-                envelope.origin,
-                envelope.group,
-                members_here,
-                self.stats.group_missed,
-            )
+        self._warn(
+            "%d group send(s) from node %s to group %r never reached this worker (it was not subscribed, or "
+            "Redis dropped them); its %d member(s) there missed them. %d group send(s) missed in total.",
+            missed,
+            envelope.origin,
+            envelope.group,
+            members_here,
+            self.stats.group_missed,
+        )
 
     def forget(self, group: str) -> None:
         """Drop what was heard for *group*: its last member here left (this node unsubscribed)."""
