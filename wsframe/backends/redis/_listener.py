@@ -29,7 +29,7 @@ from ._keys import describe_error
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
 
-__all__ = ["RedisBackendStats", "Liveness", "Silence", "Listener", "UNREACHABLE", "cancel_and_wait"]
+__all__ = ["RedisBackendStats", "Liveness", "Silence", "Supervised", "Listener", "UNREACHABLE", "cancel_and_wait"]
 
 logger = logging.getLogger("wsframe.backends.redis")
 
@@ -157,7 +157,89 @@ class Liveness:
         return Silence(stalled_for, ping=pinged_at is None)
 
 
-class Listener:
+class Supervised:
+    """What a supervised pub/sub connection shares: its timing knobs, the outage bookkeeping and the backoff.
+
+    :class:`Listener` (one Redis) and the Redis Cluster's ``Shard`` (one per
+    master) build on it; each logs its own outages in its own words.
+    """
+
+    stats: RedisBackendStats
+    warn_of_stalls = True
+    """Log a stalled event loop (besides counting it in ``loop_stalls``)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        stats: RedisBackendStats,
+        operation_timeout: float,
+        health_check_interval: float,
+        max_backoff: float,
+        receive: Callable[[bytes, str], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.stats = stats
+        self.operation_timeout = operation_timeout
+        self.health_check_interval = health_check_interval
+        self.max_backoff = max_backoff
+        self._receive = receive
+        self.pubsub: PubSub | None = None
+        self.down_since: float | None = None
+        self.stopping = False
+
+    def _where(self) -> str:
+        """What an outage's message adds to name the connection ("" for the only one)."""
+        return ""
+
+    async def _silent(self, pubsub: PubSub, liveness: Liveness) -> None:
+        """Act on a wait that came back empty: count a stalled loop, raise on an outage, ping when idle.
+
+        Raises ``RedisConnectionError`` when :class:`Liveness` takes Redis for gone.
+        """
+        silence = liveness.silent()
+        if silence.stalled_for:
+            self.stats.loop_stalls += 1
+            if self.warn_of_stalls:
+                logger.warning(
+                    "the event loop did not run for about %.1f s (a blocking call or a long garbage "
+                    "collection?); every connection of this worker waited. Checking Redis again.",
+                    silence.stalled_for,
+                )
+        if silence.outage:
+            raise RedisConnectionError(silence.outage + self._where())
+        if silence.ping:
+            await pubsub.ping()
+            liveness.pinged()
+
+    def _outage_began(self) -> bool:
+        """Note the start of an outage (count it); False when one is already under way."""
+        if self.down_since is not None:
+            return False
+        self.down_since = time.monotonic()
+        self.stats.outages += 1
+        return True
+
+    def _outage_ended(self) -> float | None:
+        """Note the end of the outage under way and return its length (None when there was none)."""
+        if self.down_since is None:
+            return None
+        duration = time.monotonic() - self.down_since
+        self.down_since = None
+        self.stats.outage_seconds += duration
+        return duration
+
+    async def _back_off(self, pubsub: PubSub | None, delay: float) -> float:
+        """Drop *pubsub*, sleep about *delay* seconds and return the next, longer delay."""
+        self.pubsub = None
+        if pubsub is not None:
+            await close_quietly(pubsub)
+        # Jitter so that every worker does not hit a restarted Redis at once.
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        return min(delay * 2, self.max_backoff)
+
+
+class Listener(Supervised):
     """This node's pub/sub connection: its own channel plus the channels of groups with members here.
 
     *receive* gets every message's data and channel; *reconnected* runs when
@@ -178,24 +260,23 @@ class Listener:
         receive: Callable[[bytes, str], Awaitable[None]],
         reconnected: Callable[[], Awaitable[None]],
     ) -> None:
-        self.client = client
+        Supervised.__init__(
+            self,
+            client,
+            stats=stats,
+            operation_timeout=operation_timeout,
+            health_check_interval=health_check_interval,
+            max_backoff=max_backoff,
+            receive=receive,
+        )
         self.channel = channel
         self.url = url
-        self.stats = stats
-        self.operation_timeout = operation_timeout
-        self.health_check_interval = health_check_interval
-        self.max_backoff = max_backoff
-        self._receive = receive
         self._reconnected = reconnected
         # The channels of groups with members here (resubscribed after every
-        # reconnect), the live pubsub, and joins waiting for Redis to confirm
-        # their SUBSCRIBE.
+        # reconnect), and joins waiting for Redis to confirm their SUBSCRIBE.
         self.group_channels: set[str] = set()
-        self.pubsub: PubSub | None = None
         self._pending_subscriptions: dict[bytes, asyncio.Future[None]] = {}
-        self.down_since: float | None = None
         self._failures_at_outage_start = 0
-        self.stopping = False
 
     async def subscribe(self) -> PubSub:
         """Return a pubsub subscribed to this node's channel and its groups', confirmed by Redis.
@@ -254,13 +335,8 @@ class Listener:
                 if not isinstance(exc, UNREACHABLE):
                     logger.exception("unexpected error in the Redis listener for %s; reconnecting", self.channel)
                 self._mark_down(exc)
-            if pubsub is not None:
-                self.pubsub = None
-                await close_quietly(pubsub)
-                pubsub = None
-            # Jitter so that every worker does not hit a restarted Redis at once.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.max_backoff)
+            delay = await self._back_off(pubsub, delay)
+            pubsub = None
 
     async def _pump(self, pubsub: PubSub) -> None:
         liveness = Liveness(self.health_check_interval)
@@ -268,19 +344,7 @@ class Listener:
             liveness.waiting()
             message = await pubsub.get_message(timeout=liveness.interval)
             if message is None:
-                silence = liveness.silent()
-                if silence.stalled_for:
-                    self.stats.loop_stalls += 1
-                    logger.warning(
-                        "the event loop did not run for about %.1f s (a blocking call or a long garbage "
-                        "collection?); every connection of this worker waited. Checking Redis again.",
-                        silence.stalled_for,
-                    )
-                if silence.outage:
-                    raise RedisConnectionError(silence.outage)
-                if silence.ping:
-                    await pubsub.ping()
-                    liveness.pinged()
+                await self._silent(pubsub, liveness)
                 continue
             liveness.heard()  # anything from Redis, the PONG included, shows it is there
             kind = message["type"]
@@ -292,12 +356,10 @@ class Listener:
                     waiter.set_result(None)
 
     def _mark_down(self, exc: BaseException) -> None:
-        if self.down_since is not None:
+        if not self._outage_began():
             logger.debug("Redis at %s still unreachable: %s", self.url, describe_error(exc))
             return
-        self.down_since = time.monotonic()
         self._failures_at_outage_start = self.stats.publish_failures
-        self.stats.outages += 1
         logger.warning(
             "Redis at %s is unreachable (%s); sends to other workers raise BackendUnavailableError and messages "
             "for this worker are lost until it is back. Reconnecting.",
@@ -306,11 +368,9 @@ class Listener:
         )
 
     def _mark_up(self) -> None:
-        if self.down_since is None:
+        duration = self._outage_ended()
+        if duration is None:
             return
-        duration = time.monotonic() - self.down_since
-        self.down_since = None
-        self.stats.outage_seconds += duration
         failed = self.stats.publish_failures - self._failures_at_outage_start
         groups = len(self.group_channels)
         if groups:

@@ -14,16 +14,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ._keys import describe_error
-from ._listener import UNREACHABLE, Liveness, RedisBackendStats, close_quietly
+from ._listener import UNREACHABLE, Liveness, RedisBackendStats, Supervised, close_quietly
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -47,13 +44,16 @@ class ClusterBackendStats(RedisBackendStats):
     migration). Messages published to them between the move and the resubscription are lost."""
 
 
-class Shard:
+class Shard(Supervised):
     """This node's sharded subscriber connection to the master *name* (``host:port``).
 
     *receive* gets each message's data and channel. *relocate* is called after the
     connection failed, or Redis dropped a channel (its slot left this master): the
     backend refreshes the slot map and moves channels that live elsewhere now.
     """
+
+    stats: ClusterBackendStats
+    warn_of_stalls = False  # counted only: one stall would be logged once per master
 
     def __init__(
         self,
@@ -67,23 +67,26 @@ class Shard:
         receive: Callable[[bytes, str], Awaitable[None]],
         relocate: Callable[[], Awaitable[None]],
     ) -> None:
+        Supervised.__init__(
+            self,
+            client,
+            stats=stats,
+            operation_timeout=operation_timeout,
+            health_check_interval=health_check_interval,
+            max_backoff=max_backoff,
+            receive=receive,
+        )
         self.name = name
-        self.client = client
-        self.stats = stats
-        self.operation_timeout = operation_timeout
-        self.health_check_interval = health_check_interval
-        self.max_backoff = max_backoff
-        self._receive = receive
         self._relocate = relocate
         self.channels: set[str] = set()
-        self.pubsub: PubSub | None = None
-        self.down_since: float | None = None
-        self.stopping = False
         self.task: asyncio.Task[None] | None = None
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._writing = asyncio.Lock()
         self._leaving: set[bytes] = set()
         """Channels we unsubscribed from whose SUNSUBSCRIBE Redis has not confirmed yet."""
+
+    def _where(self) -> str:
+        return f" (shard {self.name})"
 
     def start(self) -> None:
         """Start the supervised pump (it subscribes to :attr:`channels` first)."""
@@ -170,11 +173,7 @@ class Shard:
                 if not isinstance(exc, UNREACHABLE):
                     logger.exception("unexpected error on the Redis Cluster shard %s; reconnecting", self.name)
                 self._mark_down(exc)
-            self.pubsub = None
-            if pubsub is not None:
-                await close_quietly(pubsub)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.max_backoff)
+            delay = await self._back_off(pubsub, delay)
             if self.stopping:
                 break
             # A failover or a migration may have moved our channels to another master.
@@ -189,14 +188,7 @@ class Shard:
             liveness.waiting()
             message = await pubsub.get_message(timeout=liveness.interval)
             if message is None:
-                silence = liveness.silent()
-                if silence.stalled_for:
-                    self.stats.loop_stalls += 1
-                if silence.outage:
-                    raise RedisConnectionError(f"{silence.outage} (shard {self.name})")
-                if silence.ping:
-                    await pubsub.ping()
-                    liveness.pinged()
+                await self._silent(pubsub, liveness)
                 continue
             liveness.heard()
             kind = message["type"]
@@ -218,11 +210,9 @@ class Shard:
                 await self._relocate()
 
     def _mark_down(self, exc: BaseException) -> None:
-        if self.down_since is not None:
+        if not self._outage_began():
             logger.debug("Redis Cluster shard %s still unreachable: %s", self.name, describe_error(exc))
             return
-        self.down_since = time.monotonic()
-        self.stats.outages += 1
         logger.warning(
             "Redis Cluster shard %s is unreachable (%s); sends to channels it owns raise BackendUnavailableError "
             "and messages for this worker on it are lost until it, or the replica taking over, is back.",
@@ -231,11 +221,9 @@ class Shard:
         )
 
     def _mark_up(self, *, moved: bool = False) -> None:
-        if self.down_since is None:
+        duration = self._outage_ended()
+        if duration is None:
             return
-        duration = time.monotonic() - self.down_since
-        self.down_since = None
-        self.stats.outage_seconds += duration
         logger.warning(
             "Redis Cluster shard %s: %s after %.1f s; messages published to this worker meanwhile may have been "
             "lost (%d possibly lost sends, %d reroutes in total).",
