@@ -110,6 +110,10 @@ class Session(Connection):
             self.state = _CLOSED
             self.close_code = status.WS_1006_ABNORMAL_CLOSURE
             raise ConnectionClosed(status.WS_1006_ABNORMAL_CLOSURE) from None
+        self.adopt(ws, request)
+
+    def adopt(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        """Take *ws*, prepared (101 sent): the end of accept(), and how a login before connect() opens."""
         self.ws = ws
         self.transport = request.transport
         if self.config.settings.compression and ws.compress:
@@ -117,23 +121,11 @@ class Session(Connection):
         self.state = _OPEN
         registry = self.registry
         registry.add(self)
-        if self.handshake_timer is not None:
+        if self.handshake_timer is not None:  # (never set for a login before connect())
             self.end_handshake_timer()
         if registry.shutting_down:
             # Shutdown has already told every connection it knew of to go; this
             # one finished its handshake since, so it goes the same way.
-            registry.spawn(self.close(status.WS_1001_GOING_AWAY, "Server shutdown"))
-
-    def adopt(self, ws: web.WebSocketResponse, request: web.Request) -> None:
-        """Take *ws*, already prepared (101 sent) by a login before connect(): as accept() after its prepare."""
-        self.ws = ws
-        self.transport = request.transport
-        if self.config.settings.compression and ws.compress:
-            self.compressed = True
-        self.state = _OPEN
-        registry = self.registry
-        registry.add(self)
-        if registry.shutting_down:
             registry.spawn(self.close(status.WS_1001_GOING_AWAY, "Server shutdown"))
 
     def end_handshake_timer(self) -> None:
