@@ -13,11 +13,12 @@ import redis.asyncio as aioredis
 
 from ..._ids import is_node_id
 from ...exceptions import BackendUnavailableError, ConfigurationError
-from ..base import Backend, Envelope, Node, check_positive, encode_envelope
+from ..base import Backend, Envelope, Node, encode_envelope
 from ._keys import (
     DEFAULT_PREFIX,
     alive_key,
     check_prefix,
+    check_timings,
     describe_error,
     describe_pool,
     group_channel,
@@ -74,10 +75,9 @@ class RedisBackend(Backend):
         presence_ttl: float = 15.0,
     ) -> None:
         self.prefix = check_prefix(prefix)
-        self.operation_timeout = check_positive("operation_timeout", operation_timeout)
-        self.health_check_interval = check_positive("health_check_interval", health_check_interval)
-        self.max_backoff = check_positive("max_backoff", max_backoff)
-        self.presence_ttl = check_positive("presence_ttl", presence_ttl)
+        self.operation_timeout, self.health_check_interval, self.max_backoff, self.presence_ttl = check_timings(
+            operation_timeout, health_check_interval, max_backoff, presence_ttl
+        )
         self._url: str | None = None
         self._user_client: aioredis.Redis | None = None
         if isinstance(redis, str):

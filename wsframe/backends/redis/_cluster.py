@@ -31,10 +31,11 @@ from redis.crc import key_slot
 
 from ..._ids import is_node_id
 from ...exceptions import BackendUnavailableError, ConfigurationError
-from ..base import Backend, Envelope, Node, check_positive, encode_envelope
+from ..base import Backend, Envelope, Node, encode_envelope
 from ._keys import (
     DEFAULT_PREFIX,
     check_prefix,
+    check_timings,
     cluster_alive_key,
     cluster_group_channel,
     cluster_members_key,
@@ -85,10 +86,9 @@ class RedisClusterBackend(Backend):
             raise ConfigurationError(f"the Redis Cluster backend takes a redis+cluster:// URL, got {url!r}")
         self.location = parse_cluster_url(url)
         self.url = self.location.url
-        self.operation_timeout = check_positive("operation_timeout", operation_timeout)
-        self.health_check_interval = check_positive("health_check_interval", health_check_interval)
-        self.max_backoff = check_positive("max_backoff", max_backoff)
-        self.presence_ttl = check_positive("presence_ttl", presence_ttl)
+        self.operation_timeout, self.health_check_interval, self.max_backoff, self.presence_ttl = check_timings(
+            operation_timeout, health_check_interval, max_backoff, presence_ttl
+        )
         self.stats: ClusterBackendStats = ClusterBackendStats()
         self._cluster: RedisCluster | None = None
         self.shards: dict[str, Shard] = {}

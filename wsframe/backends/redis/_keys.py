@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..._ids import NODE_ID_LENGTH
 from ...exceptions import ConfigurationError
+from ..base import check_positive
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -25,6 +26,7 @@ __all__ = [
     "alive_key",
     "group_nodes_key",
     "check_prefix",
+    "check_timings",
     "redacted_url",
     "describe_pool",
     "describe_error",
@@ -74,6 +76,18 @@ def check_prefix(prefix: object) -> str:
     if not isinstance(prefix, str) or not prefix:
         raise ConfigurationError(f"the Redis prefix must be a non-empty string such as 'myapp:', got {prefix!r}")
     return prefix
+
+
+def check_timings(
+    operation_timeout: object, health_check_interval: object, max_backoff: object, presence_ttl: object
+) -> tuple[float, float, float, float]:
+    """Return the four timing options of a Redis backend, each checked positive (``ConfigurationError`` if not)."""
+    return (
+        check_positive("operation_timeout", operation_timeout),
+        check_positive("health_check_interval", health_check_interval),
+        check_positive("max_backoff", max_backoff),
+        check_positive("presence_ttl", presence_ttl),
+    )
 
 
 def redacted_url(url: str) -> str:
