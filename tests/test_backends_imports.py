@@ -42,7 +42,11 @@ def test_a_backend_module_imports_nothing_above_the_backends(path: Path) -> None
 
 
 def test_the_import_scan_resolves_relative_imports() -> None:
-    assert imported_modules(BACKENDS / "redis" / "_keys.py") == {"wsframe._ids", "wsframe.exceptions"}
+    assert imported_modules(BACKENDS / "redis" / "_keys.py") == {
+        "wsframe._ids",
+        "wsframe.backends.base",
+        "wsframe.exceptions",
+    }
 
 
 def run(code: str) -> None:
