@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import time
 from typing import Any
@@ -79,6 +80,12 @@ class RedisClusterBackend(Backend):
         max_backoff: float = 1.0,
         presence_ttl: float = 15.0,
     ) -> None:
+        found = importlib.metadata.version("redis")
+        if tuple(int(part) for part in found.split(".")[:2]) < (8, 0):
+            raise ConfigurationError(
+                f"the Redis Cluster backend needs redis-py 8.0 or newer (sharded pub/sub in asyncio), "
+                f"found {found}: pip install 'redis>=8'"
+            )
         self.prefix = check_prefix(prefix)
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"a Redis Cluster prefix may not contain {{ or }} (hash tags), got {prefix!r}")
