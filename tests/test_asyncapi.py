@@ -11,6 +11,7 @@ the CLI's output; regenerate it with::
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 import json
 import shutil
 import subprocess
@@ -276,6 +277,10 @@ def test_cli_error_for_an_app_not_made_by_create_app_is_one_line(tmp_path: Path)
     )
 
 
+@pytest.mark.skipif(
+    tuple(int(part) for part in importlib.metadata.version("msgspec").split(".")[:2]) < (0, 23),
+    reason="msgspec before 0.23 gives two Structs of one name one schema component (measured on 0.18-0.22)",
+)
 def test_two_structs_of_one_name_get_two_messages() -> None:
     def make_struct(field: str) -> type[msgspec.Struct]:
         return msgspec.defstruct("Update", [(field, int)])
