@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from docs.examples import http_app
-from tests.support.rawclient import TIMEOUT
+from tests.support.rawclient import TIMEOUT, UPGRADE_HEADERS
 from tests.support.servers import Serve
 from wsframe import TokenAuth, create_app
 
@@ -45,12 +45,7 @@ async def test_app_auth_applies_to_the_websocket_route(serve: Serve) -> None:
     client = await serve(example_app())
     response = await client.get(
         "/ws/feed/",
-        headers={
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        },
+        headers=UPGRADE_HEADERS,
     )
     assert response.status == 401
 

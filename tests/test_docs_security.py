@@ -9,7 +9,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from docs.examples import security_app
-from tests.support.rawclient import TIMEOUT
+from tests.support.rawclient import TIMEOUT, UPGRADE_HEADERS
 from tests.support.servers import Serve
 from wsframe import TokenAuth, create_app
 
@@ -45,12 +45,7 @@ async def test_staff_endpoint_refuses_a_missing_token_with_401(serve: Serve) -> 
     client = await serve(example_app())
     response = await client.get(
         "/ws/staff/",
-        headers={
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        },
+        headers=UPGRADE_HEADERS,
     )
     assert response.status == 401
 

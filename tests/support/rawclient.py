@@ -41,6 +41,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 __all__ = [
+    "UPGRADE_HEADERS",
     "TIMEOUT",
     "Opcode",
     "CONT",
@@ -66,6 +67,14 @@ __all__ = [
     "handshake_request",
     "open_handshake",
 ]
+
+UPGRADE_HEADERS = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+"""The headers of a valid websocket upgrade request, for a plain HTTP client."""
 
 TIMEOUT = 2.0 * float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
 """Seconds a test waits for any single read from the server before it fails instead of hanging."""
