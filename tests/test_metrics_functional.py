@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.apps.metrics_app import FLOOD_CHUNK, FLOOD_UNSTOPPED
 from tests.support.gunicorn_harness import RECEIVE, SCALE, WORKERS, Gunicorn
 from tests.support.redis_server import RedisServer
 from tests.support.servers import free_port, run_process, wsframe_run
@@ -25,8 +26,9 @@ from tests.support.servers import free_port, run_process, wsframe_run
 pytestmark = pytest.mark.functional
 
 CLIENTS = 30
+"""At least; more if the first 30 all landed on one worker."""
 MESSAGES = 10
-"""Per client: 30 x 10 = 300 messages each way."""
+"""Received per client (30 x 10 = 300 in all); each slow client is sent one fewer plus its flood."""
 REFUSED = 5
 SLOW = 2
 
@@ -86,13 +88,16 @@ async def echo(client: Client, count: int) -> None:
         assert await client.ws.receive_str(timeout=RECEIVE) == f"m{i}"
 
 
-async def flood(client: Client) -> int | None:
-    """Ask for more than the send buffer may hold; returns the close code the client got."""
-    await client.ws.send_str("flood")
+async def drain_flood(client: Client) -> tuple[int | None, int]:
+    """Read what a flood left queued until the close: (the close code, how many 1 MiB messages came)."""
+    count = 0
     while True:
         msg = await client.ws.receive(timeout=RECEIVE * 4)
         if msg.type is not aiohttp.WSMsgType.TEXT:
-            return client.ws.close_code
+            return client.ws.close_code, count
+        assert msg.data != FLOOD_UNSTOPPED, "the send buffer bound never closed the flooded client"
+        assert len(msg.data) == FLOOD_CHUNK
+        count += 1
 
 
 async def refused(session: aiohttp.ClientSession, base: str) -> int:
@@ -101,11 +106,25 @@ async def refused(session: aiohttp.ClientSession, base: str) -> int:
     return error.value.status
 
 
-def expected(samples: Samples, connections: int) -> bool:
+async def open_on_two_workers(base: str) -> tuple[list[aiohttp.ClientSession], list[Client]]:
+    """CLIENTS clients, each on a session of its own, then more (bounded) until two workers hold some.
+
+    Workers share one listening socket, so on a busy machine one worker can take a whole batch.
+    """
+    sessions: list[aiohttp.ClientSession] = []
+    clients: list[Client] = []
+    while len(clients) < CLIENTS or (len({c.pid for c in clients}) < 2 and len(clients) < 10 * CLIENTS):
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        sessions.append(session)
+        clients.append(await connect(session, base))
+    return sessions, clients
+
+
+def expected(samples: Samples, clients: int, connections: int, sent: int) -> bool:
     return (
         total(samples, "wsframe_connections") == connections
-        and total(samples, "wsframe_messages_received_total") == CLIENTS * MESSAGES
-        and total(samples, "wsframe_messages_sent_total") == CLIENTS * MESSAGES
+        and total(samples, "wsframe_messages_received_total") == clients * MESSAGES
+        and total(samples, "wsframe_messages_sent_total") == sent
         and total(samples, "wsframe_handshakes_refused_total", reason="origin") == REFUSED
         and total(samples, "wsframe_slow_consumers_total", action="close") == SLOW
         and total(samples, "wsframe_backend_outages_total") == WORKERS
@@ -121,24 +140,37 @@ async def test_one_scrape_sums_every_gunicorn_worker_and_the_gauge_heals_after_a
     with Gunicorn("tests.apps.metrics_app:app", tmp_path, env=env) as server:
         server.wait_for_workers("/pid/")
         base = server.base
-        sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) for _ in range(CLIENTS)]
+        sessions, clients = await open_on_two_workers(base)
         try:
-            clients = [await connect(session, base) for session in sessions]
             assert len({c.pid for c in clients}) >= 2, "every client landed on one worker"
+            n = len(clients)
             slow, steady = clients[:SLOW], clients[SLOW:]
             await asyncio.gather(*(echo(c, MESSAGES - 1) for c in steady), *(echo(c, MESSAGES - 2) for c in slow))
             codes = [await refused(sessions[0], base) for _ in range(REFUSED)]
             assert codes == [403] * REFUSED
-            assert [await flood(c) for c in slow] == [1013] * SLOW
+            # The flooded clients read nothing until /metrics shows both 1013 decisions: they
+            # stop reading, so the kernel's buffers fill, then wsframe's past its bound.
+            for c in slow:
+                await c.ws.send_str("flood")
+            await scrape_until(
+                sessions[0],
+                base,
+                lambda s: total(s, "wsframe_slow_consumers_total", action="close") == SLOW,
+                "both slow consumers closed",
+            )
+            drained = [await drain_flood(c) for c in slow]
+            assert [code for code, _ in drained] == [1013] * SLOW
+            # Every slow client: the node reply, MESSAGES - 2 echoes and what the flood queued.
+            sent = n * MESSAGES - SLOW + sum(count for _, count in drained)
 
             private_redis.kill()
             await asyncio.sleep(1.0)
             private_redis.start()
 
-            samples = await scrape_until(sessions[0], base, lambda s: expected(s, CLIENTS - SLOW), "every figure")
-            assert total(samples, "wsframe_connections", route="/echo/") == CLIENTS - SLOW
-            assert total(samples, "wsframe_messages_received_total") == CLIENTS * MESSAGES
-            assert total(samples, "wsframe_messages_sent_total") == CLIENTS * MESSAGES
+            samples = await scrape_until(sessions[0], base, lambda s: expected(s, n, n - SLOW, sent), "every figure")
+            assert total(samples, "wsframe_connections", route="/echo/") == n - SLOW
+            assert total(samples, "wsframe_messages_received_total") == n * MESSAGES
+            assert total(samples, "wsframe_messages_sent_total") == sent
             assert total(samples, "wsframe_handshakes_refused_total") == REFUSED
             assert total(samples, "wsframe_slow_consumers_total", action="close") == SLOW
             assert total(samples, "wsframe_connections_closed_total", code="1013") == SLOW
@@ -152,18 +184,18 @@ async def test_one_scrape_sums_every_gunicorn_worker_and_the_gauge_heals_after_a
             samples = await scrape_until(
                 sessions[0],
                 base,
-                lambda s: total(s, "wsframe_connections") == CLIENTS - SLOW - lost,
+                lambda s: total(s, "wsframe_connections") == n - SLOW - lost,
                 f"the gauge without the {lost} connections of the killed worker",
             )
             # Counters of the killed worker stay in the sum: totals never go down.
-            assert total(samples, "wsframe_messages_received_total") == CLIENTS * MESSAGES
+            assert total(samples, "wsframe_messages_received_total") == n * MESSAGES
             # gunicorn replaces it; the new worker counts from zero.
             assert victim not in await asyncio.to_thread(server.wait_for_workers, "/pid/")
             fresh = await connect(sessions[-1], base)
             samples = await scrape_until(
                 sessions[0],
                 base,
-                lambda s: total(s, "wsframe_connections") == CLIENTS - SLOW - lost + 1,
+                lambda s: total(s, "wsframe_connections") == n - SLOW - lost + 1,
                 "the gauge with one more connection after the restart",
             )
             await fresh.ws.close()
