@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     # L2: moving bytes: backends between processes, a connection to its client.
     "wsframe.backends": 2,
     "wsframe._connection": 2,
+    "wsframe._framecheck": 2,
     "wsframe._guard": 2,
     "wsframe._tally": 2,
     # L3: which connections live here and how to reach any id.

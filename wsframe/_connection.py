@@ -19,8 +19,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import ClientConnectionResetError, WSMsgType, web
+from aiohttp.http_websocket import WebSocketWriter
+from aiohttp.web_request import BaseRequest
 
 from . import status
+from ._framecheck import FrameCheck
 from .codec import build_close_frame, build_frame
 from .config import HandlerConfig
 from .exceptions import ConnectionClosed, WsframeError
@@ -76,7 +79,19 @@ def too_big_reason(limit: int) -> str:
 
 
 class _WebSocketResponse(web.WebSocketResponse):
-    """aiohttp's response, saying which limit a 1009 close enforces, and failing corrupt compressed data with 1007."""
+    """aiohttp's response, saying which limit a 1009 close enforces, failing corrupt compressed data
+    with 1007 and the faulty frame headers aiohttp lets through with 1002 (wsframe._framecheck)."""
+
+    def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        # aiohttp installs its frame reader here and feeds it the bytes that came
+        # in while the 101 was being written. Those are held back, the reader is
+        # put behind a FrameCheck, and then they go through the check too.
+        handler = request.protocol
+        early, handler._message_tail = handler._message_tail, b""
+        super()._post_start(request, protocol, writer)
+        check = handler._payload_parser = FrameCheck(handler._payload_parser, self._reader)
+        if early and check.feed_data(early)[0]:
+            handler.close()
 
     def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> Coroutine[Any, Any, bool]:
         # A plain method handing back aiohttp's coroutine: no coroutine frame

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.checks import TOO_BIG, assert_fails_with
 from tests.support.liveserver import LiveServer
-from tests.support.rawclient import Ended, Frame, NotClosed, Opcode, RawWebsocket, close_frame
+from tests.support.rawclient import Ended, Frame, Opcode, RawWebsocket, close_frame
 from wsframe.config import MIB
 
 pytestmark = pytest.mark.functional
@@ -102,13 +102,6 @@ def test_new_message_before_the_previous_one_finished_closes_with_1002(
         assert_fails_with(ws, 1002)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotClosed,
-    reason="aiohttp's reader decides 'a message is in progress' by whether its partial buffer is non-empty "
-    "(has_partial = bool(self._partial)), so after an EMPTY first fragment a new complete text frame is "
-    "accepted as a message instead of failing with 1002 (RFC 6455 5.4).",
-)
 def test_new_message_after_an_empty_unfinished_fragment_closes_with_1002(server: LiveServer) -> None:
     with server.connect() as ws:
         ws.send_frame(Opcode.TEXT, b"", fin=False)

@@ -8,7 +8,16 @@ import pytest
 
 from tests.support.checks import TOO_BIG, assert_closes_cleanly, assert_fails_with
 from tests.support.liveserver import LiveServer
-from tests.support.rawclient import Ended, Frame, NotClosed, Opcode, close_frame, encode_frame
+from tests.support.rawclient import (
+    Ended,
+    Frame,
+    Opcode,
+    RawWebsocket,
+    close_frame,
+    encode_frame,
+    handshake_request,
+    open_handshake,
+)
 from wsframe.config import MIB
 
 pytestmark = pytest.mark.functional
@@ -87,19 +96,29 @@ def test_many_frames_in_one_write_are_echoed_in_order(server: LiveServer) -> Non
     assert ended is Ended.EOF
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotClosed,
-    reason="wsframe accepts unmasked client frames (RFC 6455 5.1: MUST fail with 1002): aiohttp's compiled "
-    "reader ignores the MASK bit and reports no per-frame header, so checking it needs a second frame-header "
-    "walk in Python on every read (about 2,300 instructions per one-frame chunk under callgrind: 2.6 % of a "
-    "64-byte echo round trip, over the 1 % per-message budget), and it would have to see the bytes aiohttp's "
-    "protocol feeds the reader while the 101 is still being written, which aiohttp gives no hook for.",
-)
 def test_unmasked_client_frame_closes_with_1002(server: LiveServer) -> None:
     with server.connect() as ws:
         ws.send_frame(Opcode.TEXT, b"not masked", mask=False)
         assert_fails_with(ws, 1002)
+
+
+def open_with_frames_in_the_request(server: LiveServer, frames: bytes) -> RawWebsocket:
+    """An upgrade to /ws/echo/ sent in one write with *frames* right behind it, before any 101."""
+    raw = handshake_request("/ws/echo/", f"{server.host}:{server.port}") + frames
+    ws = open_handshake(server.host, server.port, raw)
+    assert isinstance(ws, RawWebsocket), ws
+    return ws
+
+
+def test_an_unmasked_frame_sent_with_the_upgrade_request_closes_with_1002(server: LiveServer) -> None:
+    with open_with_frames_in_the_request(server, encode_frame(Opcode.TEXT, b"early", mask=False)) as ws:
+        assert_fails_with(ws, 1002)
+
+
+def test_a_frame_sent_with_the_upgrade_request_is_echoed(server: LiveServer) -> None:
+    with open_with_frames_in_the_request(server, encode_frame(Opcode.TEXT, b"early")) as ws:
+        assert ws.recv_frame() == Frame(Opcode.TEXT, b"early")
+        assert_closes_cleanly(ws)
 
 
 def test_server_frames_are_never_masked(server: LiveServer) -> None:

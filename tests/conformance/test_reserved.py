@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.checks import assert_fails_with
 from tests.support.liveserver import LiveServer
-from tests.support.rawclient import Frame, NotClosed, Opcode
+from tests.support.rawclient import Frame, Opcode
 
 pytestmark = pytest.mark.functional
 
@@ -73,13 +73,6 @@ def test_rsv1_on_a_continuation_frame_closes_with_1002_with_deflate_negotiated(s
         assert_fails_with(ws, 1002)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotClosed,
-    reason="With permessage-deflate negotiated, aiohttp deliberately ignores RSV1 on control frames "
-    "(its reader says 'for interop'), so the ping is answered; RFC 7692 6.1 only defines RSV1 for data "
-    "frames, so RFC 6455 5.2 says to fail the connection with 1002.",
-)
 def test_rsv1_on_a_ping_closes_with_1002_with_deflate_negotiated(server: LiveServer) -> None:
     with server.connect("/ws/deflate/", deflate=True) as ws:
         ws.send_frame(Opcode.PING, b"compressed?", rsv=RSV1)
