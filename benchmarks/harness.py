@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from typing import Any, TypeVar
 import aiohttp
 
 __all__ = ["REDIS_MISSING", "ROOT", "CpuMeter", "Gunicorn", "children", "commit", "cores", "cpu_seconds", "free_port"]
-__all__ += ["gunicorn", "parser", "percentile", "pinned", "post", "raise_file_limit", "redis_server", "rss_kib"]
+__all__ += ["gunicorn", "parser", "percentile", "pinned", "post", "raise_file_limit", "redis_cluster", "redis_server"]
+__all__ += ["rss_kib"]
 __all__ += ["run_loop", "stop", "summary", "uvloop_available", "wait_for_port", "worker_class", "write"]
 
 ROOT = Path(__file__).resolve().parent.parent  # The repository root: every server and helper process runs from here.
@@ -151,6 +153,56 @@ def redis_server(core: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes
     finally:
         process.kill()
         process.wait()
+
+
+@contextlib.contextmanager
+def redis_cluster(core: int | None, masters: int = 3) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A private Redis Cluster of *masters* nodes, no replicas, no persistence, pinned to *core*; yields its
+    ``redis+cluster://`` URL and the node processes. RuntimeError when redis-server or redis-cli is missing,
+    or when the cluster is not ready within 30 s."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise RuntimeError(REDIS_MISSING)
+    ports: list[int] = []
+    while len(ports) < masters:  # below 55535: each node's cluster bus listens on its port + 10000
+        port = free_port()
+        if port < 55535 and port not in ports and _port_free(port + 10000):
+            ports.append(port)
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as directory:
+        try:
+            for port in ports:
+                command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                command += ["--cluster-enabled", "yes", "--cluster-config-file", f"{directory}/nodes-{port}.conf"]
+                processes.append(subprocess.Popen(pinned(command, core), cwd=directory, stdout=subprocess.DEVNULL))
+            for port, process in zip(ports, processes, strict=True):
+                wait_for_port(port, process, timeout=10)
+            nodes = [f"127.0.0.1:{port}" for port in ports]
+            subprocess.run([cli, "--cluster", "create", *nodes, "--cluster-yes"], check=True, capture_output=True)
+            deadline = time.monotonic() + 30
+            while not all(_cluster_ok(cli, port) for port in ports):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Redis Cluster on ports {ports} did not become ready within 30 s")
+                time.sleep(0.1)
+            yield "redis+cluster://" + ",".join(nodes), processes
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_ok(cli: str, port: int) -> bool:
+    info = subprocess.run([cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, check=False)
+    return "cluster_state:ok" in info.stdout
 
 
 def worker_class(use_uvloop: bool) -> str:

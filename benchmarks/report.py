@@ -88,6 +88,7 @@ def aggregate(cases: list[Case], sessions: dict[str, list[dict[str, Any]]]) -> l
 
 
 CROSS_WORKER_TITLES = {"same-process": "same process (no hop)", "redis": "Redis, targeted (wsframe)"}
+CROSS_WORKER_TITLES["redis-cluster"] = "Redis Cluster, 3 masters, sharded pub/sub (wsframe)"
 CROSS_WORKER_TITLES["ipc"] = "local IPC, targeted (wsframe, no Redis)"
 CROSS_WORKER_TITLES["fanout"] = "Redis, fan-out to every worker (Panther / python-socketio design)"
 """How the cross-worker table names each mode."""
@@ -98,7 +99,7 @@ def cross_worker_summary(runs: list[dict[str, dict[str, Any]]], meta: dict[str, 
     from .cases.cross_worker import MODES, TARGET_P99_MS
 
     modes: list[dict[str, Any]] = []
-    for mode in MODES:
+    for mode in (m for m in MODES if m in runs[0]):  # results from before a mode existed lack it
         keys = [k for k, v in runs[0][mode].items() if isinstance(v, int | float) and not k.endswith("_pid")]
         metrics = {key: summary([float(run[mode][key]) for run in runs]) for key in keys}
         modes.append({"mode": mode, "title": CROSS_WORKER_TITLES[mode], "metrics": metrics})
@@ -260,6 +261,7 @@ COLOURS = {"raw": "#7f7f7f", "raw-matched": "#b0b0b0", "wsframe": "#2b6cb0", "st
 COLOURS["panther"] = "#c05621"
 MODE_BARS = {"same-process": ("same\nprocess", "#90b4e0"), "redis": ("Redis", "#2b6cb0"), "ipc": ("IPC", "#4a9a5b")}
 MODE_BARS["fanout"] = ("Redis\nfan-out", "#7f7f7f")
+MODE_BARS["redis-cluster"] = ("Redis\nCluster", "#1a4480")
 Panel = tuple[str, list[tuple[str, dict[str, Any], str]], float | None]
 """A chart panel: title, bars as (label, min/median/max summary, colour), and a reference line (or None)."""
 

@@ -1,6 +1,7 @@
-"""Cross-worker delivery under ``gunicorn -w 4``: one worker sends to the others' connections (Redis, IPC, Redis
-fanned out to every worker, or its own), paced, then every worker flat out. ``benchmarks.run`` runs one repetition
-per ``python -m benchmarks.cases.cross_worker [--config JSON]``, which prints its figures as JSON."""
+"""Cross-worker delivery under ``gunicorn -w 4``: one worker sends to the others' connections (Redis, a three-master
+Redis Cluster, IPC, Redis fanned out to every worker, or its own), paced, then every worker flat out.
+``benchmarks.run`` runs one repetition per ``python -m benchmarks.cases.cross_worker [--config JSON]``, which
+prints its figures as JSON."""
 
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ __all__ = ["MODES", "SMOKE", "TARGET_P99_MS", "Config", "Lanes", "main", "paced_
 
 Lanes = dict[int, aiohttp.ClientSession]  # One keep-alive HTTP connection to each worker, by its pid.
 
-MODES = ("same-process", "redis", "ipc", "fanout")
-SERVERS = {"redis": ("same-process", "redis"), "fanout": ("fanout",), "ipc": ("ipc",)}
+MODES = ("same-process", "redis", "redis-cluster", "ipc", "fanout")
+SERVERS = {
+    "redis": ("same-process", "redis"),
+    "redis-cluster": ("redis-cluster",),
+    "fanout": ("fanout",),
+    "ipc": ("ipc",),
+}
 """Each gunicorn configuration and the modes measured on it (same-process and redis share one server)."""
 SERVER_APP = "benchmarks.servers:cross_worker_app"
 TARGET_P99_MS = 2.0
@@ -185,9 +191,9 @@ async def run_repetition(
     servers = list(SERVERS.items())
     servers = servers[first % len(servers) :] + servers[: first % len(servers)]
     results: dict[str, dict[str, Any]] = {}
-    with harness.redis_server(server_core) as (url, redis):
+    with harness.redis_server(server_core) as (url, redis), harness.redis_cluster(server_core) as (cluster, nodes):
         for kind, modes in servers:
-            backend = {"redis": url, "fanout": f"fanout:{url}", "ipc": ""}[kind]
+            backend = {"redis": url, "redis-cluster": cluster, "fanout": f"fanout:{url}", "ipc": ""}[kind]
             args, env = ("--keep-alive", "75", *(["--preload"] if kind == "ipc" else [])), {"BENCH_BACKEND": backend}
             app = harness.gunicorn(
                 SERVER_APP, workers=cfg.workers, core=server_core, use_uvloop=use_uvloop, env=env, args=args
@@ -197,7 +203,8 @@ async def run_repetition(
                 receiver = Receiver()
                 async with lanes_to_workers(server.port, cfg.workers) as lanes:
                     await open_clients(server.port, cfg, receiver)
-                    groups = {"server_cpu": sorted(lanes)} | ({"redis_cpu": [redis.pid]} if kind != "ipc" else {})
+                    redis_pids = {"ipc": [], "redis-cluster": [node.pid for node in nodes]}.get(kind, [redis.pid])
+                    groups = {"server_cpu": sorted(lanes)} | ({"redis_cpu": redis_pids} if redis_pids else {})
                     meter = harness.CpuMeter(**groups)
                     for mode in modes[first % len(modes) :] + modes[: first % len(modes)]:
                         results[mode] = await measure_mode(mode, cfg, server.port, lanes, receiver, meter, first)
@@ -210,7 +217,7 @@ async def run_repetition(
 
 def main(argv: list[str] | None = None) -> int:
     """Run one repetition; print ``{"results": {mode: figures}, "meta": settings}`` as JSON."""
-    parser = harness.parser("Cross-worker delivery through Redis, local IPC and fan-out.", "tiny sizes")
+    parser = harness.parser("Cross-worker delivery through Redis, Redis Cluster, local IPC and fan-out.", "tiny sizes")
     parser.add_argument("--config", default="{}", help="JSON object of Config fields")
     parser.add_argument("--first", type=int, default=0, help="rotates the order of servers and modes, and the sender")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's loop and GunicornWebWorker")
