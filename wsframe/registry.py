@@ -12,17 +12,19 @@ import asyncio
 import contextvars
 import logging
 import weakref
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ._connection import Connection
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
+from ._streams import GroupStream, HistoryStats
 from ._tally import Tally
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
 from .exceptions import ApplicationNotFoundError, ConnectionClosed
+from .history import History, Joined, Position, encode_history_data, rule_for
 
 __all__ = [
     "Registry",
@@ -54,8 +56,13 @@ class Registry:
     its own even when the app object was created before the fork.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, history: Mapping[str, History] | None = None) -> None:
         self.backend = backend
+        self.history: Mapping[str, History] = history or {}
+        """Group-name prefix -> the history its groups keep (``create_app(history=...)``)."""
+        self.streams: dict[str, GroupStream] = {}
+        """The history groups with members here: their ordered delivery."""
+        self.history_stats = HistoryStats()
         self.node_id = new_node_id()
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, dict[str, Connection]] = {}
@@ -187,6 +194,13 @@ class Registry:
         their own, so one slow peer cannot hold up a backend's listener.
         """
         kind = envelope.kind
+        if envelope.epoch:
+            # A history group's message: its stream orders it, fills gaps and drops
+            # duplicates (our own publish included, whose local delivery came first).
+            stream = self.streams.get(envelope.group)
+            if stream is not None:
+                await stream.offer(envelope)
+            return
         if kind == "group_send" or kind == "group_close":
             if envelope.origin != self.node_id:  # our own publish, already delivered locally
                 if kind == "group_send":
@@ -263,6 +277,10 @@ class Registry:
                 continue
             if not members:
                 del groups[group]
+                if self.streams:
+                    stream = self.streams.get(group)
+                    if stream is not None:
+                        self._release(stream)
             if tell_backend:
                 left.append((group, group not in groups))
         connection.groups = None
@@ -289,11 +307,19 @@ class Registry:
             return False
         if not members:
             del self.groups[group]
+            stream = self.streams.get(group)
+            if stream is not None:
+                self._release(stream)
         return True
 
     async def send_group(self, group: str, data: Any, exclude: str | Collection[str] | None = None) -> None:
         """Deliver *data* to every member of *group* on every node (see send_message_to_group)."""
         validate_group_name(group)
+        if self.history:
+            rule = rule_for(self.history, group)
+            if rule is not None:
+                await self._send_history(group, rule, data, exclude)
+                return
         payload, opcode = encode_frame(data)
         excluded = _excluded(exclude)
         envelope = Envelope(
@@ -310,6 +336,63 @@ class Registry:
         # never reaches a member twice.
         await self.backend.publish_to_group(group, envelope)
         await self._deliver_group(group, payload, opcode, excluded)
+
+    async def _send_history(self, group: str, rule: History, data: Any, exclude: str | Collection[str] | None) -> None:
+        excluded = tuple(_excluded(exclude))
+        payload = encode_history_data(data)
+        envelope = Envelope.group_send(group, payload, int(WSMsgType.TEXT), exclude=excluded, origin=self.node_id)
+        # Numbered and handed to the other nodes in one step by the backend, then
+        # delivered here in offset order with whatever else arrived meanwhile.
+        numbered = await self.backend.history_publish(group, envelope, rule)
+        stream = self.streams.get(group)
+        if stream is not None:
+            await stream.offer(numbered)
+
+    async def join_group_since(self, connection: Connection, group: str, since: Position | None) -> Joined:
+        """Join *group*; for a history group, replay what the connection missed since *since* first.
+
+        See GenericWebsocket.join_group. A group without history joins as
+        :meth:`join_group` does and returns ``Joined(True)``.
+        """
+        validate_group_name(group)
+        rule = rule_for(self.history, group) if self.history else None
+        if rule is None:
+            if self.tracks_members:
+                await self.join_group(connection, group)
+            else:
+                self.join_group_here(connection, group)
+            return Joined(True)
+        stream = self.streams.get(group)
+        if stream is None:
+            stream = self.streams[group] = GroupStream(
+                group, rule, self.backend, lambda: self.groups.get(group), self.spawn, self.history_stats, self._release
+            )
+
+        async def add() -> bool:
+            if group in (connection.groups or ()):
+                return False
+            if self.tracks_members:
+                await self.join_group(connection, group)
+            else:
+                self.join_group_here(connection, group)
+            return True
+
+        try:
+            return await stream.join(connection, since, add, lambda: self._forget_member(connection, group))
+        except BaseException:
+            if self.tracks_members and group not in (connection.groups or ()):
+                try:
+                    await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
+                except Exception as exc:
+                    logger.debug("could not record that %s left %r: %r", connection.connection_id, group, exc)
+            if stream.idle and group not in self.groups:
+                self._release(stream)
+            raise
+
+    def _release(self, stream: GroupStream) -> None:
+        """Forget *stream* once its group has no member here and it has nothing left to do."""
+        if self.streams.get(stream.group) is stream and stream.idle and stream.group not in self.groups:
+            del self.streams[stream.group]
 
     async def close_group(self, group: str, code: int, reason: str) -> None:
         """Close every member of *group* on every node (see close_group)."""
