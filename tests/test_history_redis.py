@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from tests.apps.history_app import make_app
 from tests.support.nodes import redis_prefix, wait_until_up
 from tests.support.redis_server import SHARED_REDIS_URL, own_redis
-from wsframe import History, send_message_to_group
+from wsframe import History, Publisher, send_message_to_group
 from wsframe.backends import RedisBackend
 from wsframe.backends.base import Envelope
 from wsframe.backends.redis import _history
@@ -176,3 +176,37 @@ async def test_a_redis_restarted_empty_is_a_new_epoch_and_members_are_told(ws_cl
             joined = await joined_of(ws)
             assert (joined["recovered"], joined["offset"]) == (False, 2)
             assert joined["epoch"] != old
+
+
+async def test_the_publisher_numbers_history_sends_into_the_apps_sequence(ws_client: WsClientFactory) -> None:
+    prefix = redis_prefix()
+    a = node(ws_client, prefix)
+    async with a.connect(path("chat:1")) as ws:
+        epoch = (await joined_of(ws))["epoch"]
+        await a.post("/send/chat:1/", data="from the app")
+        with Publisher(SHARED_REDIS_URL, prefix=prefix, history={"chat:": History(100, 300)}) as publisher:
+            assert publisher.send_message_to_group("chat:1", {"from": "publisher"}) == 1
+            with pytest.raises(TypeError, match="JSON only"):
+                publisher.send_message_to_group("chat:1", b"bytes")
+        got = await messages(ws, 2)
+        assert [(m.epoch, m.offset, m.data) for m in got] == [
+            (epoch, 1, "from the app"),
+            (epoch, 2, {"from": "publisher"}),
+        ]
+
+
+async def test_a_send_around_the_history_script_is_dropped_and_counted(
+    ws_client: WsClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = redis_prefix()
+    a = node(ws_client, prefix)
+    async with a.connect(path("chat:1")) as ws:
+        await joined_of(ws)
+        with Publisher(SHARED_REDIS_URL, prefix=prefix) as publisher:  # not told about history
+            assert publisher.send_message_to_group("chat:1", "unnumbered") == 1
+            assert publisher.send_message_to_group("room:1", "fine") == 0
+        await a.post("/send/chat:1/", data="numbered")
+        message = await ws.receive_group_message(timeout=5)
+        assert (message.offset, message.data) == (1, "numbered")
+        assert a.app[REGISTRY_KEY].history_stats.unnumbered == 1
+        assert "give every sender, Publisher included, the app's history= setting" in caplog.text

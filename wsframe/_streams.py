@@ -52,6 +52,9 @@ class HistoryStats:
     """"Not recovered" frames sent (one per member per unfilled gap)."""
     duplicates: int = 0
     """Messages dropped because this process had delivered their offset already (or their epoch is over)."""
+    unnumbered: int = 0
+    """Sends to a history group that arrived without a position (a sender not configured with the app's
+    ``history=``): dropped, since members could not resume past them."""
 
 
 @dataclasses.dataclass

@@ -203,7 +203,18 @@ class Registry:
             return
         if kind == "group_send" or kind == "group_close":
             if envelope.origin != self.node_id:  # our own publish, already delivered locally
-                if kind == "group_send":
+                if kind == "group_send" and self.history and rule_for(self.history, envelope.group) is not None:
+                    # Sent around the history script (a Publisher not given history=): no position,
+                    # so members could not resume past it. Refused, counted, logged.
+                    self.history_stats.unnumbered += 1
+                    logger.warning(
+                        "dropped a send to history group %r that was not numbered (from %s): give every sender, "
+                        "Publisher included, the app's history= setting; %d dropped so far",
+                        envelope.group,
+                        envelope.origin,
+                        self.history_stats.unnumbered,
+                    )
+                elif kind == "group_send":
                     await self._deliver_group(
                         envelope.group, envelope.payload, WSMsgType(envelope.opcode), envelope.exclude
                     )
