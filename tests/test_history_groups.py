@@ -226,8 +226,11 @@ class PausedReads(MemoryBackend):
         return read if read is not None else await super().history_read(group, since, rule)
 
 
-@pytest.mark.parametrize("read_first", [True, False], ids=["read-before-the-sends", "read-after-the-sends"])
-async def test_messages_sent_during_the_replay_arrive_exactly_once_after_it(
+READS = pytest.mark.parametrize("read_first", [True, False], ids=["read-before-the-sends", "read-after-the-sends"])
+
+
+@READS
+async def test_messages_sent_during_the_first_members_replay_arrive_exactly_once_after_it(
     ws_client: WsClientFactory, read_first: bool
 ) -> None:
     backend = PausedReads(read_first=read_first)
@@ -237,21 +240,50 @@ async def test_messages_sent_during_the_replay_arrive_exactly_once_after_it(
         epoch = (await joined_of(ws))["epoch"]
     for n in range(1, 4):
         await send_message_to_group("chat:1", n, app=app)
-    async with client.connect(path("chat:1")) as watcher:  # an existing member sees the same sends live
-        await joined_of(watcher)
+    backend.armed = True
+    opening = asyncio.ensure_future(client.connect(path("chat:1", (epoch, 1))).__aenter__())
+    await asyncio.wait_for(backend.reading.wait(), 5)
+    for n in range(4, 7):
+        await send_message_to_group("chat:1", n, app=app)
+    backend.release.set()
+    ws = await opening
+    try:
+        frames = [msgspec.json.decode(await ws.receive()) for _ in range(6)]  # 5 messages and the join's answer
+        assert [f["offset"] for f in frames if "joined" not in f] == [2, 3, 4, 5, 6]
+        assert [f["joined"]["recovered"] for f in frames if "joined" in f] == [True]
+        assert await nothing_more(ws)
+    finally:
+        await ws.close()
+
+
+@READS
+async def test_messages_sent_during_a_replay_beside_other_members_arrive_exactly_once_after_it(
+    ws_client: WsClientFactory, read_first: bool
+) -> None:
+    backend = PausedReads(read_first=read_first)
+    app = make_app(backend)
+    client = ws_client(app)
+    async with client.connect(path("chat:1")) as watcher:
+        epoch = (await joined_of(watcher))["epoch"]
+        for n in range(1, 4):
+            await send_message_to_group("chat:1", n, app=app)
+        assert [(await watcher.receive_group_message()).offset for _ in range(3)] == [1, 2, 3]
         backend.armed = True
         opening = asyncio.ensure_future(client.connect(path("chat:1", (epoch, 1))).__aenter__())
         await asyncio.wait_for(backend.reading.wait(), 5)
         for n in range(4, 7):
             await send_message_to_group("chat:1", n, app=app)
+        # The other member is not held up by the read.
+        assert [(await watcher.receive_group_message()).offset for _ in range(3)] == [4, 5, 6]
         backend.release.set()
         ws = await opening
         try:
-            frames = [msgspec.json.decode(await ws.receive()) for _ in range(6)]  # 5 messages and the join's answer
+            frames = [msgspec.json.decode(await ws.receive()) for _ in range(6)]
             assert [f["offset"] for f in frames if "joined" not in f] == [2, 3, 4, 5, 6]
             assert [f["joined"]["recovered"] for f in frames if "joined" in f] == [True]
+            await send_message_to_group("chat:1", 7, app=app)
+            assert (await ws.receive_group_message()).offset == 7
             assert await nothing_more(ws)
-            assert [(await watcher.receive_group_message()).offset for _ in range(3)] == [4, 5, 6]
         finally:
             await ws.close()
 

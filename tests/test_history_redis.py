@@ -210,3 +210,38 @@ async def test_a_send_around_the_history_script_is_dropped_and_counted(
         assert (message.offset, message.data) == (1, "numbered")
         assert a.app[REGISTRY_KEY].history_stats.unnumbered == 1
         assert "give every sender, Publisher included, the app's history= setting" in caplog.text
+
+
+async def test_many_members_resuming_at_once_while_sends_go_on_each_get_every_offset_once_in_order(
+    ws_client: WsClientFactory,
+) -> None:
+    prefix = redis_prefix()
+    a, b = node(ws_client, prefix), node(ws_client, prefix)
+    async with b.connect(path("chat:1")) as first:
+        epoch = (await joined_of(first))["epoch"]
+        await b.post("/send/chat:1/?count=30", data="before")
+        assert len(await messages(first, 30)) == 30
+    starts = [n % 30 for n in range(20)]  # each resumes from its own position
+    await a.start()  # once, before the connections race to it
+
+    async def resume(start: int) -> list[int]:
+        async with a.connect(path("chat:1", (epoch, start))) as ws:
+            offsets: list[int] = []
+            joined = None
+            while joined is None or not offsets or offsets[-1] < 50:
+                frame = await ws.receive_json(timeout=5)
+                if "joined" in frame:
+                    joined = frame["joined"]
+                else:
+                    offsets.append(frame["offset"])
+            assert joined["recovered"] is True
+            assert await nothing_more(ws)
+            return offsets
+
+    async def keep_sending() -> None:
+        for n in range(20):
+            await b.post("/send/chat:1/", data=f"during {n}")
+
+    *seen, _ = await asyncio.gather(*(resume(start) for start in starts), keep_sending())
+    for start, offsets in zip(starts, seen, strict=True):
+        assert offsets == list(range(start + 1, 51))

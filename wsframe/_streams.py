@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -55,6 +55,10 @@ class HistoryStats:
     unnumbered: int = 0
     """Sends to a history group that arrived without a position (a sender not configured with the app's
     ``history=``): dropped, since members could not resume past them."""
+
+
+_Buffered = tuple[str, int, bytes, bool]
+"""(epoch, offset, payload, is the "not recovered" signal) kept for a member whose join is reading."""
 
 
 @dataclasses.dataclass
@@ -100,12 +104,14 @@ class GroupStream:
         self.queue: list[Envelope | _Join] = []
         self.floors: dict[str, int] = {}
         """Members caught up past ``offset`` by their join -> the offset they have."""
+        self.pending: dict[str, list[_Buffered]] = {}
+        """Members whose join is reading history -> what was delivered meanwhile, written after the replay."""
         self._retired: set[str] = set()
 
     @property
     def idle(self) -> bool:
         """Nothing under way or waiting."""
-        return not self.busy and not self.queue
+        return not self.busy and not self.queue and not self.pending
 
     # ------------------------------------------------------------ live messages
 
@@ -165,11 +171,14 @@ class GroupStream:
             return
         if envelope.offset > self.offset + 1:
             await self._fill(envelope.offset)
+            if self.epoch != epoch:  # a join found a newer epoch meanwhile: this one is over
+                self.stats.duplicates += 1
+                return
         await self._deliver_next(envelope)
 
     async def _fill(self, upto: int) -> None:
         """Deliver offsets ``offset + 1 .. upto - 1`` from history; on failure tell the members and skip them."""
-        start = self.offset
+        start, epoch = self.offset, self.epoch
         read: HistoryRead | None = None
         try:
             read = await self.backend.history_read(self.group, (self.epoch or "", start), self.rule)
@@ -177,6 +186,8 @@ class GroupStream:
             why = f"history could not be read ({exc})"
         else:
             why = "history no longer holds them" if read.epoch == self.epoch else f"its epoch is now {read.epoch}"
+        if self.epoch != epoch:
+            return  # a join moved the stream to a newer epoch while we read: nothing to fill
         if read is not None and read.recovered and read.epoch == self.epoch:
             for offset, data in read.entries:
                 if offset >= upto:
@@ -195,15 +206,21 @@ class GroupStream:
         self.offset = upto - 1
         await self._unrecovered(f"offsets {start + 1}-{upto - 1} were missed and {why}")
 
-    async def _unrecovered(self, why: str, skip: str = "") -> None:
-        members = {cid: c for cid, c in (self.members() or {}).items() if cid != skip}
+    async def _unrecovered(self, why: str, skip: Collection[str] = ()) -> None:
+        members = {cid: c for cid, c in (self.members() or {}).items() if cid not in skip}
         self.stats.unrecovered += 1
         self.stats.members_told += len(members)
         logger.warning("group %r: %s; its %d member(s) here were told (recovered=false)", self.group, why, len(members))
-        payload = not_recovered_frame(self.group, self.epoch or "", self.offset)
+        epoch = self.epoch or ""
+        payload = not_recovered_frame(self.group, epoch, self.offset)
         frame = build_frame(payload, _TEXT)
-        for connection in list(members.values()):
-            await _send(connection, frame, payload)
+        pending = self.pending
+        for connection_id, connection in list(members.items()):
+            buffered = pending.get(connection_id) if pending else None
+            if buffered is not None:
+                buffered.append((epoch, self.offset, payload, True))
+            else:
+                await _send(connection, frame, payload)
 
     async def _deliver_next(self, envelope: Envelope) -> None:
         """Deliver the next offset (a duplicate is dropped)."""
@@ -219,11 +236,14 @@ class GroupStream:
         members = self.members()
         if not members:
             return
-        floors = self.floors
+        floors, pending = self.floors, self.pending
         frame = build_frame(payload, _TEXT)
         compressed = []
         for connection_id, connection in list(members.items()):
             if (exclude and connection_id in exclude) or (floors and floors.get(connection_id, 0) >= offset):
+                continue
+            if pending and connection_id in pending:
+                pending[connection_id].append((self.epoch or "", offset, payload, False))
                 continue
             if connection.compressed:
                 compressed.append(connection)
@@ -251,10 +271,67 @@ class GroupStream:
 
         *add* makes it a member (False: it was one already, then nothing is
         replayed); *forget* undoes that here when the history read fails.
-        Raises what *add* and the history read raise (the connection is then
-        not a member here). Cancelled while waiting its turn: not joined;
-        cancelled later: the join completes (it ends with the connection).
+        While its history is read, what the stream delivers is kept for it
+        and written after the replay, less what the replay held: joins run
+        side by side and never hold up delivery to the other members. The
+        first join of a stream (no position yet) is run in the stream's queue
+        instead, as it sets the position. Raises what *add* and the history
+        read raise (the connection is then not a member here).
         """
+        if self.epoch is None:
+            return await self._join_in_turn(connection, since, add, forget)
+        connection_id = connection.connection_id
+        buffered = self.pending[connection_id] = []
+        try:
+            if not await add():
+                return Joined(True, self.epoch, self.offset)
+            try:
+                read = await self.backend.history_read(self.group, since, self.rule)
+            except BaseException:
+                forget()
+                raise
+            return await self._catch_up_beside(connection, since, read, buffered)
+        finally:
+            self.pending.pop(connection_id, None)
+
+    async def _catch_up_beside(
+        self, connection: Connection, since: Position | None, read: HistoryRead, buffered: list[_Buffered]
+    ) -> Joined:
+        """Write the replay, then what was kept for the member meanwhile, past what the replay held."""
+        base = read.offset
+        replay = read.entries if read.recovered and since is not None else ()
+        joined = Joined(read.recovered, read.epoch, read.offset)
+        if read.epoch != self.epoch:
+            if read.epoch in self._retired or self.epoch is None:
+                # Our read is older than what the stream delivers now (the store restarted
+                # meanwhile): everything kept for it is of the new epoch.
+                joined, base, replay = Joined(False, self.epoch, self.offset), -1, ()
+            else:
+                # The store lost the group since the stream's last message: move to the new epoch.
+                self._retired.add(self.epoch)
+                self.epoch, self.offset = read.epoch, read.offset
+                self.floors.clear()
+                await self._unrecovered(f"its epoch changed to {read.epoch}", skip=set(self.pending))
+        for offset, data in replay:
+            payload = history_frame(self.group, read.epoch, offset, data)
+            await _send(connection, build_frame(payload, _TEXT), payload)
+        while buffered:  # it grows while a compressed write is awaited
+            epoch, offset, payload, signal = buffered.pop(0)
+            if epoch != joined.epoch or offset <= base or (signal and base < 0):
+                continue
+            await _send(connection, build_frame(payload, _TEXT), payload)
+        if self.epoch == joined.epoch and base > self.offset:
+            self.floors[connection.connection_id] = base
+        return joined
+
+    async def _join_in_turn(
+        self,
+        connection: Connection,
+        since: Position | None,
+        add: Callable[[], Coroutine[Any, Any, bool]],
+        forget: Callable[[], object],
+    ) -> Joined:
+        """Run the join in the stream's queue: deliveries wait until its replay is written."""
         done: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         item = _Join(connection, since, add, forget, done)
         if self.busy:
