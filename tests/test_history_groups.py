@@ -9,8 +9,17 @@ import msgspec
 import pytest
 from aiohttp import web
 
+import wsframe
 from tests.apps.history_app import make_app
-from wsframe import ConfigurationError, GenericWebsocket, History, Joined, create_app, send_message_to_group
+from wsframe import (
+    BackendUnavailableError,
+    ConfigurationError,
+    GenericWebsocket,
+    History,
+    Joined,
+    create_app,
+    send_message_to_group,
+)
 from wsframe.backends import IpcBackend, MemoryBackend
 from wsframe.backends.base import Envelope, HistoryRead
 from wsframe.history import Position
@@ -329,6 +338,8 @@ async def test_a_gap_history_cannot_fill_is_signalled_to_each_member_then_delive
             message = await ws.receive_group_message()
             assert (message.offset, message.data) == (5, 4)
         assert (registry.history_stats.unrecovered, registry.history_stats.members_told) == (1, 2)
+        counters = wsframe.stats(app).history_counters
+        assert (counters["unrecovered"], counters["members_told"], counters["gaps_filled"]) == (1, 2, 0)
         assert "offsets 1-4 were missed" in caplog.text
 
 
@@ -367,3 +378,46 @@ async def test_the_stream_of_a_group_is_forgotten_when_its_last_member_here_leav
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"streams left: {registry_of(app).streams}")
+
+
+async def test_exclude_applies_to_live_delivery_but_a_replay_holds_the_message(ws_client: WsClientFactory) -> None:
+    app = make_app()
+    client = ws_client(app)
+    registry = registry_of(app)
+    async with client.connect(path("chat:1")) as sender:
+        epoch = (await joined_of(sender))["epoch"]
+        (sender_id,) = registry.groups["chat:1"]
+        async with client.connect(path("chat:1")) as other:
+            await joined_of(other)
+            await send_message_to_group("chat:1", "not to the first", exclude=sender_id, app=app)
+            assert (await other.receive_group_message()).data == "not to the first"
+            assert await nothing_more(sender)
+    async with client.connect(path("chat:1", (epoch, 0))) as again:
+        assert (await again.receive_group_message()).data == "not to the first"
+
+
+class FailingReads(MemoryBackend):
+    """The memory backend whose history cannot be read, as when Redis stops answering mid-join."""
+
+    async def history_read(self, group: str, since: Position | None, rule: History) -> HistoryRead:
+        raise BackendUnavailableError("the store did not answer")
+
+
+async def test_a_join_whose_history_cannot_be_read_raises_and_leaves_no_membership(ws_client: WsClientFactory) -> None:
+    outcome: list[object] = []
+
+    class Careful(GenericWebsocket):
+        async def connect(self) -> None:
+            await self.accept()
+            try:
+                await self.join_group("chat:1", since=("e", 3))
+            except BackendUnavailableError as exc:
+                outcome.extend([str(exc), sorted(self.groups)])
+            await self.send("done")
+
+    app = create_app({"ws/": Careful}, backend=FailingReads(), history={"chat:": History(10, 60)})
+    async with ws_client(app).connect("/ws/") as ws:
+        assert await ws.receive() == "done"
+        assert outcome == ["the store did not answer", []]
+        assert registry_of(app).groups == {}
+        assert registry_of(app).streams == {}
