@@ -245,3 +245,28 @@ async def test_many_members_resuming_at_once_while_sends_go_on_each_get_every_of
     *seen, _ = await asyncio.gather(*(resume(start) for start in starts), keep_sending())
     for start, offsets in zip(starts, seen, strict=True):
         assert offsets == list(range(start + 1, 51))
+
+
+async def test_after_its_listener_reconnects_a_worker_delivers_what_it_missed_without_waiting_for_a_send(
+    ws_client: WsClientFactory,
+) -> None:
+    with own_redis() as server:
+        prefix = redis_prefix()
+        a = node(ws_client, prefix, server.url)
+        async with a.connect(path("chat:1")) as ws:
+            await joined_of(ws)
+            await a.post("/send/chat:1/", data="first")
+            assert (await ws.receive_group_message(timeout=5)).offset == 1
+            client = aioredis.Redis.from_url(server.url)
+            try:
+                # Kept but never delivered live, as if published while the listener was away.
+                lost = Envelope.group_send("chat:1", b'"while away"', 1, origin="f" * 8)
+                arguments = _history.publish_arguments(prefix, "chat:1", f"{prefix}nowhere", lost, History(100, 300))
+                await client.eval(_history.PUBLISH.text, *arguments)
+                assert await client.client_kill_filter(_type="pubsub") == 1  # the worker's listener
+            finally:
+                await client.aclose()
+            await wait_until_up(backend_of(a))
+            message = await ws.receive_group_message(timeout=5)
+            assert (message.offset, message.data) == (2, "while away")
+            assert a.app[REGISTRY_KEY].history_stats.gaps_filled == 1

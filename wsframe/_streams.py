@@ -61,6 +61,10 @@ _Buffered = tuple[str, int, bytes, bool]
 """(epoch, offset, payload, is the "not recovered" signal) kept for a member whose join is reading."""
 
 
+_CHECK = Envelope("group_send", "")
+"""The queue item that asks for a read of what came after the position (see :meth:`GroupStream.check`)."""
+
+
 @dataclasses.dataclass
 class _Join:
     connection: Connection
@@ -102,6 +106,7 @@ class GroupStream:
         self.busy = False
         """A delivery, fill or join is under way: what arrives meanwhile waits in the queue."""
         self.queue: list[Envelope | _Join] = []
+        """Envelopes, joins, and ``_CHECK`` (read history for what may have been missed), in order."""
         self.floors: dict[str, int] = {}
         """Members caught up past ``offset`` by their join -> the offset they have."""
         self.pending: dict[str, list[_Buffered]] = {}
@@ -142,7 +147,10 @@ class GroupStream:
                     await self._join(item)
                     continue
                 try:
-                    await self._process(item)
+                    if item is _CHECK:
+                        await self._check()
+                    else:
+                        await self._process(item)
                 except Exception:  # a bug of ours: the rest of the queue must still be served
                     logger.exception("group %r: delivering offset %d failed", self.group, item.offset)
         finally:
@@ -175,6 +183,50 @@ class GroupStream:
                 self.stats.duplicates += 1
                 return
         await self._deliver_next(envelope)
+
+    def check(self) -> None:
+        """Read history after the position soon, and deliver what is there (the transport lost messages a while).
+
+        What the next message would find as a gap is delivered now, without
+        waiting for one; a new epoch is signalled now. Queued behind what
+        is already waiting, so order holds.
+        """
+        if self.epoch is None:
+            return
+        self.queue.append(_CHECK)
+        if not self.busy:
+            self.busy = True
+            self.spawn(self._drain())
+
+    async def _check(self) -> None:
+        epoch, start = self.epoch, self.offset
+        try:
+            read = await self.backend.history_read(self.group, (epoch or "", start), self.rule)
+        except BackendUnavailableError as exc:
+            logger.debug(
+                "group %r: could not check history after a reconnect (%s); the next message will", self.group, exc
+            )
+            return
+        if self.epoch != epoch:  # a join found a newer epoch while we read: it told the members
+            return
+        if read.epoch != epoch:
+            self._retired.add(epoch or "")
+            self.epoch, self.offset = read.epoch, read.offset
+            self.floors.clear()
+            await self._unrecovered(f"its epoch changed to {read.epoch}")
+            return
+        if not read.recovered:
+            self.offset = read.offset
+            await self._unrecovered(f"offsets {start + 1}-{read.offset} were missed and history no longer holds them")
+            return
+        for offset, data in read.entries:
+            await self._write(offset, history_frame(self.group, read.epoch, offset, data), ())
+        if read.entries:
+            self.stats.gaps_filled += 1
+            self.stats.messages_filled += len(read.entries)
+            logger.info(
+                "group %r: delivered offsets %d-%d from history after a reconnect", self.group, start + 1, self.offset
+            )
 
     async def _fill(self, upto: int) -> None:
         """Deliver offsets ``offset + 1 .. upto - 1`` from history; on failure tell the members and skip them."""

@@ -95,6 +95,11 @@ class Registry:
         """Groups with at least one member on this node; what a backend re-asserts to its presence."""
         return list(self.groups)
 
+    def check_history(self) -> None:
+        """Have every history group with members here read what it may have missed (the backend reconnected)."""
+        for stream in list(self.streams.values()):
+            stream.check()
+
     def add(self, connection: Connection) -> None:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection

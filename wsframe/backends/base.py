@@ -88,7 +88,8 @@ class Node(Protocol):
 
     ``node_id`` names this process to the others; ``deliver_envelope`` carries
     out an envelope that arrived for it; ``local_members`` answers who of
-    *group* is connected here, ``local_groups`` which groups have members here.
+    *group* is connected here, ``local_groups`` which groups have members here;
+    ``check_history`` is called when a backend's listener is back after an outage.
     """
 
     node_id: str
@@ -101,6 +102,9 @@ class Node(Protocol):
 
     def local_groups(self) -> list[str]:
         """Return the groups with at least one member on this node (what presence re-asserts)."""
+
+    def check_history(self) -> None:
+        """Re-read the history of this node's history groups soon: the backend may have lost messages."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

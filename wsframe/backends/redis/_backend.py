@@ -224,6 +224,11 @@ class RedisBackend(Backend):
                 await client.connection_pool.disconnect()
         if self._presence is not None:
             self._presence.refresh_soon()
+        # What history groups were sent while we were away is in their streams:
+        # read it now rather than when (if) the next message shows the gap.
+        # The reads run in tasks, after the listener has marked Redis up.
+        if self._node is not None:
+            self._node.check_history()
 
     async def _receive_redis(self, data: bytes, where: str) -> None:
         """Decode and deliver, counting the numbered group envelopes of other nodes that never arrived."""
