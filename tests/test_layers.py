@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "wsframe.groups": 3,
     "wsframe.snapshot": 3,
     "wsframe._streams": 3,
+    "wsframe._histories": 3,
     # L4: serving one connection: who may connect, the handler, the driver.
     "wsframe.security": 4,
     "wsframe._session": 4,

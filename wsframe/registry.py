@@ -18,13 +18,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ._connection import Connection
+from ._histories import HistoryGroups
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
 from ._streams import GroupStream, HistoryStats
 from ._tally import Tally
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
 from .exceptions import ApplicationNotFoundError, ConnectionClosed
-from .history import History, Joined, Position, encode_history_data, rule_for
+from .history import History, Joined, Position
 
 __all__ = [
     "Registry",
@@ -60,12 +61,11 @@ class Registry:
         self.backend = backend
         self.history: Mapping[str, History] = history or {}
         """Group-name prefix -> the history its groups keep (``create_app(history=...)``)."""
-        self.streams: dict[str, GroupStream] = {}
-        """The history groups with members here: their ordered delivery."""
-        self.history_stats = HistoryStats()
         self.node_id = new_node_id()
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, dict[str, Connection]] = {}
+        self.histories = HistoryGroups(self.history, backend, self.groups, self.spawn)
+        """This process's groups with history (their streams and counters)."""
         self.tally = Tally()
         """Totals of connections that ended and handshakes refused (read through wsframe.stats())."""
         # A backend that keeps no membership (one process) is not awaited on
@@ -95,10 +95,19 @@ class Registry:
         """Groups with at least one member on this node; what a backend re-asserts to its presence."""
         return list(self.groups)
 
+    @property
+    def streams(self) -> dict[str, GroupStream]:
+        """The history groups with members here: their ordered delivery."""
+        return self.histories.streams
+
+    @property
+    def history_stats(self) -> HistoryStats:
+        """What delivery to history groups counted in this process."""
+        return self.histories.stats
+
     def check_history(self) -> None:
         """Have every history group with members here read what it may have missed (the backend reconnected)."""
-        for stream in list(self.streams.values()):
-            stream.check()
+        self.histories.check()
 
     def add(self, connection: Connection) -> None:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
@@ -202,23 +211,14 @@ class Registry:
         if envelope.epoch:
             # A history group's message: its stream orders it, fills gaps and drops
             # duplicates (our own publish included, whose local delivery came first).
-            stream = self.streams.get(envelope.group)
-            if stream is not None:
-                await stream.offer(envelope)
+            await self.histories.deliver(envelope)
             return
         if kind == "group_send" or kind == "group_close":
             if envelope.origin != self.node_id:  # our own publish, already delivered locally
-                if kind == "group_send" and self.history and rule_for(self.history, envelope.group) is not None:
+                if kind == "group_send" and self.history and self.histories.rule_for(envelope.group) is not None:
                     # Sent around the history script (a Publisher not given history=): no position,
-                    # so members could not resume past it. Refused, counted, logged.
-                    self.history_stats.unnumbered += 1
-                    logger.warning(
-                        "dropped a send to history group %r that was not numbered (from %s): give every sender, "
-                        "Publisher included, the app's history= setting; %d dropped so far",
-                        envelope.group,
-                        envelope.origin,
-                        self.history_stats.unnumbered,
-                    )
+                    # so members could not resume past it.
+                    self.histories.refuse_unnumbered(envelope)
                 elif kind == "group_send":
                     await self._deliver_group(
                         envelope.group, envelope.payload, WSMsgType(envelope.opcode), envelope.exclude
@@ -293,10 +293,8 @@ class Registry:
                 continue
             if not members:
                 del groups[group]
-                if self.streams:
-                    stream = self.streams.get(group)
-                    if stream is not None:
-                        self._release(stream)
+                if self.history:
+                    self.histories.emptied(group)
             if tell_backend:
                 left.append((group, group not in groups))
         connection.groups = None
@@ -323,18 +321,17 @@ class Registry:
             return False
         if not members:
             del self.groups[group]
-            stream = self.streams.get(group)
-            if stream is not None:
-                self._release(stream)
+            if self.history:
+                self.histories.emptied(group)
         return True
 
     async def send_group(self, group: str, data: Any, exclude: str | Collection[str] | None = None) -> None:
         """Deliver *data* to every member of *group* on every node (see send_message_to_group)."""
         validate_group_name(group)
         if self.history:
-            rule = rule_for(self.history, group)
+            rule = self.histories.rule_for(group)
             if rule is not None:
-                await self._send_history(group, rule, data, exclude)
+                await self.histories.send(group, rule, data, tuple(_excluded(exclude)), self.node_id)
                 return
         payload, opcode = encode_frame(data)
         excluded = _excluded(exclude)
@@ -353,17 +350,6 @@ class Registry:
         await self.backend.publish_to_group(group, envelope)
         await self._deliver_group(group, payload, opcode, excluded)
 
-    async def _send_history(self, group: str, rule: History, data: Any, exclude: str | Collection[str] | None) -> None:
-        excluded = tuple(_excluded(exclude))
-        payload = encode_history_data(data)
-        envelope = Envelope.group_send(group, payload, int(WSMsgType.TEXT), exclude=excluded, origin=self.node_id)
-        # Numbered and handed to the other nodes in one step by the backend, then
-        # delivered here in offset order with whatever else arrived meanwhile.
-        numbered = await self.backend.history_publish(group, envelope, rule)
-        stream = self.streams.get(group)
-        if stream is not None:
-            await stream.offer(numbered)
-
     async def join_group_since(self, connection: Connection, group: str, since: Position | None) -> Joined:
         """Join *group*; for a history group, replay what the connection missed since *since* first.
 
@@ -371,18 +357,13 @@ class Registry:
         :meth:`join_group` does and returns ``Joined(True)``.
         """
         validate_group_name(group)
-        rule = rule_for(self.history, group) if self.history else None
+        rule = self.histories.rule_for(group)
         if rule is None:
             if self.tracks_members:
                 await self.join_group(connection, group)
             else:
                 self.join_group_here(connection, group)
             return Joined(True)
-        stream = self.streams.get(group)
-        if stream is None:
-            stream = self.streams[group] = GroupStream(
-                group, rule, self.backend, lambda: self.groups.get(group), self.spawn, self.history_stats, self._release
-            )
 
         async def add() -> bool:
             if group in (connection.groups or ()):
@@ -394,21 +375,16 @@ class Registry:
             return True
 
         try:
-            return await stream.join(connection, since, add, lambda: self._forget_member(connection, group))
+            return await self.histories.join(
+                connection, group, rule, since, add, lambda: self._forget_member(connection, group)
+            )
         except BaseException:
             if self.tracks_members and group not in (connection.groups or ()):
                 try:
                     await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
                 except Exception as exc:
                     logger.debug("could not record that %s left %r: %r", connection.connection_id, group, exc)
-            if stream.idle and group not in self.groups:
-                self._release(stream)
             raise
-
-    def _release(self, stream: GroupStream) -> None:
-        """Forget *stream* once its group has no member here and it has nothing left to do."""
-        if self.streams.get(stream.group) is stream and stream.idle and stream.group not in self.groups:
-            del self.streams[stream.group]
 
     async def close_group(self, group: str, code: int, reason: str) -> None:
         """Close every member of *group* on every node (see close_group)."""
