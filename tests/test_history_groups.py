@@ -421,3 +421,20 @@ async def test_a_join_whose_history_cannot_be_read_raises_and_leaves_no_membersh
         assert outcome == ["the store did not answer", []]
         assert registry_of(app).groups == {}
         assert registry_of(app).streams == {}
+
+
+async def test_the_metrics_endpoint_exports_the_history_counters(ws_client: WsClientFactory) -> None:
+    backend = MemoryBackend()
+    app = make_app(backend, metrics=True)
+    client = ws_client(app)
+    async with client.connect(path("chat:vip:1")) as ws:
+        epoch = (await joined_of(ws))["epoch"]
+        for n in range(5):  # chat:vip: keeps 2
+            backend.history.append("chat:vip:1", str(n).encode(), History(2, 300))
+        registry = registry_of(app)
+        await registry.deliver_envelope(stream_envelope(registry, "chat:vip:1", epoch, 5, b"4"))
+        assert (await ws.receive_group_message()).recovered is False
+        text = await (await client.get("/metrics")).text()
+    assert "wsframe_history_unrecovered_total 1.0" in text
+    assert "wsframe_history_members_told_total 1.0" in text
+    assert "wsframe_history_gaps_filled_total 0.0" in text
