@@ -438,3 +438,16 @@ async def test_the_metrics_endpoint_exports_the_history_counters(ws_client: WsCl
     assert "wsframe_history_unrecovered_total 1.0" in text
     assert "wsframe_history_members_told_total 1.0" in text
     assert "wsframe_history_gaps_filled_total 0.0" in text
+
+
+async def test_a_replay_larger_than_the_outbound_buffer_closes_the_connection_with_1013(
+    ws_client: WsClientFactory,
+) -> None:
+    app = make_app(max_outbound_buffer=64 * 1024)
+    client = ws_client(app)
+    async with client.connect(path("chat:1")) as ws:
+        epoch = (await joined_of(ws))["epoch"]
+    for _ in range(100):  # 10 MB to replay, far past the buffer and the kernel's socket buffers
+        await send_message_to_group("chat:1", "x" * 100_000, app=app)
+    async with client.connect(path("chat:1", (epoch, 0))) as ws:
+        assert await ws.wait_closed(timeout=10) == 1013
