@@ -12,6 +12,7 @@ from wsframe.backends._history import POSITION_TTL, MemoryHistory, covers
 from wsframe.config import APP_ONLY, SETTINGS_KEY
 from wsframe.history import (
     check_history,
+    check_since,
     decode_history_frame,
     encode_history_data,
     history_frame,
@@ -197,3 +198,15 @@ def test_reading_a_group_never_sent_to_makes_its_epoch_at_offset_zero() -> None:
     read = history.read("fresh", None, History(10, 60))
     assert (read.recovered, read.offset, len(read.epoch)) == (True, 0, 16)
     assert history.read("fresh", (read.epoch, 0), History(10, 60)).recovered is True
+
+
+def test_check_since_takes_a_str_and_an_int_as_a_tuple_or_a_list() -> None:
+    assert check_since(None) is None
+    assert check_since(("e", 3)) == ("e", 3)
+    assert check_since(["e", 3]) == ("e", 3)
+
+
+@pytest.mark.parametrize("since", [("e", "3"), (3, 3), ("e", True), ("e",), "e:3", {"epoch": "e", "offset": 3}])
+def test_check_since_refuses_anything_else_saying_what_it_takes(since: Any) -> None:
+    with pytest.raises(TypeError, match=r"since must be None or \(epoch, offset\)"):
+        check_since(since)

@@ -451,3 +451,23 @@ async def test_a_replay_larger_than_the_outbound_buffer_closes_the_connection_wi
         await send_message_to_group("chat:1", "x" * 100_000, app=app)
     async with client.connect(path("chat:1", (epoch, 0))) as ws:
         assert await ws.wait_closed(timeout=10) == 1013
+
+
+async def test_a_since_that_is_not_an_epoch_and_an_offset_raises_type_error_and_joins_nothing(
+    ws_client: WsClientFactory,
+) -> None:
+    outcome: list[object] = []
+
+    class Sloppy(GenericWebsocket):
+        async def connect(self) -> None:
+            await self.accept()
+            try:
+                await self.join_group("chat:1", since=("e", "7"))  # type: ignore[arg-type]
+            except TypeError as exc:
+                outcome.extend([str(exc), sorted(self.groups)])
+            await self.send("done")
+
+    app = create_app({"ws/": Sloppy}, history={"chat:": History(10, 60)})
+    async with ws_client(app).connect("/ws/") as ws:
+        assert await ws.receive() == "done"
+    assert outcome == ["since must be None or (epoch, offset), a str and an int, got ('e', '7')", []]

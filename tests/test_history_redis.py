@@ -270,3 +270,15 @@ async def test_after_its_listener_reconnects_a_worker_delivers_what_it_missed_wi
             message = await ws.receive_group_message(timeout=5)
             assert (message.offset, message.data) == (2, "while away")
             assert a.app[REGISTRY_KEY].history_stats.gaps_filled == 1
+
+
+@pytest.mark.parametrize("since", [("", 0), ("", 3)])
+async def test_an_empty_epoch_is_a_position_of_no_epoch_not_a_first_visit(
+    ws_client: WsClientFactory, since: Position
+) -> None:
+    prefix = redis_prefix()
+    a = node(ws_client, prefix)
+    await a.post("/send/chat:1/?count=3", data="m")
+    async with a.connect(path("chat:1", since)) as ws:
+        joined = await joined_of(ws)
+        assert (joined["recovered"], joined["offset"]) == (False, 3)

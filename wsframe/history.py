@@ -34,6 +34,7 @@ __all__ = [
     "Position",
     "check_history",
     "rule_for",
+    "check_since",
     "encode_history_data",
     "history_frame",
     "not_recovered_frame",
@@ -110,6 +111,21 @@ def check_history(value: object) -> Mapping[str, History]:
         if not isinstance(rule, History):
             raise ConfigurationError(f"history: the value for {prefix!r} must be a History, got {rule!r}")
     return types.MappingProxyType(dict(value))
+
+
+def check_since(since: object) -> Position | None:
+    """Return *since* as an ``(epoch, offset)`` tuple (or None); ``TypeError`` saying what is expected otherwise.
+
+    A position is a ``str`` epoch and an ``int`` offset, as a frame or a
+    :class:`Joined` gives them; a list of the two (from JSON) is accepted.
+    """
+    if since is None:
+        return None
+    if isinstance(since, (tuple, list)) and len(since) == 2:
+        epoch, offset = since
+        if isinstance(epoch, str) and isinstance(offset, int) and not isinstance(offset, bool):
+            return (epoch, offset)
+    raise TypeError(f"since must be None or (epoch, offset), a str and an int, got {since!r}")
 
 
 def rule_for(rules: Mapping[str, History], group: str) -> History | None:

@@ -25,7 +25,7 @@ from ._tally import Tally
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
 from .exceptions import ApplicationNotFoundError, ConnectionClosed
-from .history import History, Joined, Position
+from .history import History, Joined, Position, check_since
 
 __all__ = [
     "Registry",
@@ -357,6 +357,7 @@ class Registry:
         :meth:`join_group` does and returns ``Joined(True)``.
         """
         validate_group_name(group)
+        since = check_since(since)
         rule = self.histories.rule_for(group)
         if rule is None:
             if self.tracks_members:

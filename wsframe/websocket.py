@@ -242,7 +242,8 @@ class GenericWebsocket:
         :class:`~wsframe.exceptions.WsframeError` before accept, and
         :class:`~wsframe.exceptions.BackendUnavailableError` when the backend
         (or its history) is down: the connection is then not a member.
-        Cancelled while it replays: the join completes.
+        ``TypeError`` for a *since* that is not ``(str, int)``. Cancelled while
+        it replays: the join completes.
         """
         connection = self._connection
         if connection.state is not _OPEN:

@@ -83,20 +83,21 @@ return {epoch, offset, receivers}
 READ = Script(
     _MAKE_EPOCH
     + """
--- KEYS: stream, meta. ARGV: new epoch, since epoch ('' for none), since offset, size, ttl ms,
--- position ttl ms. Returns {epoch, top, 1, data...} (every message after since) or {epoch, top, 0}.
-redis.call('PEXPIRE', KEYS[2], ARGV[6], 'NX')
+-- KEYS: stream, meta. ARGV: new epoch, '1' when a position is given ('0': none), its epoch, its
+-- offset, size, ttl ms, position ttl ms.
+-- Returns {epoch, top, 1, data...} (every message after the position) or {epoch, top, 0}.
+redis.call('PEXPIRE', KEYS[2], ARGV[7], 'NX')
 local top = tonumber(redis.call('HGET', KEYS[2], 'o'))
-if ARGV[2] == '' then return {epoch, top, 1} end
-if ARGV[2] ~= epoch then return {epoch, top, 0} end
-local since = tonumber(ARGV[3])
+if ARGV[2] ~= '1' then return {epoch, top, 1} end
+if ARGV[3] ~= epoch then return {epoch, top, 0} end
+local since = tonumber(ARGV[4])
 if since == top then return {epoch, top, 1} end
-if since > top or since < 0 or since + 1 <= top - tonumber(ARGV[4]) then return {epoch, top, 0} end
+if since > top or since < 0 or since + 1 <= top - tonumber(ARGV[5]) then return {epoch, top, 0} end
 local first = string.format('%.0f-0', since + 1)
 local entries = redis.call('XRANGE', KEYS[1], first, '+')
 if #entries == 0 or entries[1][1] ~= first then return {epoch, top, 0} end
 local now = redis.call('TIME')
-local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[5])
+local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[6])
 local fields = entries[1][2]
 for i = 1, #fields, 2 do
   if fields[i] == 't' and tonumber(fields[i + 1]) < oldest then return {epoch, top, 0} end
@@ -166,6 +167,7 @@ def read_arguments(prefix: str, group: str, since: Position | None, rule: Histor
         history_key(prefix, group),
         history_meta_key(prefix, group),
         new_epoch(),
+        "0" if since is None else "1",
         epoch,
         offset,
         rule.size,
