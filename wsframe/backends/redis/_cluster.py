@@ -201,8 +201,15 @@ class RedisClusterBackend(Backend):
                 max_backoff=self.max_backoff,
                 receive=self._receive,
                 relocate=self._relocate,
+                reconnected=self._reconnected,
             )
         return shard
+
+    def _reconnected(self) -> None:
+        # What history groups were sent while a shard was away is in their streams: read it now
+        # rather than when (if) the next message shows the gap. The reads run in tasks.
+        if self._node is not None and not self._stopping:
+            self._node.check_history()
 
     async def _listen(self, channel: str) -> None:
         """Subscribe to *channel* on its master; return once confirmed (TimeoutError otherwise)."""
