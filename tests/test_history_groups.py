@@ -471,3 +471,24 @@ async def test_a_since_that_is_not_an_epoch_and_an_offset_raises_type_error_and_
     async with ws_client(app).connect("/ws/") as ws:
         assert await ws.receive() == "done"
     assert outcome == ["since must be None or (epoch, offset), a str and an int, got ('e', '7')", []]
+
+
+async def test_a_compressed_member_gets_the_replay_and_live_messages_in_order(ws_client: WsClientFactory) -> None:
+    app = make_app(compression=True)
+    client = ws_client(app)
+    async with client.connect(path("chat:1")) as ws:
+        epoch = (await joined_of(ws))["epoch"]
+    for n in range(1, 4):
+        await send_message_to_group("chat:1", f"missed {n}", app=app)
+    await client.start()
+    ws = await client.http.ws_connect(path("chat:1", (epoch, 0)), compress=15)
+    try:
+        assert ws.compress == 15  # permessage-deflate was negotiated
+        frames = [msgspec.json.decode((await ws.receive(timeout=5)).data) for _ in range(4)]
+        assert [f.get("offset") for f in frames[:3]] == [1, 2, 3]
+        assert frames[3]["joined"]["recovered"] is True
+        await send_message_to_group("chat:1", "live", app=app)
+        live = msgspec.json.decode((await ws.receive(timeout=5)).data)
+        assert (live["offset"], live["data"]) == (4, "live")
+    finally:
+        await ws.close()
