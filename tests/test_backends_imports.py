@@ -12,8 +12,10 @@ import pytest
 import wsframe.backends
 
 BACKENDS = Path(wsframe.backends.__file__).parent
-ALLOWED = {"wsframe.status", "wsframe.exceptions", "wsframe._ids", "wsframe.codec"}
-"""The wsframe modules below the backends; besides these, a backend imports only other backend modules."""
+ALLOWED = {"wsframe.status", "wsframe.exceptions", "wsframe._ids", "wsframe.codec", "wsframe.history"}
+"""The wsframe modules below the backends; besides these, a backend imports only other backend modules.
+``wsframe.history`` (L1, values only) is the ``History`` setting and the position type the history
+methods of the backend interface take."""
 
 
 def imported_modules(path: Path) -> set[str]:

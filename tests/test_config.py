@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import wsframe.websocket
-from wsframe import GenericWebsocket, create_app
+from wsframe import GenericWebsocket, History, create_app
 from wsframe.config import FIELDS, OVERRIDABLE, SETTINGS_KEY, Settings
 from wsframe.exceptions import ConfigurationError
 
@@ -36,12 +36,14 @@ NON_DEFAULTS: dict[str, Any] = {
     "auth": None,
     "permissions": (),
     "redact_query_params": ("api_key",),
+    "history": {"chat:": History(size=10, ttl=60)},
 }
 
 
 def test_every_setting_but_the_app_level_ones_is_overridable() -> None:
-    # Both act before (or after) any handler: shutdown, and requests not yet routed.
-    assert set(FIELDS) - set(OVERRIDABLE) == {"shutdown_timeout", "max_handshakes_per_ip"}
+    # They act before (or after) any handler: shutdown, and requests not yet routed; and
+    # history is about groups, which span handlers.
+    assert set(FIELDS) - set(OVERRIDABLE) == {"shutdown_timeout", "max_handshakes_per_ip", "history"}
 
 
 def test_the_handler_declares_a_class_attribute_for_exactly_the_overridable_settings() -> None:

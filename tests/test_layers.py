@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "wsframe.messages": 1,
     "wsframe.pathvars": 1,
     "wsframe._logs": 1,
+    "wsframe.history": 1,
     # L2: moving bytes: backends between processes, a connection to its client.
     "wsframe.backends": 2,
     "wsframe._connection": 2,
@@ -37,6 +38,8 @@ LAYERS: dict[str, int] = {
     "wsframe.registry": 3,
     "wsframe.groups": 3,
     "wsframe.snapshot": 3,
+    "wsframe._streams": 3,
+    "wsframe._histories": 3,
     # L4: serving one connection: who may connect, the handler, the driver.
     "wsframe.security": 4,
     "wsframe._session": 4,

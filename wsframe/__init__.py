@@ -18,6 +18,7 @@ from .exceptions import (
     WsframeError,
 )
 from .groups import close_group, group_members, send_message_to_group
+from .history import History, Joined
 from .publisher import Publisher
 from .security import SessionAuth, TokenAuth
 from .snapshot import WorkerStats, stats
@@ -36,6 +37,9 @@ __all__ = [
     "send_message_to_group",
     "close_group",
     "group_members",
+    # history.py
+    "History",
+    "Joined",
     # security.py
     "TokenAuth",
     # credentials.py

@@ -13,6 +13,8 @@ from ._logs import adopt_gunicorn_error_log
 from .backends import resolve_backend
 from .backends.base import Backend
 from .config import FIELDS, SETTINGS_KEY, Settings
+from .exceptions import ConfigurationError
+from .history import History
 from .metrics import enable_metrics
 from .registry import REGISTRY_KEY, Registry, started_apps
 from .routing import Route, compile_urls
@@ -57,6 +59,7 @@ def create_app(
     permissions: Sequence[Permission] | None = None,
     redact_query_params: Sequence[str] | None = None,
     metrics: bool | str = False,
+    history: Mapping[str, History] | None = None,
     **app_options: Any,
 ) -> web.Application:
     """Build the application serving *urls*.
@@ -70,7 +73,9 @@ def create_app(
     ``redis://...``). With neither: the local IPC backend under gunicorn, the
     process-local memory backend otherwise (see docs/workers.md).
     *metrics* serves Prometheus metrics at ``/metrics`` (or at the path it
-    names): see docs/deployment.md. *app_options* go to ``web.Application`` (``client_max_size``, ``logger``, ...).
+    names): see docs/deployment.md. *history* maps group-name prefixes to
+    :class:`~wsframe.History` (see docs/history.md). *app_options* go to
+    ``web.Application`` (``client_max_size``, ``logger``, ...).
 
     Raises :class:`~wsframe.exceptions.ConfigurationError` naming the problem
     for a bad url table or setting, before anything is served, and
@@ -92,7 +97,14 @@ def create_app(
     logging.getLogger("aiohttp.websocket").addFilter(_not_a_subprotocol_mismatch)
     # Tokens in query strings print as token=*** in aiohttp's and gunicorn's access logs.
     _redact.install()
-    registry = Registry(resolve_backend(backend, redis))
+    chosen = resolve_backend(backend, redis)
+    if settings.history and not chosen.supports_history:
+        raise ConfigurationError(
+            f"history= needs a backend that keeps one numbering of each group's messages for every worker: "
+            f"the {chosen.name} backend does not (its workers share no store). Pass redis='redis://...', "
+            "or run one process with the memory backend."
+        )
+    registry = Registry(chosen, settings.history)
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
     app[ROUTES_KEY] = compile_urls(app.router, urls, settings)

@@ -11,13 +11,14 @@ the class attributes or the docs' settings table drift from this list.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from aiohttp import web
 
 from ._redact import add_sensitive
 from .exceptions import ConfigurationError
+from .history import History, check_history
 from .limits import ConnectionLimiter, OutboundPolicy
 from .messages import MessageDecoder
 from .pathvars import PathConverters
@@ -95,6 +96,10 @@ class Settings:
     """Query parameters printed ``name=***`` in the access log, beside ``token``,
     ``access_token`` and every TokenAuth's ``query_param`` (always redacted). Process-wide,
     as loggers are: a name one app declares is redacted in every line of the process."""
+    history: Mapping[str, History] | None = None
+    """Group-name prefix -> :class:`~wsframe.History`: the groups whose names start with it
+    (the longest prefix wins) keep their last messages, so a member can resume after a
+    reconnect (``join_group(..., since=...)``). About the app: groups span handlers."""
 
     def __post_init__(self) -> None:
         if self.max_outbound_buffer < 1:
@@ -128,6 +133,8 @@ class Settings:
             )
         object.__setattr__(self, "redact_query_params", tuple(names))
         add_sensitive(names)
+        if self.history is not None:
+            object.__setattr__(self, "history", check_history(self.history))
 
     def merged(self, overrides: dict[str, Any]) -> Settings:
         """Return these settings with *overrides* applied (``None`` values are ignored)."""
@@ -148,7 +155,7 @@ def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 """Every setting, in declaration order."""
-APP_ONLY: tuple[str, ...] = ("shutdown_timeout", "max_handshakes_per_ip")
+APP_ONLY: tuple[str, ...] = ("shutdown_timeout", "max_handshakes_per_ip", "history")
 """Settings about the whole app, not one connection: no handler class overrides them."""
 OVERRIDABLE: tuple[str, ...] = tuple(name for name in FIELDS if name not in APP_ONLY)
 """The settings a handler class may override with a class attribute of the same name."""

@@ -127,6 +127,7 @@ class _Exporter:
             ),
         }
         self.backend_counters: dict[str, Any] = {}
+        self.history_counters: dict[str, Any] = {}
         self.flushed: dict[tuple[str, str], float] = {}
         """What each counter (and label value) was last raised to, so a flush adds only the difference."""
         self.flush_task: asyncio.Task[None] | None = None
@@ -167,7 +168,18 @@ class _Exporter:
         backend = dict.fromkeys(_CONTRACT_BACKEND, 0.0) | snap.backend_counters
         for name, value in backend.items():
             self._raise_to("backend:" + name, "", value, self._backend_counter(name))
+        for name, value in snap.history_counters.items():
+            self._raise_to("history:" + name, "", value, self._history_counter(name))
         return snap
+
+    def _history_counter(self, name: str) -> Any:
+        metric = self.history_counters.get(name)
+        if metric is None:
+            metric = self.prom.Counter(
+                f"wsframe_history_{name}", f"History groups: the {name} counter.", registry=self.collectors
+            )
+            self.history_counters[name] = metric
+        return metric
 
     def exposition(self) -> bytes:
         """The scrape's body: this worker's series, or every worker's in multiprocess mode."""

@@ -12,7 +12,10 @@ does, with redis-py's synchronous client, so no event loop is needed::
         publisher.send_message_to_group("room:42", {"detail": "maintenance at noon"})
         print(len(publisher.group_members("room:42")), "people in the room")
 
-The app must run with the Redis backend on the same Redis and prefix. With a
+The app must run with the Redis backend on the same Redis and prefix. Give
+the publisher the app's ``history=`` too, and its sends to those groups are
+numbered and kept by the same Lua script the app runs, so members see one
+sequence whoever sent. With a
 ``redis+cluster://host:port,...`` URL it talks to a Redis Cluster as the
 cluster backend does (hash-tagged names, ``SPUBLISH`` to the owning shard).
 redis-py is imported when the first publisher is made, not with wsframe.
@@ -21,16 +24,18 @@ redis-py is imported when the first publisher is made, not with wsframe.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import status
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, is_node_id, validate_group_name
 from .backends.base import Envelope, check_positive, encode_envelope
+from .backends.redis import _history
 from .backends.redis import _keys as keys
 from .codec import encode_frame
 from .exceptions import BackendUnavailableError, ConfigurationError
+from .history import History, check_history, encode_history_data, rule_for
 
 if TYPE_CHECKING:
     import redis as sync_redis
@@ -45,18 +50,28 @@ class Publisher:
     """Sends to connections and groups of a wsframe app that uses the Redis backend, synchronously.
 
     *redis* is a URL or a ``redis.Redis`` client (yours: :meth:`close` leaves
-    it open). *prefix* must be the app's. Each call gives up after *timeout*
-    seconds. Thread-safe (redis-py's connection pool is). Raises
-    :class:`~wsframe.exceptions.ConfigurationError` for a bad URL or prefix.
+    it open). *prefix* must be the app's, and *history* too (the app's
+    ``create_app(history=...)``) for sends to its history groups to be
+    numbered and kept. Each call gives up after *timeout* seconds.
+    Thread-safe (redis-py's connection pool is). Raises
+    :class:`~wsframe.exceptions.ConfigurationError` for a bad URL, prefix or
+    history.
     """
 
     def __init__(
-        self, redis: str | sync_redis.Redis, *, prefix: str = keys.DEFAULT_PREFIX, timeout: float = 1.0
+        self,
+        redis: str | sync_redis.Redis,
+        *,
+        prefix: str = keys.DEFAULT_PREFIX,
+        timeout: float = 1.0,
+        history: Mapping[str, History] | None = None,
     ) -> None:
         self.prefix = keys.check_prefix(prefix)
         seconds = check_positive("timeout", timeout)
-        from redis.exceptions import RedisError
+        self.history = check_history(history)
+        from redis.exceptions import NoScriptError, RedisError
 
+        self._no_script: type[Exception] = NoScriptError
         self._unreachable: tuple[type[Exception], ...] = (RedisError, OSError)
         """What the client raises when Redis is gone or too slow (redis-py is imported here, on first use)."""
         self._owns_client = isinstance(redis, str)
@@ -102,6 +117,8 @@ class Publisher:
         Encoded as :meth:`GenericWebsocket.send`; one PUBLISH on the group's
         channel, which only workers with members listen to. Returns how many
         workers took it (0: nobody is in the group, which is not an error).
+        For a group with history it goes through the app's Lua script: kept,
+        numbered and published in one step (``TypeError`` for bytes).
         Raises :class:`~wsframe.exceptions.InvalidGroupNameError`,
         ``TypeError`` when *data* cannot be encoded or *exclude* holds
         something other than strings, and
@@ -109,11 +126,18 @@ class Publisher:
         take the message in time; nothing was sent then.
         """
         validate_group_name(group)
-        payload, opcode = encode_frame(data)
+        rule = rule_for(self.history, group) if self.history else None
+        if rule is None:
+            payload, frame_type = encode_frame(data)
+            opcode = int(frame_type)
+        else:
+            payload, opcode = encode_history_data(data), 1  # a text frame: JSON
         excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
         if not all(isinstance(connection_id, str) for connection_id in excluded):
             raise TypeError(f"exclude takes a connection id or a collection of them, got {exclude!r}")
-        envelope = Envelope.group_send(group, payload, int(opcode), exclude=excluded, origin=_ORIGIN)
+        envelope = Envelope.group_send(group, payload, opcode, exclude=excluded, origin=_ORIGIN)
+        if rule is not None:
+            return self._publish_history(group, envelope, rule)
         return self._publish_to_group(group, envelope)
 
     def close_group(self, group: str, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> int:
@@ -184,6 +208,23 @@ class Publisher:
     def _publish_to_group(self, group: str, envelope: Envelope) -> int:
         channel = (keys.cluster_group_channel if self._sharded else keys.group_channel)(self.prefix, group)
         return self._publish_on(channel, envelope, f"{envelope.kind} to group {group!r}")
+
+    def _publish_history(self, group: str, envelope: Envelope, rule: History) -> int:
+        """Run the history script for *envelope* (as the app's backend does); return the workers that took it."""
+        channel = (keys.cluster_group_channel if self._sharded else keys.group_channel)(self.prefix, group)
+        command = "SPUBLISH" if self._sharded else "PUBLISH"
+        arguments = _history.publish_arguments(self.prefix, group, channel, envelope, rule, command)
+        try:
+            try:
+                reply = self._client.execute_command("EVALSHA", _history.PUBLISH.sha, *arguments)
+            except self._no_script:  # EVALSHA ran nothing: sending the text cannot run it twice
+                reply = self._client.execute_command("EVAL", _history.PUBLISH.text, *arguments)
+        except self._unreachable as exc:
+            raise BackendUnavailableError(
+                f"Redis at {self.url} did not take the group_send to group {group!r} ({exc}); "
+                "probably not sent, but it may have been kept and sent if Redis was only slow."
+            ) from exc
+        return _history.parse_publish(reply, f"Redis at {self.url}")[2]
 
     def _publish_on(self, channel: str, envelope: Envelope, what: str) -> int:
         """PUBLISH *envelope* on *channel*; return how many subscribers took it, or raise naming *what*."""

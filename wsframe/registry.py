@@ -12,17 +12,20 @@ import asyncio
 import contextvars
 import logging
 import weakref
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ._connection import Connection
+from ._histories import HistoryGroups
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
+from ._streams import GroupStream, HistoryStats
 from ._tally import Tally
 from .backends.base import Backend, Envelope
 from .codec import build_frame, encode_frame
 from .exceptions import ApplicationNotFoundError, ConnectionClosed
+from .history import History, Joined, Position, check_since
 
 __all__ = [
     "Registry",
@@ -54,11 +57,15 @@ class Registry:
     its own even when the app object was created before the fork.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, history: Mapping[str, History] | None = None) -> None:
         self.backend = backend
+        self.history: Mapping[str, History] = history or {}
+        """Group-name prefix -> the history its groups keep (``create_app(history=...)``)."""
         self.node_id = new_node_id()
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, dict[str, Connection]] = {}
+        self.histories = HistoryGroups(self.history, backend, self.groups, self.spawn)
+        """This process's groups with history (their streams and counters)."""
         self.tally = Tally()
         """Totals of connections that ended and handshakes refused (read through wsframe.stats())."""
         # A backend that keeps no membership (one process) is not awaited on
@@ -87,6 +94,20 @@ class Registry:
     def local_groups(self) -> list[str]:
         """Groups with at least one member on this node; what a backend re-asserts to its presence."""
         return list(self.groups)
+
+    @property
+    def streams(self) -> dict[str, GroupStream]:
+        """The history groups with members here: their ordered delivery."""
+        return self.histories.streams
+
+    @property
+    def history_stats(self) -> HistoryStats:
+        """What delivery to history groups counted in this process."""
+        return self.histories.stats
+
+    def check_history(self) -> None:
+        """Have every history group with members here read what it may have missed (the backend reconnected)."""
+        self.histories.check()
 
     def add(self, connection: Connection) -> None:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
@@ -187,9 +208,18 @@ class Registry:
         their own, so one slow peer cannot hold up a backend's listener.
         """
         kind = envelope.kind
+        if envelope.epoch:
+            # A history group's message: its stream orders it, fills gaps and drops
+            # duplicates (our own publish included, whose local delivery came first).
+            await self.histories.deliver(envelope)
+            return
         if kind == "group_send" or kind == "group_close":
             if envelope.origin != self.node_id:  # our own publish, already delivered locally
-                if kind == "group_send":
+                if kind == "group_send" and self.history and self.histories.rule_for(envelope.group) is not None:
+                    # Sent around the history script (a Publisher not given history=): no position,
+                    # so members could not resume past it.
+                    self.histories.refuse_unnumbered(envelope)
+                elif kind == "group_send":
                     await self._deliver_group(
                         envelope.group, envelope.payload, WSMsgType(envelope.opcode), envelope.exclude
                     )
@@ -263,6 +293,8 @@ class Registry:
                 continue
             if not members:
                 del groups[group]
+                if self.history:
+                    self.histories.emptied(group)
             if tell_backend:
                 left.append((group, group not in groups))
         connection.groups = None
@@ -289,11 +321,18 @@ class Registry:
             return False
         if not members:
             del self.groups[group]
+            if self.history:
+                self.histories.emptied(group)
         return True
 
     async def send_group(self, group: str, data: Any, exclude: str | Collection[str] | None = None) -> None:
         """Deliver *data* to every member of *group* on every node (see send_message_to_group)."""
         validate_group_name(group)
+        if self.history:
+            rule = self.histories.rule_for(group)
+            if rule is not None:
+                await self.histories.send(group, rule, data, tuple(_excluded(exclude)), self.node_id)
+                return
         payload, opcode = encode_frame(data)
         excluded = _excluded(exclude)
         envelope = Envelope(
@@ -310,6 +349,43 @@ class Registry:
         # never reaches a member twice.
         await self.backend.publish_to_group(group, envelope)
         await self._deliver_group(group, payload, opcode, excluded)
+
+    async def join_group_since(self, connection: Connection, group: str, since: Position | None) -> Joined:
+        """Join *group*; for a history group, replay what the connection missed since *since* first.
+
+        See GenericWebsocket.join_group. A group without history joins as
+        :meth:`join_group` does and returns ``Joined(True)``.
+        """
+        validate_group_name(group)
+        since = check_since(since)
+        rule = self.histories.rule_for(group)
+        if rule is None:
+            if self.tracks_members:
+                await self.join_group(connection, group)
+            else:
+                self.join_group_here(connection, group)
+            return Joined(True)
+
+        async def add() -> bool:
+            if group in (connection.groups or ()):
+                return False
+            if self.tracks_members:
+                await self.join_group(connection, group)
+            else:
+                self.join_group_here(connection, group)
+            return True
+
+        try:
+            return await self.histories.join(
+                connection, group, rule, since, add, lambda: self._forget_member(connection, group)
+            )
+        except BaseException:
+            if self.tracks_members and group not in (connection.groups or ()):
+                try:
+                    await self.backend.group_left(group, [connection.connection_id], last_here=group not in self.groups)
+                except Exception as exc:
+                    logger.debug("could not record that %s left %r: %r", connection.connection_id, group, exc)
+            raise
 
     async def close_group(self, group: str, code: int, reason: str) -> None:
         """Close every member of *group* on every node (see close_group)."""

@@ -54,6 +54,9 @@ class WorkerStats:
     backend_counters: dict[str, float]
     """The backend's own counters by name (``outages``, ``publish_failures``, ``unrouted``,
     ``possibly_lost``, ...: see the backend's ``stats`` class); empty for the memory backend."""
+    history_counters: dict[str, float]
+    """What delivery to history groups counted here (``gaps_filled``, ``messages_filled``,
+    ``unrecovered``, ``members_told``, ``duplicates``, ``unnumbered``): see docs/history.md."""
 
 
 def backend_counters(backend_stats: Any) -> dict[str, float]:
@@ -116,6 +119,7 @@ def snapshot_of(registry: Registry) -> WorkerStats:
         messages_dropped=dropped,
         group_members=sum(len(members) for members in registry.groups.values()),
         backend_counters=backend_counters(getattr(registry.backend, "stats", None)),
+        history_counters=backend_counters(registry.history_stats),
     )
 
 

@@ -30,6 +30,7 @@ from ._connection import State
 from ._session import Session
 from .codec import build_frame, encode_frame
 from .exceptions import WsframeError
+from .history import Joined, Position
 from .messages import describe_error
 from .registry import get_registry
 from .types import Auth, OriginPolicy, Permission
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _CONNECTING, _OPEN = State.CONNECTING, State.OPEN
+_JOINED = Joined(True)
 
 
 class GenericWebsocket:
@@ -220,15 +222,28 @@ class GenericWebsocket:
         """The groups this connection is a member of."""
         return frozenset(self._connection.groups or ())
 
-    async def join_group(self, group: str) -> None:
+    async def join_group(self, group: str, *, since: Position | None = None) -> Joined:
         """Add this connection to *group*: it then receives every group send, on any worker.
 
-        Joining twice is harmless. Membership ends by :meth:`leave_group` or,
-        whatever closed the connection, before :meth:`disconnect` runs. Raises
+        For a group with history (``create_app(history=...)``), *since* is the
+        ``(epoch, offset)`` the client saw last: every message after it is
+        sent, in order, before this returns, and live messages follow with no
+        gap and no duplicate. The result says whether that worked:
+        ``recovered`` is False when history no longer covers *since* (then
+        nothing was replayed); ``epoch`` and ``offset`` are the group's
+        position after the replay. For a group without history *since* is
+        ignored and the result is ``Joined(recovered=True)`` with ``epoch``
+        and ``offset`` None.
+
+        Joining twice is harmless (nothing is replayed the second time).
+        Membership ends by :meth:`leave_group` or, whatever closed the
+        connection, before :meth:`disconnect` runs. Raises
         :class:`~wsframe.exceptions.InvalidGroupNameError` for a bad name,
         :class:`~wsframe.exceptions.WsframeError` before accept, and
         :class:`~wsframe.exceptions.BackendUnavailableError` when the backend
-        is down (the connection is then not a member).
+        (or its history) is down: the connection is then not a member.
+        ``TypeError`` for a *since* that is not ``(str, int)``. Cancelled while
+        it replays: the join completes.
         """
         connection = self._connection
         if connection.state is not _OPEN:
@@ -236,10 +251,13 @@ class GenericWebsocket:
                 raise WsframeError("Call accept() before join_group(): only open connections can be members.")
             raise connection.closed_error()
         registry = connection.registry
+        if registry.history:
+            return await registry.join_group_since(connection, group, since)
         if registry.tracks_members:
             await registry.join_group(connection, group)
         else:
             registry.join_group_here(connection, group)  # no coroutine to await, on every connect
+        return _JOINED
 
     async def leave_group(self, group: str) -> None:
         """Remove this connection from *group*; leaving a group it is not in is harmless."""

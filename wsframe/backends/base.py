@@ -17,11 +17,13 @@ from typing import Literal, Protocol
 import msgspec
 
 from ..exceptions import BackendUnavailableError, ConfigurationError
+from ..history import History, Position
 
 __all__ = [
     "Backend",
     "BackendStats",
     "Envelope",
+    "HistoryRead",
     "Node",
     "check_positive",
     "encode_envelope",
@@ -39,7 +41,10 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     a node that hears its own group publish does not deliver it twice.
     ``seq`` numbers a node's group envelopes per group (1, 2, ...; 0: not
     numbered), so a receiver can count the ones it never got.
-    Fields are only ever appended, with defaults, so envelopes from an older
+    ``epoch`` and ``offset`` are the position of a message to a group with
+    history (``""`` and 0 otherwise); ``payload`` is then the message's JSON.
+    They come last: the Redis backend's script writes them into the encoded
+    envelope. Fields are only ever appended, with defaults, so envelopes from an older
     sender still decode.
     """
 
@@ -53,6 +58,8 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     exclude: tuple[str, ...] = ()
     origin: str = ""
     seq: int = 0
+    epoch: str = ""
+    offset: int = 0
 
     @classmethod
     def group_send(
@@ -81,7 +88,8 @@ class Node(Protocol):
 
     ``node_id`` names this process to the others; ``deliver_envelope`` carries
     out an envelope that arrived for it; ``local_members`` answers who of
-    *group* is connected here, ``local_groups`` which groups have members here.
+    *group* is connected here, ``local_groups`` which groups have members here;
+    ``check_history`` is called when a backend's listener is back after an outage.
     """
 
     node_id: str
@@ -94,6 +102,26 @@ class Node(Protocol):
 
     def local_groups(self) -> list[str]:
         """Return the groups with at least one member on this node (what presence re-asserts)."""
+
+    def check_history(self) -> None:
+        """Re-read the history of this node's history groups soon: the backend may have lost messages."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """A group's position, and the messages after a position asked for when history still has them all.
+
+    ``epoch`` and ``offset`` are the group's current position (offset 0: no
+    message yet in this epoch). ``recovered`` is True when ``entries`` holds
+    every message after the position asked for (or none was asked for), False
+    when history does not cover it; ``entries`` is then empty.
+    """
+
+    epoch: str
+    offset: int
+    recovered: bool
+    entries: tuple[tuple[int, bytes], ...] = ()
+    """(offset, the message's JSON), in order."""
 
 
 @dataclasses.dataclass
@@ -171,6 +199,31 @@ class Backend(abc.ABC):
     async def group_members(self, group: str) -> set[str] | None:
         """Return the member ids of *group* on every node, or None when only this node's are known."""
         return None
+
+    # History. A backend that keeps it shares one numbering of each group's
+    # messages between every node; the registry orders and fills delivery.
+
+    supports_history = False
+    """Whether :meth:`history_publish` and :meth:`history_read` work (``create_app(history=...)`` checks it)."""
+
+    async def history_publish(self, group: str, envelope: Envelope, rule: History) -> Envelope:
+        """Append *envelope*'s payload to *group*'s history and hand it to the other nodes, in one step.
+
+        Returns the envelope with its ``epoch`` and ``offset``. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` as
+        :meth:`publish_to_group` does (then it may or may not be in history),
+        and ``ConfigurationError`` on a backend without history.
+        """
+        raise ConfigurationError(f"the {self._label or self.name} backend keeps no group history")
+
+    async def history_read(self, group: str, since: Position | None, rule: History) -> HistoryRead:
+        """Return *group*'s position and, when history covers it, every message after *since*.
+
+        Makes the group's epoch when it has none. Raises
+        :class:`~wsframe.exceptions.BackendUnavailableError` when the store
+        cannot be read, ``ConfigurationError`` on a backend without history.
+        """
+        raise ConfigurationError(f"the {self._label or self.name} backend keeps no group history")
 
     # Shared by the backends that carry envelopes between processes.
 

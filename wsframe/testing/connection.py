@@ -12,6 +12,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 
 from .. import status
 from ..exceptions import ConnectionClosed
+from ..history import HistoryFrame, decode_history_frame
 from .errors import _ErrorCapture
 
 __all__ = ["WebsocketTestConnection"]
@@ -163,6 +164,21 @@ class WebsocketTestConnection:
             return msgspec.json.decode(message)
         except msgspec.DecodeError as exc:
             raise msgspec.DecodeError(f"message on {self.path} is not JSON ({exc}): {message[:60]!r}") from None
+
+    async def receive_group_message(self, *, timeout: float | None = None) -> HistoryFrame:  # noqa: ASYNC109 - a per-call bound, as in channels
+        """Return the next message as a history group's frame (``group``, ``epoch``, ``offset``, ``data``).
+
+        The "not recovered" signal comes back with ``recovered`` False. Raises
+        ``ValueError`` quoting the start of the message when it is not such a
+        frame; otherwise as :meth:`receive`.
+        """
+        __tracebackhide__ = True
+        message = await self.receive(timeout=timeout)
+        try:
+            return decode_history_frame(message)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            shown = message[:60]
+            raise ValueError(f"message on {self.path} is not a history group's frame ({exc}): {shown!r}") from None
 
     # --------------------------------------------------------------- closing
 

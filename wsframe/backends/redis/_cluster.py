@@ -24,15 +24,19 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import NoScriptError
 
 from ..._ids import is_node_id
 from ...exceptions import BackendUnavailableError, ConfigurationError
-from ..base import Backend, Envelope, Node, encode_envelope
+from ...history import History, Position
+from ..base import Backend, Envelope, HistoryRead, Node, encode_envelope
+from . import _history
 from ._keys import (
     DEFAULT_PREFIX,
     check_prefix,
@@ -67,6 +71,7 @@ class RedisClusterBackend(Backend):
     """
 
     name = "redis-cluster"
+    supports_history = True
     _label = "Redis Cluster"
     _starts = "connects to the Redis Cluster"
 
@@ -196,8 +201,15 @@ class RedisClusterBackend(Backend):
                 max_backoff=self.max_backoff,
                 receive=self._receive,
                 relocate=self._relocate,
+                reconnected=self._reconnected,
             )
         return shard
+
+    def _reconnected(self) -> None:
+        # What history groups were sent while a shard was away is in their streams: read it now
+        # rather than when (if) the next message shows the gap. The reads run in tasks.
+        if self._node is not None and not self._stopping:
+            self._node.check_history()
 
     async def _listen(self, channel: str) -> None:
         """Subscribe to *channel* on its master; return once confirmed (TimeoutError otherwise)."""
@@ -292,6 +304,40 @@ class RedisClusterBackend(Backend):
         channel = cluster_group_channel(self.prefix, group)
         await self._call(channel, f"{envelope.kind} to group {group!r}", "SPUBLISH", channel, encode_envelope(envelope))
         self.stats.published += 1
+
+    # ---------------------------------------------------------------- history
+
+    async def _script(self, channel: str, what: str, script: _history.Script, arguments: list[Any]) -> Any:
+        """Run *script* on the slot of *channel* (its keys share the hash tag); errors as :meth:`_call`."""
+        cluster = self._client(channel, what)
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                try:
+                    return await cluster.execute_command("EVALSHA", script.sha, *arguments)
+                except NoScriptError:  # EVALSHA ran nothing: sending the text cannot run it twice
+                    return await cluster.execute_command("EVAL", script.text, *arguments)
+        except UNREACHABLE as exc:
+            self.stats.publish_failures += 1
+            raise BackendUnavailableError(
+                f"Redis Cluster shard {self._owner(channel)} (of {self.url}): {what} failed ({describe_error(exc)}); "
+                "it was probably not done, but may still be if Redis was only slow."
+            ) from exc
+
+    async def history_publish(self, group: str, envelope: Envelope, rule: History) -> Envelope:
+        """Number, keep and SPUBLISH the message in one script on the group's slot (see RedisBackend)."""
+        channel = cluster_group_channel(self.prefix, group)
+        arguments = _history.publish_arguments(self.prefix, group, channel, envelope, rule, "SPUBLISH")
+        reply = await self._script(channel, f"{envelope.kind} to group {group!r}", _history.PUBLISH, arguments)
+        epoch, offset, _ = _history.parse_publish(reply, f"Redis Cluster shard {self._owner(channel)}")
+        self.stats.published += 1
+        return msgspec.structs.replace(envelope, epoch=epoch, offset=offset)
+
+    async def history_read(self, group: str, since: Position | None, rule: History) -> HistoryRead:
+        """Return the group's position and the messages after *since* when kept (see RedisBackend)."""
+        channel = cluster_group_channel(self.prefix, group)
+        arguments = _history.read_arguments(self.prefix, group, since, rule)
+        reply = await self._script(channel, f"history read of {group!r}", _history.READ, arguments)
+        return _history.parse_read(reply, since, f"Redis Cluster shard {self._owner(channel)}")
 
     # ----------------------------------------------------------------- groups
 

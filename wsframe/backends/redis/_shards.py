@@ -50,6 +50,7 @@ class Shard(Supervised):
     *receive* gets each message's data and channel. *relocate* is called after the
     connection failed, or Redis dropped a channel (its slot left this master): the
     backend refreshes the slot map and moves channels that live elsewhere now.
+    *reconnected* is called once the shard is subscribed again after an outage.
     """
 
     stats: ClusterBackendStats
@@ -66,6 +67,7 @@ class Shard(Supervised):
         max_backoff: float,
         receive: Callable[[bytes, str], Awaitable[None]],
         relocate: Callable[[], Awaitable[None]],
+        reconnected: Callable[[], None] | None = None,
     ) -> None:
         Supervised.__init__(
             self,
@@ -78,6 +80,8 @@ class Shard(Supervised):
         )
         self.name = name
         self._relocate = relocate
+        self._reconnected = reconnected
+        """Called when the shard is subscribed again after an outage (history groups then check for gaps)."""
         self.channels: set[str] = set()
         self.task: asyncio.Task[None] | None = None
         self._pending: dict[bytes, asyncio.Future[None]] = {}
@@ -162,7 +166,10 @@ class Shard(Supervised):
             pubsub: PubSub | None = None
             try:
                 pubsub = await self._subscribe()
+                was_down = self.down_since is not None
                 self._mark_up()
+                if was_down and self._reconnected is not None:
+                    self._reconnected()
                 delay = _FIRST_BACKOFF
                 await self._pump(pubsub)
             except asyncio.CancelledError:
