@@ -306,14 +306,15 @@ class Session(Connection):
                 # Pongs go through the same bounded buffer as everything else
                 # (aiohttp's autoping would queue them without limit for a
                 # client that pings and never reads).
+                self.seen = -1  # traffic: the heartbeat's next sweep sees the peer alive
                 try:
-                    self.write_frame(build_frame(msg.data, _PONG))
+                    self.write_control(build_frame(msg.data, _PONG))
                 except ConnectionClosed:
                     return
-                self.sent_messages -= 1  # a pong is not a message (its bytes still count)
                 continue
             if kind is _PONG:
-                continue  # the heartbeat already counted it as traffic
+                self.seen = -1  # the answer to the heartbeat's ping (or any pong: traffic)
+                continue
             if kind is _CLOSE:
                 # The peer's close frame, answered here (not in a method: this runs
                 # for nearly every connection that ends).

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ._connection import Connection
+from ._heartbeat import Heartbeat
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
 from ._tally import Tally
 from .backends.base import Backend, Envelope
@@ -60,6 +61,8 @@ class Registry:
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, dict[str, Connection]] = {}
         self.tally = Tally()
+        self.heartbeat = Heartbeat(self.connections)
+        """Pings quiet connections and drops dead ones: one timer for all of them."""
         """Totals of connections that ended and handshakes refused (read through wsframe.stats())."""
         # A backend that keeps no membership (one process) is not awaited on
         # every join and leave: those run for every connection of a chat app.
@@ -92,6 +95,8 @@ class Registry:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection
         self.unfinished += 1
+        if connection.config is not self.heartbeat.last and not self.shutting_down:  # (once per handler class)
+            self.heartbeat.watch(connection.config)
 
     def finished(self) -> None:
         """Count one accepted connection whose handler is done (groups left, disconnect() run)."""
@@ -123,6 +128,7 @@ class Registry:
         # drops this whole node from presence when it stops (Redis deletes the
         # node's liveness key), instead of one round trip per connection.
         self.shutting_down = True
+        self.heartbeat.stop()
         connections = list(self.connections.values())
         if connections:
             logger.info("closing %d websocket connection(s) with %d", len(connections), code)
