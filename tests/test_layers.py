@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "wsframe.registry": 3,
     "wsframe.groups": 3,
     "wsframe.snapshot": 3,
+    "wsframe._freeze": 3,
     # L4: serving one connection: who may connect, the handler, the driver.
     "wsframe.security": 4,
     "wsframe._session": 4,
