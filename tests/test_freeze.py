@@ -5,17 +5,22 @@ from __future__ import annotations
 import gc
 import weakref
 
-from tests.support.rawclient import TEXT, Frame, raw_connect
+from tests.support.rawclient import TEXT, Frame, RawWebsocket, raw_connect
 from tests.support.servers import Serve
 from wsframe import GenericWebsocket, create_app
 from wsframe._freeze import BURST, Freezer
 from wsframe.backends.memory import MemoryBackend
-from wsframe.registry import Registry
+from wsframe.registry import REGISTRY_KEY, Registry
 
 
 class Echo(GenericWebsocket):
     async def receive(self, data: str | bytes) -> None:
         await self.send(data)
+
+
+async def echo(ws: RawWebsocket, text: str) -> bool:
+    ws.send_text(text)
+    return await ws.read_frame() == Frame(TEXT, text.encode())
 
 
 async def test_a_served_app_has_frozen_the_objects_of_its_startup(serve: Serve) -> None:
@@ -40,21 +45,35 @@ async def test_shutdown_unfreezes_so_the_process_collects_as_usual_again() -> No
     assert gc.get_freeze_count() == 0
 
 
-async def test_a_burst_of_accepted_connections_freezes_again() -> None:
+async def test_a_burst_of_open_connections_freezes_again_at_once(serve: Serve) -> None:
+    app = create_app({"ws/": Echo})
+    client = await serve(app)
+    registry = app[REGISTRY_KEY]
+    assert registry.burst_at == registry.unfinished + BURST
+    registry.burst_at = 2  # (a burst of two, not of a thousand: the same code path)
+    first = await raw_connect(client, "/ws/")
+    assert await echo(first, "one")
+    assert registry.burst_at == 2
+    second = await raw_connect(client, "/ws/")
+    assert await echo(second, "two")
+    assert registry.burst_at == 2 + BURST  # frozen at the second: the next burst counts from there
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_fewer_open_connections_than_at_the_last_freeze_make_the_next_burst_count_from_there() -> None:
     registry = Registry(MemoryBackend())
     freezer = Freezer(registry)
+    registry.unfinished = 500
     freezer.start()
     try:
-        registry.unfinished += BURST - 1  # (what Registry.add counts: accepted, not yet finished)
+        assert registry.burst_at == 500 + BURST
+        registry.unfinished = 100
         freezer.check()
-        assert freezer.freezes == 1
-        registry.unfinished += 1
-        freezer.check()
-        assert (freezer.freezes, freezer.full_collections) == (2, 0)
-        freezer.check()  # no new connection since: nothing to do
-        assert freezer.freezes == 2
+        assert (registry.burst_at, freezer.freezes, freezer.full_collections) == (100 + BURST, 1, 0)
     finally:
         freezer.stop()
+    assert registry.on_burst is None
 
 
 async def test_when_enough_connections_ended_one_full_collection_frees_their_cycles() -> None:

@@ -12,10 +12,11 @@ is not freed until the objects are unfrozen.
 :class:`Freezer` (one per app, with ``gc_freeze=True``, the default):
 
 - at app startup, freezes what the app's import and setup made (modules, routes);
-- every :data:`CHECK_SECONDS`, when at least :data:`BURST` connections were
-  accepted since the last freeze, freezes again (a young collection first, which
-  is cheap, so the freeze takes no young garbage with it);
-- when as many connections ended since the last full collection as half of
+- whenever :data:`BURST` more connections are open than at the last freeze,
+  freezes again, at once (``Registry.add`` compares one number per connection);
+  a young collection first, which is cheap, so the freeze takes no young garbage
+  with it;
+- every :data:`CHECK_SECONDS`, when as many connections ended since the last full collection as half of
   those open then (and at least :data:`BURST`), unfreezes, runs one full
   collection (the cycles of the connections that ended are freed) and freezes
   again: one full collection per half the population replaced, where the
@@ -33,6 +34,8 @@ import time
 
 from .registry import Registry
 
+_NEVER = 1 << 62
+
 __all__ = ["Freezer", "CHECK_SECONDS", "BURST"]
 
 logger = logging.getLogger("wsframe.app")
@@ -47,7 +50,7 @@ BURST = 1000
 class Freezer:
     """Freezes the collector's objects for one app's *registry*; :meth:`start` at startup, :meth:`stop` at shutdown."""
 
-    __slots__ = ("_accepted", "_ended", "_open_at_full", "_timer", "freezes", "full_collections", "registry")
+    __slots__ = ("_ended", "_open_at_full", "_timer", "freezes", "full_collections", "registry")
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -55,32 +58,33 @@ class Freezer:
         """How many times this freezer called ``gc.freeze()`` (startup included)."""
         self.full_collections = 0
         """Full collections it ran to free the cycles of connections that ended."""
-        self._accepted = self._ended = self._open_at_full = 0
+        self._ended = self._open_at_full = 0
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        """Freeze what startup made and start the periodic check; needs a running event loop."""
-        self._accepted, self._ended = self._counts()
-        self._open_at_full = len(self.registry.connections)
+        """Freeze what startup made and start watching; needs a running event loop."""
+        registry = self.registry
+        self._ended = sum(registry.tally.closed.values())
+        self._open_at_full = len(registry.connections)
         self._freeze()
+        registry.on_burst = self._freeze
         self._timer = asyncio.get_running_loop().call_later(CHECK_SECONDS, self._check)
 
     def stop(self) -> None:
-        """Stop checking and unfreeze (the process's garbage is collected as usual again)."""
+        """Stop watching and unfreeze (the process's garbage is collected as usual again)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.registry.on_burst = None
+        self.registry.burst_at = _NEVER
         gc.unfreeze()
 
-    def _counts(self) -> tuple[int, int]:
-        """Connections accepted and connections ended, since the registry started."""
-        ended = sum(self.registry.tally.closed.values())
-        return ended + self.registry.unfinished, ended
-
     def _freeze(self) -> None:
+        """Freeze now; the registry calls this again when :data:`BURST` more connections are open."""
         gc.collect(1)  # the young generations only: cheap, and their garbage is not frozen
         gc.freeze()
         self.freezes += 1
+        self.registry.burst_at = self.registry.unfinished + BURST
 
     def _check(self) -> None:
         self._timer = None
@@ -90,8 +94,9 @@ class Freezer:
             self._timer = asyncio.get_running_loop().call_later(CHECK_SECONDS, self._check)
 
     def check(self) -> None:
-        """One look: refreeze after a burst of accepted connections, or collect after many ended."""
-        accepted, ended = self._counts()
+        """One look: after many connections ended, one full collection; and the next burst counts from here."""
+        registry = self.registry
+        ended = sum(registry.tally.closed.values())
         if ended - self._ended >= max(BURST, self._open_at_full // 2):
             gc.unfreeze()
             started = time.perf_counter()
@@ -102,10 +107,9 @@ class Freezer:
                 time.perf_counter() - started,
             )
             self.full_collections += 1
-            self._open_at_full = len(self.registry.connections)
+            self._open_at_full = len(registry.connections)
             self._ended = ended
-            self._accepted = accepted
             self._freeze()
-        elif accepted - self._accepted >= BURST:
-            self._accepted = accepted
-            self._freeze()
+        else:
+            # Fewer connections open than at the last freeze: a burst counts from here.
+            registry.burst_at = min(registry.burst_at, registry.unfinished + BURST)

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import logging
 import weakref
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("wsframe.registry")
+
+_NEVER = 1 << 62
 
 FINISH_SECONDS = 2.0
 """How long shutdown waits, after the drain, for handlers to finish disconnect()."""
@@ -76,6 +78,9 @@ class Registry:
         """Set when app shutdown begins: connections accepted from then on are closed with 1001."""
         self.unfinished = 0
         """Accepted connections whose handler has not finished (what shutdown waits for)."""
+        self.burst_at = _NEVER
+        self.on_burst: Callable[[], None] | None = None
+        """Called by :meth:`add` when ``unfinished`` reaches ``burst_at`` (wsframe._freeze sets both)."""
         self._drained: asyncio.Future[None] | None = None
 
     def new_connection_id(self) -> str:
@@ -95,6 +100,8 @@ class Registry:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection
         self.unfinished += 1
+        if self.unfinished >= self.burst_at and self.on_burst is not None:
+            self.on_burst()
         if connection.config is not self.heartbeat.last and not self.shutting_down:  # (once per handler class)
             self.heartbeat.watch(connection.config)
 
