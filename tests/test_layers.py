@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "wsframe.backends": 2,
     "wsframe._connection": 2,
     "wsframe._guard": 2,
+    "wsframe._deadlines": 2,
     "wsframe._heartbeat": 2,
     "wsframe._tally": 2,
     # L3: which connections live here and how to reach any id.

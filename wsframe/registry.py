@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ._connection import Connection
+from ._deadlines import Deadlines
 from ._heartbeat import Heartbeat
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
 from ._tally import Tally
@@ -78,6 +79,8 @@ class Registry:
         """Set when app shutdown begins: connections accepted from then on are closed with 1001."""
         self.unfinished = 0
         """Accepted connections whose handler has not finished (what shutdown waits for)."""
+        self.handshakes: dict[float, Deadlines] = {}
+        """The handshake deadlines of this app's connections, one timer per timeout (see :meth:`deadlines`)."""
         self.burst_at = _NEVER
         self.on_burst: Callable[[], None] | None = None
         """Called by :meth:`add` when ``unfinished`` reaches ``burst_at`` (wsframe._freeze sets both)."""
@@ -104,6 +107,13 @@ class Registry:
             self.on_burst()
         if connection.config is not self.heartbeat.last and not self.shutting_down:  # (once per handler class)
             self.heartbeat.watch(connection.config)
+
+    def deadlines(self, timeout: float, expired: Callable[[Any], object]) -> Deadlines:
+        """The :class:`~wsframe._deadlines.Deadlines` of *timeout* seconds (made with *expired* on first use)."""
+        deadlines = self.handshakes.get(timeout)
+        if deadlines is None:
+            deadlines = self.handshakes[timeout] = Deadlines(timeout, expired)
+        return deadlines
 
     def finished(self) -> None:
         """Count one accepted connection whose handler is done (groups left, disconnect() run)."""
