@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import peers
+from benchmarks.cases import ws_fanout
 from benchmarks.cases.cross_worker import MODES, TARGET_P99_MS, paced_sends
 from benchmarks.report import aggregate, loadgen_cases, render_markdown, scale_markdown
 from benchmarks.run import server_kinds
@@ -433,3 +434,19 @@ def test_gc_pauses_smoke_run_times_collections_with_gc_freeze_on_and_off(tmp_pat
     assert [(row["gc_freeze"], row["connections"]) for row in rows] == [(True, 200), (False, 200)]
     assert all(row["collections"] > 0 for row in rows)
     assert "| True | 200 |" in (tmp_path / "gc_pauses.md").read_text()
+
+
+# ------------------------------------------------------- websocket-triggered fan-out
+
+
+@pytest.mark.timeout(120)
+def test_ws_fanout_smoke_run_times_a_fanout_triggered_by_a_websocket_message_on_both_servers(tmp_path: Path) -> None:
+    """A message on ``/trigger/`` reaches every member of the group on raw aiohttp and on wsframe, and is timed."""
+    code = ws_fanout.main(["--smoke", "--results-dir", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "ws_fanout.json").read_text())
+    assert (report["meta"]["size"], report["meta"]["mode"]) == (20, "smoke")
+    for kind in ("raw", "wsframe"):
+        assert len(report["servers"][kind]["ms"]["samples"]) == 1
+        assert report["servers"][kind]["ms"]["median"] > 0
+    assert "| ms until the last member received it |" in (tmp_path / "ws_fanout.md").read_text()
