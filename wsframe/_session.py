@@ -36,7 +36,8 @@ _HANDSHAKE_EXPIRED = "wsframe: handshake timeout"
 """The message of the cancellation the handshake timer sends."""
 
 _FAIR_SHARE = 16
-"""Messages one connection handles in a row before letting the others run."""
+"""Messages one connection handles in a row before letting the others run (a power of two)."""
+_FAIR_MASK = _FAIR_SHARE - 1
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 # Likewise for message types: on Python 3.11, WSMsgType.CLOSE (an attribute of
@@ -257,7 +258,6 @@ class Session(Connection):
         limited = None
         if self.compressed or self.config.settings.rate_limit is not None or self.credentials is not None:
             limited = self._message_limits()
-        in_a_row = 0
         while True:
             try:
                 msg = await ws.receive(idle_timeout)
@@ -272,18 +272,25 @@ class Session(Connection):
             kind = msg.type
             if kind is _TEXT or kind is _BINARY:
                 # The data path stays inline: it runs for every message.
-                self.received_messages += 1
-                self.received_bytes += len(msg.data)  # characters of a text message
-                if limited is not None and await self._over_limit(limited, msg.data):
+                # msg.data once: a NamedTuple field is a generic attribute lookup (about
+                # 150 instructions); `data` is a frame slot the close path uses anyway.
+                data = msg.data
+                # The count, in a local, also paces the fair share below: one
+                # counter instead of two (measured: 2 % of an echo round trip
+                # went to counting).
+                received = self.received_messages + 1
+                self.received_messages = received
+                self.received_bytes += len(data)  # characters of a text message
+                if limited is not None and await self._over_limit(limited, data):
                     if self.state is _OPEN:
                         continue  # wsframe's own message (a token refresh), not for receive()
                     return
                 try:
                     if decode is None:
-                        await handler.receive(msg.data)
+                        await handler.receive(data)
                     else:
                         try:
-                            data = decode(msg.data)
+                            data = decode(data)
                         except (msgspec.ValidationError, msgspec.DecodeError) as error:
                             await handler.on_invalid_message(error)
                         else:
@@ -297,12 +304,10 @@ class Session(Connection):
                     return
                 if self.state is not _OPEN:
                     return
-                in_a_row += 1
-                if in_a_row == _FAIR_SHARE:
+                if not received & _FAIR_MASK:
                     # ws.receive() does not suspend while frames are buffered, so a
                     # client that floods would keep the loop to itself for a whole
                     # read buffer (a thousand messages) while everyone else waits.
-                    in_a_row = 0
                     await asyncio.sleep(0)
                 continue
             if kind is _PING:
