@@ -177,3 +177,58 @@ async def test_a_ping_past_the_bound_in_drop_mode_is_not_written_nor_counted_as_
     assert connection.sent_bytes == 16 * 1024 * 1024 + 10  # the flood's frame (10 bytes of header), no ping
     assert (registry.tally.messages_dropped, registry.tally.slow_dropped) == (0, 0)
     ws.abort()
+
+
+# ---------------------------------------------------- the sweep, one step at a time
+
+
+class Patient(Echo):
+    """A heartbeat so long that its timer never sweeps during a test: the test sweeps by hand."""
+
+    heartbeat = 1000.0
+
+
+async def open_patient(serve: Serve) -> tuple[web.Application, RawWebsocket]:
+    app = create_app({"patient/": Patient})
+    app[CODES] = {}
+    client = await serve(app)
+    ws = await raw_connect(client, "/patient/")
+    assert await echo(ws, "hello") == [Frame(TEXT, b"hello")]  # open, and registered
+    return app, ws
+
+
+async def test_the_fourth_quiet_sweep_pings_and_the_sixth_drops_with_1006(serve: Serve) -> None:
+    """Sweeps come every quarter heartbeat: a ping after one heartbeat of silence, the drop half of one later."""
+    app, ws = await open_patient(serve)
+    heartbeat = app[REGISTRY_KEY].heartbeat
+    heartbeat.sweep()  # sees the "hello": alive
+    for _ in range(3):
+        heartbeat.sweep()
+    assert await echo(ws, "marker") == [Frame(TEXT, b"marker")]  # three quiet sweeps: no ping yet
+    heartbeat.sweep()  # saw the marker: alive again; quiet from here
+    for _ in range(3):
+        heartbeat.sweep()
+    assert app[CODES] == {}
+    heartbeat.sweep()  # the fourth quiet one
+    assert await ws.read_frame() == Frame(PING, b"")
+    heartbeat.sweep()
+    assert app[CODES] == {}
+    heartbeat.sweep()  # the sixth
+    assert await ended(app, "/patient/") == [status.WS_1006_ABNORMAL_CLOSURE]
+    assert await ws.read_frame() is None
+
+
+async def test_a_pong_after_the_ping_keeps_the_connection_and_starts_the_count_again(serve: Serve) -> None:
+    app, ws = await open_patient(serve)
+    heartbeat = app[REGISTRY_KEY].heartbeat
+    for _ in range(5):  # alive (the hello), then four quiet: pinged
+        heartbeat.sweep()
+    frame = await ws.read_frame()
+    assert frame == Frame(PING, b"")
+    ws.send_frame(PONG, frame.payload)
+    assert await echo(ws, "after the pong") == [Frame(TEXT, b"after the pong")]
+    for _ in range(4):  # sees the pong (and the message), then three quiet: not even pinged yet
+        heartbeat.sweep()
+    assert await echo(ws, "still open") == [Frame(TEXT, b"still open")]
+    assert app[CODES] == {}
+    await ws.aclose()

@@ -74,8 +74,15 @@ class Heartbeat:
     def watch(self, config: HandlerConfig) -> None:
         """Take *config*'s heartbeat into account, and start the timer if it is not running.
 
-        Raises ``RuntimeError`` outside a running event loop.
+        Outside a running event loop (a registry used without serving) it does nothing.
         """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop is not self._loop:  # the first start, or the app serves again on a new loop
+            self._cancel_timer()
+            self._loop = loop
         self.last = config
         if id(config) not in self._configs:
             self._configs[id(config)] = config
@@ -87,8 +94,7 @@ class Heartbeat:
                     self._cancel_timer()
                 self._recompute()
         if self._timer is None and self.tick is not None:
-            self._loop = asyncio.get_running_loop()
-            self._timer = self._loop.call_later(self.tick, self._sweep)
+            self._timer = loop.call_later(self.tick, self._sweep)
 
     def _recompute(self) -> None:
         # A shorter tick makes the quiet counts already made mean less time than

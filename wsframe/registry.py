@@ -130,6 +130,7 @@ class Registry:
         """Draw this process's node id and start the backend."""
         self.node_id = new_node_id()
         self.shutting_down = False
+        self.heartbeat.stop()  # (a timer left from a loop that ended without a shutdown)
         await self.backend.on_startup(self)
 
     async def on_shutdown(self, code: int, reason: str, drain_seconds: float) -> None:
