@@ -1,4 +1,5 @@
-"""The apps the benchmarks serve: wsframe and hand-written raw aiohttp (a ``/ws/`` echo and ``POST /fanout/``),
+"""The apps the benchmarks serve: wsframe and hand-written raw aiohttp (a ``/ws/`` echo, ``POST /fanout/`` and the
+``/trigger/`` websocket, whose every message fans out),
 the cross-worker and scale cases' gunicorn apps; ``python -m benchmarks.servers`` serves all but wsframe."""
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def wsframe_app() -> web.Application:
         async def receive(self, data: str | bytes) -> None:
             await self.send(data)
 
+    class Trigger(GenericWebsocket):
+        """``/trigger/``: each message sends the fan-out message to the group; the answer is the send call's time."""
+
+        async def receive(self, data: str | bytes) -> None:
+            started = time.perf_counter()
+            await send_message_to_group(GROUP, FANOUT_MESSAGE)
+            await self.send(json.dumps({"seconds": time.perf_counter() - started}))
+
     async def fanout(request: web.Request) -> web.Response:
         started = time.perf_counter()
         if request.query.get("via") == "id":
@@ -56,7 +65,7 @@ def wsframe_app() -> web.Application:
             await send_message_to_group(GROUP, FANOUT_MESSAGE)
         return web.json_response({"sent": sent, "seconds": time.perf_counter() - started})
 
-    return create_app({"ws/": EchoWebsocket, "fanout/": fanout})
+    return create_app({"ws/": EchoWebsocket, "fanout/": fanout, "trigger/": Trigger})
 
 
 def raw_app(*, matched: bool = False) -> web.Application:
@@ -78,6 +87,17 @@ def raw_app(*, matched: bool = False) -> web.Application:
             clients.discard(ws)
         return ws
 
+    async def trigger(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(**settings)  # not one of the clients: it does not receive the fan-out
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                started = time.perf_counter()
+                for target in list(clients):
+                    await target.send_str(FANOUT_MESSAGE)
+                await ws.send_str(json.dumps({"seconds": time.perf_counter() - started}))
+        return ws
+
     async def fanout(request: web.Request) -> web.Response:
         started = time.perf_counter()
         targets = list(clients)
@@ -88,6 +108,7 @@ def raw_app(*, matched: bool = False) -> web.Application:
     app = web.Application()
     app.router.add_get("/ws/", echo)
     app.router.add_post("/fanout/", fanout)
+    app.router.add_get("/trigger/", trigger)
     return app
 
 

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from benchmarks import peers
+from benchmarks.cases import ws_fanout
 from benchmarks.cases.cross_worker import MODES, TARGET_P99_MS, paced_sends
 from benchmarks.report import aggregate, loadgen_cases, render_markdown, scale_markdown
 from benchmarks.run import server_kinds
 from benchmarks.servers import command
-from benchmarks.tools import instructions
+from benchmarks.tools import gc_pauses, instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_CASES = {"idle_memory", "echo_1", "echo_100", "open_close", "fanout_100", "fanout_1000"}
@@ -418,3 +419,34 @@ def test_instruction_count_smoke_run_writes_a_row_per_case(tmp_path: Path, capsy
     assert row["wsframe"] > 10_000
     assert "| connection open + close |" in (tmp_path / "instructions.md").read_text()
     assert "connection open + close" in capsys.readouterr().out
+
+
+# ------------------------------------------------------- garbage-collection pauses
+
+
+@pytest.mark.timeout(120)
+def test_gc_pauses_smoke_run_times_collections_with_gc_freeze_on_and_off(tmp_path: Path) -> None:
+    """``python -m benchmarks.tools.gc_pauses`` serves, opens and closes connections twice and reports the server's
+    collections, timed by gc.callbacks in the server: a server that logged nothing would report 0 collections."""
+    code = gc_pauses.main(["--smoke", "--results-dir", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((tmp_path / "gc_pauses.json").read_text())["rows"]
+    assert [(row["gc_freeze"], row["connections"]) for row in rows] == [(True, 200), (False, 200)]
+    assert all(row["collections"] > 0 for row in rows)
+    assert "| True | 200 |" in (tmp_path / "gc_pauses.md").read_text()
+
+
+# ------------------------------------------------------- websocket-triggered fan-out
+
+
+@pytest.mark.timeout(120)
+def test_ws_fanout_smoke_run_times_a_fanout_triggered_by_a_websocket_message_on_both_servers(tmp_path: Path) -> None:
+    """A message on ``/trigger/`` reaches every member of the group on raw aiohttp and on wsframe, and is timed."""
+    code = ws_fanout.main(["--smoke", "--results-dir", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "ws_fanout.json").read_text())
+    assert (report["meta"]["size"], report["meta"]["mode"]) == (20, "smoke")
+    for kind in ("raw", "wsframe"):
+        assert len(report["servers"][kind]["ms"]["samples"]) == 1
+        assert report["servers"][kind]["ms"]["median"] > 0
+    assert "| ms until the last member received it |" in (tmp_path / "ws_fanout.md").read_text()

@@ -32,6 +32,7 @@ NON_DEFAULTS: dict[str, Any] = {
     "max_connections": 6,
     "max_connections_per_ip": 2,
     "max_handshakes_per_ip": 7,
+    "gc_freeze": False,
     "allowed_origins": ("https://example.com",),
     "auth": None,
     "permissions": (),
@@ -41,9 +42,9 @@ NON_DEFAULTS: dict[str, Any] = {
 
 
 def test_every_setting_but_the_app_level_ones_is_overridable() -> None:
-    # They act before (or after) any handler: shutdown, and requests not yet routed; and
-    # history is about groups, which span handlers.
-    assert set(FIELDS) - set(OVERRIDABLE) == {"shutdown_timeout", "max_handshakes_per_ip", "history"}
+    # They act before (or after) any handler: shutdown, requests not yet routed, the process's
+    # collector; and history is about groups, which span handlers.
+    assert set(FIELDS) - set(OVERRIDABLE) == {"shutdown_timeout", "max_handshakes_per_ip", "history", "gc_freeze"}
 
 
 def test_the_handler_declares_a_class_attribute_for_exactly_the_overridable_settings() -> None:

@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "wsframe._connection": 2,
     "wsframe._framecheck": 2,
     "wsframe._guard": 2,
+    "wsframe._deadlines": 2,
+    "wsframe._heartbeat": 2,
     "wsframe._tally": 2,
     # L3: which connections live here and how to reach any id.
     "wsframe.registry": 3,
@@ -40,6 +42,7 @@ LAYERS: dict[str, int] = {
     "wsframe.snapshot": 3,
     "wsframe._streams": 3,
     "wsframe._histories": 3,
+    "wsframe._freeze": 3,
     # L4: serving one connection: who may connect, the handler, the driver.
     "wsframe.security": 4,
     "wsframe._session": 4,

@@ -631,7 +631,7 @@ async def test_aiohttp_client_sees_close_code_and_reason(serve: Serve) -> None:
         assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1008, "Closing connection")
 
 
-async def test_heartbeat_setting_reaches_aiohttp(serve: Serve) -> None:
+async def test_heartbeat_setting_sends_pings(serve: Serve) -> None:
     class Fast(Echo):
         heartbeat = 0.2
 

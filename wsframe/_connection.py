@@ -124,8 +124,10 @@ class Connection:
         "connection_id",
         "dropped_messages",
         "groups",
+        "quiet",
         "received_bytes",
         "received_messages",
+        "seen",
         "sent_bytes",
         "sent_messages",
         "state",
@@ -150,6 +152,9 @@ class Connection:
         """Messages dropped because the client read too slowly (``slow_consumer='drop'``)."""
         # Plain counters, read by wsframe.stats() and /metrics (see wsframe._tally).
         self.received_messages = self.received_bytes = self.sent_messages = self.sent_bytes = 0
+        # The heartbeat's (wsframe._heartbeat): received_messages at its last sweep, or -1
+        # after a ping or pong from the peer; and its sweeps in a row without traffic.
+        self.seen = self.quiet = 0
 
     def closed_error(self) -> ConnectionClosed:
         """The ConnectionClosed to raise for an action on this closed or closing connection."""
@@ -162,7 +167,9 @@ class Connection:
         settings = self.config.settings
         return _WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
-            heartbeat=settings.heartbeat or None,
+            # wsframe's own heartbeat (wsframe._heartbeat) pings: aiohttp's resets a
+            # timer on every read and starts a task for every ping.
+            heartbeat=None,
             # aiohttp rejects a plain message of exactly max_msg_size bytes (its
             # check is >=), ours is inclusive. It checks inflated messages with
             # >, so one byte more slips through there: the receive loop checks those.
@@ -220,7 +227,23 @@ class Connection:
             self.sent_messages += 1
             self.sent_bytes += len(frame)
 
-    def _admit_past_fast_path(self) -> bool:
+    def write_control(self, frame: bytes) -> None:
+        """Queue a ping or pong through the same bound as data: its bytes count, it is not a message.
+
+        Raises as :meth:`write_frame` does; a control frame dropped past the
+        bound (``slow_consumer='drop'``) is not counted as a dropped message.
+        """
+        transport = self.transport
+        if (
+            self.state is _OPEN
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= self.config.outbound_limit
+        ) or self._admit_past_fast_path(control=True):
+            transport.write(frame)  # type: ignore[union-attr]  # _admit_past_fast_path() checked it
+            self.sent_bytes += len(frame)
+
+    def _admit_past_fast_path(self, control: bool = False) -> bool:
         """Decide on a frame the fast path did not let through: True to write it, False to drop it.
 
         Not a plain predicate: it raises for a connection that is not open,
@@ -239,8 +262,9 @@ class Connection:
         if outcome == "write":
             return True
         if outcome == "drop":
-            self.dropped_messages += 1
-            logger.debug("dropped a message for slow consumer %s", self.connection_id)
+            if not control:
+                self.dropped_messages += 1
+                logger.debug("dropped a message for slow consumer %s", self.connection_id)
             return False
         self._close_slow_consumer(transport)
         raise ConnectionClosed(status.WS_1013_TRY_AGAIN_LATER, _SLOW_CONSUMER)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiohttp import web
 
 from . import _guard, _redact, status
+from ._freeze import Freezer
 from ._logs import adopt_gunicorn_error_log
 from .backends import resolve_backend
 from .backends.base import Backend
@@ -54,6 +55,7 @@ def create_app(
     max_connections: int | None = None,
     max_connections_per_ip: int | None = None,
     max_handshakes_per_ip: int | None = None,
+    gc_freeze: bool | None = None,
     allowed_origins: OriginPolicy = None,
     auth: Auth | None = None,
     permissions: Sequence[Permission] | None = None,
@@ -109,15 +111,20 @@ def create_app(
     app[REGISTRY_KEY] = registry
     app[ROUTES_KEY] = compile_urls(app.router, urls, settings)
     enable_metrics(app, metrics, [route.path for route in app[ROUTES_KEY] if route.kind == "websocket"])
+    freezer = Freezer(registry) if settings.gc_freeze else None
 
     async def on_startup(app: web.Application) -> None:
         # At startup, once the app module has run: logging it set up itself wins.
         adopt_gunicorn_error_log()
         await registry.on_startup()
         started_apps.add(app)
+        if freezer is not None:
+            freezer.start()
 
     async def on_shutdown(app: web.Application) -> None:
         started_apps.discard(app)
+        if freezer is not None:
+            freezer.stop()
         await registry.on_shutdown(status.WS_1001_GOING_AWAY, "Server shutdown", settings.shutdown_timeout)
 
     app.on_startup.append(on_startup)

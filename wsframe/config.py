@@ -49,8 +49,9 @@ class Settings:
     max_message_size: int = MIB
     """Largest incoming message in bytes; a larger one closes the connection with 1009."""
     heartbeat: float | None = 25.0
-    """Seconds between pings; a peer that does not answer within half of it is dropped.
-    ``None`` or ``0`` turns pings off (on a handler class, ``None`` means "as the app")."""
+    """Seconds of silence from a peer before it is pinged; one that sends nothing (no pong,
+    no message) for half of it more is dropped (1006). ``None`` or ``0`` turns pings off
+    (on a handler class, ``None`` means "as the app")."""
     compression: bool = False
     """Offer permessage-deflate. Off by default: it costs CPU and opens the door to
     compression bombs."""
@@ -84,6 +85,11 @@ class Settings:
     complete HTTP request yet; past it a new one gets HTTP 429 at once. Such a connection
     is closed with HTTP 408 after the app's ``handshake_timeout``. About the app: the route
     is not known until the request is in. ``None``: no cap."""
+    gc_freeze: bool = True
+    """Call ``gc.freeze()`` after startup and after bursts of accepted connections, and run
+    one full collection (then freeze again) only when half the connections were replaced:
+    full collections of tens of thousands of connections stall a worker for 0.3-0.6 s each.
+    About the process, so about the app. ``False``: Python's automatic collection as it is."""
     allowed_origins: OriginPolicy = None
     """``None``: browsers may connect only from a page on the same host; ``'*'``: from
     anywhere; a list: those origins (fnmatch patterns allowed). No Origin header: allowed."""
@@ -155,7 +161,7 @@ def validate_origin_policy(policy: Any, where: str) -> OriginPolicy:
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 """Every setting, in declaration order."""
-APP_ONLY: tuple[str, ...] = ("shutdown_timeout", "max_handshakes_per_ip", "history")
+APP_ONLY: tuple[str, ...] = ("shutdown_timeout", "max_handshakes_per_ip", "history", "gc_freeze")
 """Settings about the whole app, not one connection: no handler class overrides them."""
 OVERRIDABLE: tuple[str, ...] = tuple(name for name in FIELDS if name not in APP_ONLY)
 """The settings a handler class may override with a class attribute of the same name."""

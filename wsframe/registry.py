@@ -12,12 +12,14 @@ import asyncio
 import contextvars
 import logging
 import weakref
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ._connection import Connection
+from ._deadlines import Deadlines
+from ._heartbeat import Heartbeat
 from ._histories import HistoryGroups
 from ._ids import CONNECTION_ID_LENGTH, NODE_ID_LENGTH, new_connection_id, new_node_id, validate_group_name
 from ._streams import GroupStream, HistoryStats
@@ -37,6 +39,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("wsframe.registry")
+
+_NEVER = 1 << 62
 
 FINISH_SECONDS = 2.0
 """How long shutdown waits, after the drain, for handlers to finish disconnect()."""
@@ -68,6 +72,8 @@ class Registry:
         """This process's groups with history (their streams and counters)."""
         self.tally = Tally()
         """Totals of connections that ended and handshakes refused (read through wsframe.stats())."""
+        self.heartbeat = Heartbeat(self.connections)
+        """Pings quiet connections and drops dead ones: one timer for all of them."""
         # A backend that keeps no membership (one process) is not awaited on
         # every join and leave: those run for every connection of a chat app.
         self.tracks_members = (
@@ -80,6 +86,11 @@ class Registry:
         """Set when app shutdown begins: connections accepted from then on are closed with 1001."""
         self.unfinished = 0
         """Accepted connections whose handler has not finished (what shutdown waits for)."""
+        self.handshakes: dict[float, Deadlines] = {}
+        """The handshake deadlines of this app's connections, one timer per timeout (see :meth:`deadlines`)."""
+        self.burst_at = _NEVER
+        self.on_burst: Callable[[], None] | None = None
+        """Called by :meth:`add` when ``unfinished`` reaches ``burst_at`` (wsframe._freeze sets both)."""
         self._drained: asyncio.Future[None] | None = None
 
     def new_connection_id(self) -> str:
@@ -113,6 +124,17 @@ class Registry:
         """Make *connection* reachable by id (called on accept); :meth:`finished` must follow."""
         self.connections[connection.connection_id] = connection
         self.unfinished += 1
+        if self.unfinished >= self.burst_at and self.on_burst is not None:
+            self.on_burst()
+        if connection.config is not self.heartbeat.last and not self.shutting_down:  # (once per handler class)
+            self.heartbeat.watch(connection.config)
+
+    def deadlines(self, timeout: float, expired: Callable[[Any], object]) -> Deadlines:
+        """The :class:`~wsframe._deadlines.Deadlines` of *timeout* seconds (made with *expired* on first use)."""
+        deadlines = self.handshakes.get(timeout)
+        if deadlines is None:
+            deadlines = self.handshakes[timeout] = Deadlines(timeout, expired)
+        return deadlines
 
     def finished(self) -> None:
         """Count one accepted connection whose handler is done (groups left, disconnect() run)."""
@@ -129,6 +151,7 @@ class Registry:
         """Draw this process's node id and start the backend."""
         self.node_id = new_node_id()
         self.shutting_down = False
+        self.heartbeat.stop()  # (a timer left from a loop that ended without a shutdown)
         await self.backend.on_startup(self)
 
     async def on_shutdown(self, code: int, reason: str, drain_seconds: float) -> None:
@@ -144,6 +167,7 @@ class Registry:
         # drops this whole node from presence when it stops (Redis deletes the
         # node's liveness key), instead of one round trip per connection.
         self.shutting_down = True
+        self.heartbeat.stop()
         connections = list(self.connections.values())
         if connections:
             logger.info("closing %d websocket connection(s) with %d", len(connections), code)
