@@ -26,7 +26,7 @@ from tests.support.gunicorn_harness import (
     Member,
     join,
     join_across_workers,
-    members_seen,
+    members_seen_by_every_worker,
     post,
 )
 from tests.support.redis_cluster import RedisCluster, own_cluster
@@ -104,14 +104,8 @@ async def test_200_clients_in_groups_on_every_shard_get_every_group_send_once_in
         assert all(await asyncio.gather(*(m.nothing_pending() for m in members)))
         for group in groups:
             expected = {m.id for m in members if group_of[m.id] == group}
-            seen_by: set[int] = set()
-            for _ in range(40):  # until every worker has answered
-                seen, pid = await members_seen(server, group)
-                assert seen == expected
-                seen_by.add(pid)
-                if seen_by == pids:
-                    break
-            assert seen_by == pids
+            answers = await members_seen_by_every_worker(server, group, pids)
+            assert [seen for seen, _ in answers] == [expected] * len(answers)
         assert server.worker_pids() == pids
     assert {m.pid for m in members} == pids
     assert len(senders) == 3

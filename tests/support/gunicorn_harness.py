@@ -39,6 +39,7 @@ __all__ = [
     "join_across_workers",
     "post",
     "members_seen",
+    "members_seen_by_every_worker",
 ]
 
 SCALE = float(os.environ.get("WSFRAME_TEST_TIMEOUT_SCALE", "1"))
@@ -239,3 +240,17 @@ async def members_seen(server: Gunicorn, group: str) -> tuple[set[str], int]:
     ):
         body = await response.json()
     return set(body["members"]), int(body["pid"])
+
+
+async def members_seen_by_every_worker(server: Gunicorn, group: str, pids: set[int]) -> list[tuple[set[str], int]]:
+    """Every answer of :func:`members_seen`, asked six at a time, until each worker in *pids* gave one.
+
+    Concurrent requests spread over the workers; one at a time, the kernel may hand every new
+    connection to the same idle worker for a long while. Fails after 30 s (scaled).
+    """
+    answers: list[tuple[set[str], int]] = []
+    deadline = time.monotonic() + 30 * SCALE
+    while not pids <= {pid for _, pid in answers}:
+        assert time.monotonic() < deadline, f"only workers { ({pid for _, pid in answers}) } of {pids} answered"
+        answers += await asyncio.gather(*(members_seen(server, group) for _ in range(6)))
+    return answers
