@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "wsframe._tally": 2,
     # L3: which connections live here and how to reach any id.
     "wsframe.registry": 3,
+    "wsframe._membership": 3,
     "wsframe.groups": 3,
     "wsframe.snapshot": 3,
     "wsframe._streams": 3,
