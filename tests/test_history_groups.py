@@ -11,6 +11,7 @@ from aiohttp import web
 
 import wsframe
 from tests.apps.history_app import make_app
+from tests.support.history import joined_of, path
 from wsframe import (
     BackendUnavailableError,
     ConfigurationError,
@@ -28,16 +29,6 @@ from wsframe.testing import WebsocketTestConnection, WsClientFactory
 
 SHORT = 0.05
 """A receive timeout for waits that expect nothing to arrive."""
-
-
-async def joined_of(ws: WebsocketTestConnection) -> dict[str, Any]:
-    answer = await ws.receive_json()
-    assert "joined" in answer, answer
-    return answer["joined"]  # type: ignore[no-any-return]
-
-
-def path(group: str, since: Position | None = None) -> str:
-    return f"/ws/{group}/" if since is None else f"/ws/{group}/?epoch={since[0]}&offset={since[1]}"
 
 
 async def nothing_more(ws: WebsocketTestConnection) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.apps.history_app import make_app
+from tests.support.history import joined_of, path
 from tests.support.nodes import redis_prefix, wait_until_up
 from tests.support.redis_server import SHARED_REDIS_URL, own_redis
 from wsframe import History, Publisher, send_message_to_group
@@ -20,16 +21,6 @@ from wsframe.registry import REGISTRY_KEY
 from wsframe.testing import WebsocketTestClient, WebsocketTestConnection, WsClientFactory
 
 SHORT = 0.1
-
-
-async def joined_of(ws: WebsocketTestConnection) -> dict[str, Any]:
-    answer = await ws.receive_json()
-    assert "joined" in answer, answer
-    return answer["joined"]  # type: ignore[no-any-return]
-
-
-def path(group: str, since: Position | None = None) -> str:
-    return f"/ws/{group}/" if since is None else f"/ws/{group}/?epoch={since[0]}&offset={since[1]}"
 
 
 def node(ws_client: WsClientFactory, prefix: str, url: str = SHARED_REDIS_URL, **options: Any) -> WebsocketTestClient:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from tests.apps.history_app import make_app
+from tests.support.history import joined_of
 from tests.support.nodes import redis_prefix
 from tests.support.redis_cluster import RedisCluster, own_cluster
 from wsframe import History
@@ -18,7 +18,7 @@ from wsframe.backends.base import Envelope
 from wsframe.backends.redis import RedisClusterBackend, _history
 from wsframe.backends.redis._keys import cluster_group_channel
 from wsframe.registry import REGISTRY_KEY
-from wsframe.testing import WebsocketTestConnection, WsClientFactory
+from wsframe.testing import WsClientFactory
 
 NEEDS_REDIS_8 = pytest.mark.skipif(
     tuple(int(part) for part in importlib.metadata.version("redis").split(".")[:2]) < (8, 0),
@@ -40,12 +40,6 @@ def test_a_groups_stream_position_and_shard_channel_hash_to_one_slot(group: str)
 def cluster() -> Iterator[RedisCluster]:
     with own_cluster() as started:
         yield started
-
-
-async def joined_of(ws: WebsocketTestConnection) -> dict[str, Any]:
-    answer = await ws.receive_json()
-    assert "joined" in answer, answer
-    return answer["joined"]  # type: ignore[no-any-return]
 
 
 @NEEDS_REDIS_8

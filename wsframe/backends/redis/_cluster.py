@@ -274,11 +274,15 @@ class RedisClusterBackend(Backend):
             async with asyncio.timeout(self.operation_timeout):
                 return await cluster.execute_command(command, *args)
         except UNREACHABLE as exc:
-            self.stats.publish_failures += 1
-            raise BackendUnavailableError(
-                f"Redis Cluster shard {self._owner(channel)} (of {self.url}): {what} failed ({describe_error(exc)}); "
-                "it was probably not done, but may still be if Redis was only slow."
-            ) from exc
+            raise self._shard_failed(channel, what, exc) from exc
+
+    def _shard_failed(self, channel: str, what: str, exc: BaseException) -> BackendUnavailableError:
+        """Count a failed command on *channel*'s shard and return the error that says so."""
+        self.stats.publish_failures += 1
+        return BackendUnavailableError(
+            f"Redis Cluster shard {self._owner(channel)} (of {self.url}): {what} failed ({describe_error(exc)}); "
+            "it was probably not done, but may still be if Redis was only slow."
+        )
 
     # ---------------------------------------------------------------- publish
 
@@ -317,11 +321,7 @@ class RedisClusterBackend(Backend):
                 except NoScriptError:  # EVALSHA ran nothing: sending the text cannot run it twice
                     return await cluster.execute_command("EVAL", script.text, *arguments)
         except UNREACHABLE as exc:
-            self.stats.publish_failures += 1
-            raise BackendUnavailableError(
-                f"Redis Cluster shard {self._owner(channel)} (of {self.url}): {what} failed ({describe_error(exc)}); "
-                "it was probably not done, but may still be if Redis was only slow."
-            ) from exc
+            raise self._shard_failed(channel, what, exc) from exc
 
     async def history_publish(self, group: str, envelope: Envelope, rule: History) -> Envelope:
         """Number, keep and SPUBLISH the message in one script on the group's slot (see RedisBackend)."""
