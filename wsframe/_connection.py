@@ -89,7 +89,7 @@ class _WebSocketResponse(web.WebSocketResponse):
         handler = request.protocol
         early, handler._message_tail = handler._message_tail, b""
         super()._post_start(request, protocol, writer)
-        check = handler._payload_parser = FrameCheck(handler._payload_parser, self._reader)
+        check = handler._payload_parser = self.frame_check = FrameCheck(handler._payload_parser, self._reader)
         if early and check.feed_data(early)[0]:
             handler.close()
 
@@ -125,7 +125,6 @@ class Connection:
         "dropped_messages",
         "groups",
         "quiet",
-        "received_bytes",
         "received_messages",
         "seen",
         "sent_bytes",
@@ -151,10 +150,17 @@ class Connection:
         self.dropped_messages = 0
         """Messages dropped because the client read too slowly (``slow_consumer='drop'``)."""
         # Plain counters, read by wsframe.stats() and /metrics (see wsframe._tally).
-        self.received_messages = self.received_bytes = self.sent_messages = self.sent_bytes = 0
+        # Bytes received are counted where they are read, once per read (received_bytes).
+        self.received_messages = self.sent_messages = self.sent_bytes = 0
         # The heartbeat's (wsframe._heartbeat): received_messages at its last sweep, or -1
         # after a ping or pong from the peer; and its sweeps in a row without traffic.
         self.seen = self.quiet = 0
+
+    @property
+    def received_bytes(self) -> int:
+        """Bytes of the frames read from the client, headers included; 0 before the handshake."""
+        check: FrameCheck | None = getattr(self.ws, "frame_check", None)
+        return 0 if check is None else check.received
 
     def closed_error(self) -> ConnectionClosed:
         """The ConnectionClosed to raise for an action on this closed or closing connection."""

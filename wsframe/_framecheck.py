@@ -51,7 +51,7 @@ class FrameCheck:
     protocol cannot tell the two apart. Once failed, it drops what follows.
     """
 
-    __slots__ = ("_fast", "_head", "_in_message", "_queue", "_reader", "_skip")
+    __slots__ = ("_fast", "_head", "_in_message", "_queue", "_reader", "_skip", "received")
 
     def __init__(self, reader: Any, queue: Any) -> None:
         self._reader = reader
@@ -64,18 +64,22 @@ class FrameCheck:
         """Whether a fragmented message is unfinished."""
         self._fast = True
         """At a frame boundary, nothing carried, no message unfinished: the next read may be one whole frame."""
+        self.received = 0
+        """Bytes read from the client so far, frame headers included (``Connection.received_bytes``)."""
 
     def feed_eof(self) -> None:
         self._reader.feed_eof()
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        n = len(data)
+        self.received += n
         if self._fast:
             # Table lookups: the cheapest test of "one whole small masked frame, fine on its own".
-            if len(data) > 5 and _ONE_FRAME_LENGTH[data[1]] == len(data) and _PASSES_ALONE[data[0]]:
+            if n > 5 and _ONE_FRAME_LENGTH[data[1]] == n and _PASSES_ALONE[data[0]]:
                 return self._reader.feed_data(data)  # type: ignore[no-any-return]
-        elif self._skip >= len(data):
+        elif self._skip >= n:
             # The middle of a long frame's payload.
-            self._skip -= len(data)
+            self._skip -= n
             return self._reader.feed_data(data)  # type: ignore[no-any-return]
         return self._walk(data)
 

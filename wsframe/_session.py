@@ -280,7 +280,6 @@ class Session(Connection):
                 # went to counting).
                 received = self.received_messages + 1
                 self.received_messages = received
-                self.received_bytes += len(data)  # characters of a text message
                 if limited is not None and await self._over_limit(limited, data):
                     if self.state is _OPEN:
                         continue  # wsframe's own message (a token refresh), not for receive()

@@ -117,7 +117,7 @@ class _Exporter:
             "refused": counter("wsframe_handshakes_refused", "Websocket handshakes refused, by reason.", ("reason",)),
             "messages_received": counter("wsframe_messages_received", "Data messages received from clients."),
             "messages_sent": counter("wsframe_messages_sent", "Data messages written to clients."),
-            "bytes_received": counter("wsframe_bytes_received", "Payload size of the messages received."),
+            "bytes_received": counter("wsframe_bytes_received", "Bytes of the frames read from clients."),
             "bytes_sent": counter("wsframe_bytes_sent", "Bytes of the frames written to clients."),
             "slow": counter(
                 "wsframe_slow_consumers", "Connections whose client read too slowly, by action taken.", ("action",)

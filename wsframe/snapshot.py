@@ -40,7 +40,7 @@ class WorkerStats:
     messages_sent: int
     """Data messages written to clients (a group send counts once per member reached here)."""
     bytes_received: int
-    """Payload size of the messages received (a text message counts its characters)."""
+    """Bytes of the frames read from clients, headers included (compressed size on compressed connections)."""
     bytes_sent: int
     """Bytes of the frames written, headers and pongs included (payload size on compressed connections)."""
     slow_consumers_closed: int
