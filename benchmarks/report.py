@@ -90,6 +90,8 @@ def aggregate(cases: list[Case], sessions: dict[str, list[dict[str, Any]]]) -> l
 CROSS_WORKER_TITLES = {"same-process": "same process (no hop)", "redis": "Redis, targeted (wsframe)"}
 CROSS_WORKER_TITLES["redis-cluster"] = "Redis Cluster, 3 masters, sharded pub/sub (wsframe)"
 CROSS_WORKER_TITLES["ipc"] = "local IPC, targeted (wsframe, no Redis)"
+CROSS_WORKER_TITLES["redis-group"] = "Redis, group of one member on each other worker (wsframe)"
+CROSS_WORKER_TITLES["redis-history"] = "Redis, the same group with history (wsframe)"
 CROSS_WORKER_TITLES["fanout"] = "Redis, fan-out to every worker (Panther / python-socketio design)"
 """How the cross-worker table names each mode."""
 
@@ -262,6 +264,8 @@ COLOURS["panther"] = "#c05621"
 MODE_BARS = {"same-process": ("same\nprocess", "#90b4e0"), "redis": ("Redis", "#2b6cb0"), "ipc": ("IPC", "#4a9a5b")}
 MODE_BARS["fanout"] = ("Redis\nfan-out", "#7f7f7f")
 MODE_BARS["redis-cluster"] = ("Redis\nCluster", "#1a4480")
+MODE_BARS["redis-group"] = ("Redis\ngroup", "#3d7cc9")
+MODE_BARS["redis-history"] = ("Redis group,\nhistory", "#5b8fd0")
 Panel = tuple[str, list[tuple[str, dict[str, Any], str]], float | None]
 """A chart panel: title, bars as (label, min/median/max summary, colour), and a reference line (or None)."""
 

@@ -19,7 +19,8 @@ from aiohttp import WSMsgType, web
 
 from .harness import percentile
 
-__all__ = ["FANOUT_MESSAGE", "GROUP", "HEARTBEAT", "KINDS", "MAX_MESSAGE_SIZE", "command", "cross_worker_app"]
+__all__ = ["FANOUT_MESSAGE", "GROUP", "HEARTBEAT", "HISTORY_GROUP", "KINDS", "MAX_MESSAGE_SIZE", "command"]
+__all__ += ["cross_worker_app"]
 __all__ += ["label", "main", "paced_sends", "raw_app", "scale_app", "wsframe_app"]
 
 FANOUT_MESSAGE = "f" * 64  # The 64-byte text message the fan-out case delivers to every connection.
@@ -27,6 +28,7 @@ HEARTBEAT = 25.0  # wsframe's default ping interval: given to the `raw-matched` 
 MAX_MESSAGE_SIZE = 1024 * 1024
 """wsframe's default message size limit: given to the ``raw-matched`` server (and the peers)."""
 GROUP = "everyone"  # The group every wsframe benchmark connection joins (and the scale case sends to).
+HISTORY_GROUP = "history:everyone"  # The cross-worker case's group with history (1,000 messages kept for 60 s).
 KINDS = ("raw", "wsframe")  # The two servers every run measures; `raw-matched` and the peers come after them.
 LABELS = {"raw": "raw aiohttp", "wsframe": "wsframe", "raw-matched": "raw aiohttp, wsframe's heartbeat"}
 
@@ -149,8 +151,10 @@ async def cross_worker_app() -> web.Application:
     """The cross-worker case's app; ``BENCH_BACKEND``: a ``redis://`` URL, ``fanout:redis://...``, or empty (IPC).
     ``/ws/`` sends ``{"id", "pid"}`` on accept; ``GET /pid/`` answers the worker's pid; ``POST /paced/``
     ``{"targets", "count", "rate"}`` runs :func:`paced_sends`; ``POST /blast/`` ``{"targets", "count",
-    "concurrency"}`` sends as fast as *concurrency* senders go. Raises ConfigurationError for a bad URL."""
-    from wsframe import GenericWebsocket, create_app, send_message_to_websocket
+    "concurrency"}`` sends as fast as *concurrency* senders go; both send to the group ``"group"`` instead when the body
+    names one. A client that sends ``join`` joins :data:`GROUP` and the history group :data:`HISTORY_GROUP` (not on
+    IPC, which refuses history), then gets ``joined``. Raises ConfigurationError for a bad URL."""
+    from wsframe import GenericWebsocket, History, create_app, send_message_to_group, send_message_to_websocket
     from wsframe.backends import RedisBackend
 
     class FanoutRedisBackend(RedisBackend):
@@ -159,24 +163,39 @@ async def cross_worker_app() -> web.Application:
         def channel_for(self, node_id: str) -> str:
             return f"{self.prefix}all"
 
+    spec = os.environ.get("BENCH_BACKEND", "")
+
     class Hello(GenericWebsocket):
         async def connect(self) -> None:
             await self.accept()
             await self.send({"id": self.connection_id, "pid": os.getpid()})
 
+        async def receive(self, data: str | bytes) -> None:
+            if data == "join":
+                await self.join_group(GROUP)
+                if spec:
+                    await self.join_group(HISTORY_GROUP)
+                await self.send("joined")
+
+    def sender(body: dict[str, Any]) -> Callable[[str, str], Awaitable[object]]:
+        group = body.get("group")
+        if group is None:
+            return send_message_to_websocket
+        return lambda _target, text: send_message_to_group(group, text)
+
     async def paced(request: web.Request) -> web.Response:
         spec = await request.json()
-        sent = await paced_sends(send_message_to_websocket, spec["targets"], spec["count"], spec["rate"])
+        sent = await paced_sends(sender(spec), spec["targets"], spec["count"], spec["rate"])
         return web.json_response(sent)
 
     async def blast(request: web.Request) -> web.Response:
         spec = await request.json()
         targets: list[str] = spec["targets"]
-        cursor = iter(range(spec["count"]))
+        cursor, send = iter(range(spec["count"])), sender(spec)
 
         async def one_sender() -> None:
             for n in cursor:
-                await send_message_to_websocket(targets[n % len(targets)], str(time.monotonic_ns()))
+                await send(targets[n % len(targets)], str(time.monotonic_ns()))
 
         await asyncio.gather(*(one_sender() for _ in range(spec["concurrency"])))
         return web.json_response({"pid": os.getpid()})
@@ -184,10 +203,10 @@ async def cross_worker_app() -> web.Application:
     async def pid(request: web.Request) -> web.Response:
         return web.json_response({"pid": os.getpid()})
 
-    spec = os.environ.get("BENCH_BACKEND", "")
     urls = {"ws/": Hello, "paced/": paced, "blast/": blast, "pid/": pid}
     backend = FanoutRedisBackend(spec.removeprefix("fanout:")) if spec.startswith("fanout:") else spec or None
-    return create_app(urls, backend=backend, heartbeat=0)
+    history = {HISTORY_GROUP: History(size=1000, ttl=60)} if spec else None
+    return create_app(urls, backend=backend, heartbeat=0, history=history)
 
 
 async def scale_app() -> web.Application:

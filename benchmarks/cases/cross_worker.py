@@ -1,5 +1,6 @@
 """Cross-worker delivery under ``gunicorn -w 4``: one worker sends to the others' connections (Redis, a three-master
-Redis Cluster, IPC, Redis fanned out to every worker, or its own), paced, then every worker flat out.
+Redis Cluster, IPC, Redis fanned out to every worker, or its own), paced, then every worker flat out; and through
+Redis to a group with one member on each other worker, without and with history.
 ``benchmarks.run`` runs one repetition per ``python -m benchmarks.cases.cross_worker [--config JSON]``, which
 prints its figures as JSON."""
 
@@ -21,21 +22,25 @@ from typing import Any
 import aiohttp
 
 from .. import harness
-from ..client import WsClient, connect
-from ..servers import paced_sends
+from ..client import OP_TEXT, WsClient, client_frame, connect
+from ..servers import GROUP, HISTORY_GROUP, paced_sends
 
-__all__ = ["MODES", "SMOKE", "TARGET_P99_MS", "Config", "Lanes", "main", "paced_sends", "run_repetition"]
+__all__ = ["GROUPS", "MODES", "SMOKE", "TARGET_P99_MS", "Config", "Lanes", "join_members", "main", "paced_sends"]
+__all__ += ["run_repetition"]
 
 Lanes = dict[int, aiohttp.ClientSession]  # One keep-alive HTTP connection to each worker, by its pid.
 
-MODES = ("same-process", "redis", "redis-cluster", "ipc", "fanout")
+MODES = ("same-process", "redis", "redis-group", "redis-history", "redis-cluster", "ipc", "fanout")
 SERVERS = {
-    "redis": ("same-process", "redis"),
+    "redis": ("same-process", "redis", "redis-group", "redis-history"),
     "redis-cluster": ("redis-cluster",),
     "fanout": ("fanout",),
     "ipc": ("ipc",),
 }
-"""Each gunicorn configuration and the modes measured on it (same-process and redis share one server)."""
+"""Each gunicorn configuration and the modes measured on it (same-process and the Redis modes share one server)."""
+GROUPS = {"redis-group": GROUP, "redis-history": HISTORY_GROUP}
+"""The group modes' groups: members are one client on each worker but the sender."""
+JOIN = client_frame(OP_TEXT, b"join")
 SERVER_APP = "benchmarks.servers:cross_worker_app"
 TARGET_P99_MS = 2.0
 """The target: a cross-worker send through Redis has a p99 under 2 ms at 1,000 messages/s on loopback."""
@@ -84,6 +89,7 @@ class Receiver:
     def __init__(self) -> None:
         self.hellos: dict[WsClient, asyncio.Future[dict[str, Any]]] = {}
         self.owner: dict[str, int] = {}  # connection id -> pid of the worker that owns it
+        self.joined: dict[WsClient, asyncio.Future[None]] = {}  # the group modes' members, once they have joined
         self.latencies_ns: list[int] = []
         self.received = self.bad = self._expected = 0
         self._recording = False
@@ -91,8 +97,13 @@ class Receiver:
 
     def on_message(self, client: WsClient, opcode: int, payload: bytes) -> None:
         now = time.monotonic_ns()
-        if payload[:1] == b"{":
+        if payload.startswith(b'{"group":'):  # a history group's frame: the timestamp is its "data", a JSON string
+            payload = payload[payload.rindex(b':"') + 2 : -2]
+        elif payload[:1] == b"{":
             self._hello(client).set_result(json.loads(payload))
+            return
+        elif payload == b"joined":
+            self.joined.setdefault(client, asyncio.get_running_loop().create_future()).set_result(None)
             return
         try:
             sent = int(payload)
@@ -146,28 +157,43 @@ async def open_clients(port: int, cfg: Config, receiver: Receiver) -> None:
     raise RuntimeError(f"could not spread {cfg.clients} clients over {cfg.workers} workers: {dict(per_worker)}")
 
 
+async def join_members(receiver: Receiver, pids: list[int], sender: int) -> None:
+    """Make one client on each worker but *sender* a member of the group modes' groups; TimeoutError after 10 s."""
+    members = []
+    for pid in pids:
+        if pid != sender:
+            client = next(c for c, hello in receiver.hellos.items() if hello.result()["pid"] == pid)
+            client.send(JOIN)
+            members.append(receiver.joined.setdefault(client, asyncio.get_running_loop().create_future()))
+    await asyncio.wait_for(asyncio.gather(*members), 10)
+
+
 async def measure_mode(
     mode: str, cfg: Config, port: int, lanes: Lanes, receiver: Receiver, meter: harness.CpuMeter, first: int
 ) -> dict[str, Any]:
-    """Latency at the paced rate from one sender, then throughput with every worker sending."""
+    """Latency at the paced rate from one sender, then throughput with every worker sending. The group modes send
+    to their group, whose every member gets each message: *targets* is then the members."""
     pids, url = sorted(lanes), f"http://127.0.0.1:{port}"
     sender = pids[first % len(pids)]
     targets = {pid: [c for c, p in receiver.owner.items() if (p == pid) == (mode == "same-process")] for pid in pids}
     if not all(targets.values()):
         raise RuntimeError(f"{mode}: a worker has no connections to send to; use more clients")
+    group = {"group": GROUPS[mode]} if mode in GROUPS else {}
+    members = len(receiver.joined) if group else 1
 
     def blast_all(count: int, concurrency: int) -> Awaitable[list[dict[str, Any]]]:
-        body = {"count": count, "concurrency": concurrency}
+        body = {"count": count, "concurrency": concurrency, **group}
         return asyncio.gather(
             *(harness.post(lanes[pid], f"{url}/blast/", {"targets": targets[pid], **body}) for pid in pids)
         )
 
     # Warm-up: every worker's send path (and its connection to Redis) is used before anything counts.
-    await receiver.collect(cfg.warmup_sends * len(pids), record=False, within=30, during=blast_all(cfg.warmup_sends, 1))
-    body = {"targets": targets[sender], "count": cfg.latency_sends, "rate": cfg.rate}
+    warmup = blast_all(cfg.warmup_sends, 1)
+    await receiver.collect(cfg.warmup_sends * len(pids) * members, record=False, within=30, during=warmup)
+    body = {"targets": targets[sender], "count": cfg.latency_sends, "rate": cfg.rate, **group}
     meter.start()
     sending = harness.post(lanes[sender], f"{url}/paced/", body)
-    paced = await receiver.collect(cfg.latency_sends, record=True, within=30, during=sending)
+    paced = await receiver.collect(cfg.latency_sends * members, record=True, within=30, during=sending)
     cpu = meter.stop()
     if paced["pid"] != sender or paced["errors"]:
         raise RuntimeError(f"{mode}: paced sends went to worker {paced['pid']} (not {sender}) or failed: {paced}")
@@ -175,9 +201,11 @@ async def measure_mode(
     total = cfg.sends_per_worker * len(pids)
     meter.start()
     started = time.perf_counter()
-    await receiver.collect(total, record=False, within=120, during=blast_all(cfg.sends_per_worker, cfg.concurrency))
+    blasting = blast_all(cfg.sends_per_worker, cfg.concurrency)
+    await receiver.collect(total * members, record=False, within=120, during=blasting)
     seconds = time.perf_counter() - started
-    figures = {"mode": mode, "sender_pid": sender, "targets": len(targets[sender]), "samples": len(latencies)}
+    reached = members if group else len(targets[sender])
+    figures = {"mode": mode, "sender_pid": sender, "targets": reached, "samples": len(latencies)}
     figures |= {"p50_ms": harness.percentile(latencies, 0.5) / 1e6, "p99_ms": harness.percentile(latencies, 0.99) / 1e6}
     figures |= {"max_ms": latencies[-1] / 1e6, "achieved_rate": paced["achieved_rate"], "sends_per_s": total / seconds}
     return {**figures, "late_p99_ms": paced["late_p99_ms"], **cpu, **meter.stop("throughput_")}
@@ -203,6 +231,8 @@ async def run_repetition(
                 receiver = Receiver()
                 async with lanes_to_workers(server.port, cfg.workers) as lanes:
                     await open_clients(server.port, cfg, receiver)
+                    if kind == "redis":
+                        await join_members(receiver, sorted(lanes), sorted(lanes)[first % len(lanes)])
                     redis_pids = {"ipc": [], "redis-cluster": [node.pid for node in nodes]}.get(kind, [redis.pid])
                     groups = {"server_cpu": sorted(lanes)} | ({"redis_cpu": redis_pids} if redis_pids else {})
                     meter = harness.CpuMeter(**groups)
