@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
@@ -16,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from tests.support.rawclient import BINARY, CLOSE, TEXT, TIMEOUT, Frame, RawWebsocket, raw_connect
 from tests.support.redis_server import SHARED_REDIS_URL, RedisServer, own_redis, require_shared_redis
 from tests.support.servers import Serve
-from wsframe import BackendUnavailableError, ConfigurationError, GenericWebsocket, Publisher, create_app
+from wsframe import BackendUnavailableError, ConfigurationError, GenericWebsocket, History, Publisher, create_app
 from wsframe.backends import RedisBackend
 from wsframe.backends.redis import alive_key, members_key
 from wsframe.exceptions import InvalidGroupNameError
@@ -374,3 +376,31 @@ def test_group_members_with_redis_down_raises_backend_unavailable(private_redis:
         private_redis.kill()
         with pytest.raises(BackendUnavailableError, match="did not say who is in group 'red'"):
             publisher.group_members("red")
+
+
+BUSY_ONE_SECOND = """
+local started = redis.call('TIME')
+while true do
+  local now = redis.call('TIME')
+  if (now[1] - started[1]) * 1e6 + (now[2] - started[2]) > 1e6 then return 1 end
+end
+"""
+"""A script that keeps Redis busy for a second: commands sent meanwhile run after it, their replies late."""
+
+
+def test_a_history_send_whose_reply_is_late_raises_and_is_kept_once(private_redis: RedisServer) -> None:
+    history = {"chat:": History(size=100, ttl=60)}
+    with Publisher(private_redis.url, timeout=0.2, history=history) as publisher:
+        publisher.send_message_to_group("chat:1", "first")
+        busy = threading.Thread(target=redis.Redis.from_url(private_redis.url).eval, args=(BUSY_ONE_SECOND, 0))
+        busy.start()
+        time.sleep(0.1)  # the script is running: Redis reads nothing else until it ends
+        with pytest.raises(BackendUnavailableError, match="may have been kept and sent"):
+            publisher.send_message_to_group("chat:1", "second")
+        busy.join()
+    stream, client = "wsframe:history:{chat:1}", redis.Redis.from_url(private_redis.url)
+    deadline = time.monotonic() + 5
+    while client.xlen(stream) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the late command runs once the script has ended
+    time.sleep(0.3)  # a retried copy would have run by now too
+    assert client.xlen(stream) == 2

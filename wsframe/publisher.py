@@ -85,6 +85,8 @@ class Publisher:
             client = _make_client(redis, seconds)
             self.url = keys.redacted_url(redis) if isinstance(redis, str) else repr(client.connection_pool)
         self._client = client
+        self._client_once: Any = None
+        """The client for history sends, which never re-sends a command (made on first use)."""
 
     def send_message_to_websocket(self, connection_id: str, data: Any) -> bool:
         """Send *data* to *connection_id*, encoded as :meth:`GenericWebsocket.send` does.
@@ -123,7 +125,10 @@ class Publisher:
         ``TypeError`` when *data* cannot be encoded or *exclude* holds
         something other than strings, and
         :class:`~wsframe.exceptions.BackendUnavailableError` when Redis does not
-        take the message in time; nothing was sent then.
+        take the message in time; nothing was sent then. A send to a history
+        group is never retried by the client: if Redis was only slow, it may
+        have kept and sent the message, so retrying is the caller's choice (a
+        retry after such a timeout numbers the message a second time).
         """
         validate_group_name(group)
         rule = rule_for(self.history, group) if self.history else None
@@ -188,6 +193,10 @@ class Publisher:
         """Release the connections this publisher opened (a client you passed stays open)."""
         if self._owns_client:
             self._client.close()
+        if self._client_once is not None:
+            self._client_once.close()
+            self._client_once.connection_pool.disconnect()
+            self._client_once = None
 
     def __enter__(self) -> Publisher:
         return self
@@ -216,15 +225,36 @@ class Publisher:
         arguments = _history.publish_arguments(self.prefix, group, channel, envelope, rule, command)
         try:
             try:
-                reply = self._client.execute_command("EVALSHA", _history.PUBLISH.sha, *arguments)
+                reply = self._once().execute_command("EVALSHA", _history.PUBLISH.sha, *arguments)
             except self._no_script:  # EVALSHA ran nothing: sending the text cannot run it twice
-                reply = self._client.execute_command("EVAL", _history.PUBLISH.text, *arguments)
+                reply = self._once().execute_command("EVAL", _history.PUBLISH.text, *arguments)
         except self._unreachable as exc:
             raise BackendUnavailableError(
                 f"Redis at {self.url} did not take the group_send to group {group!r} ({exc}); "
                 "probably not sent, but it may have been kept and sent if Redis was only slow."
             ) from exc
         return _history.parse_publish(reply, f"Redis at {self.url}")[2]
+
+    def _once(self) -> Any:
+        """A client on the same server that sends each command once: no retry after a timeout.
+
+        The plain client retries once on a lost connection, which is harmless
+        for a PUBLISH that may reach a subscriber twice at worst. The history
+        script must not run twice: Redis may have run it and the reply been
+        lost, and a retry would keep and number the message a second time.
+        """
+        if self._sharded:
+            return self._client  # the cluster client is made without retries
+        if self._client_once is None:
+            import redis as sync_redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            pool = self._client.connection_pool
+            kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+            once = sync_redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            self._client_once = sync_redis.Redis(connection_pool=once)
+        return self._client_once
 
     def _publish_on(self, channel: str, envelope: Envelope, what: str) -> int:
         """PUBLISH *envelope* on *channel*; return how many subscribers took it, or raise naming *what*."""
